@@ -1,0 +1,299 @@
+//! Frames exchanged between a capture-worker and the uplink over their Unix
+//! socket.
+//!
+//! A frame is `length: u32 little-endian` followed by that many bytes of a
+//! bincode-encoded (serde) message. Packets travel many to a frame: a
+//! [`WorkerMsg::Batch`] carries a record buffer the worker fills in place, so
+//! the worker makes one write per batch, never one per packet.
+//!
+//! Record layout inside a batch (all little-endian, no padding):
+//! `ts_ns u64 | orig_len u32 | cap_len u32 | flags u32 | cap_len bytes`,
+//! where `flags & 3` is the pcapng direction (0 unknown, 1 in, 2 out).
+
+use crate::bpf::BpfInsn;
+use crate::pcapng::Direction;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Largest frame either side accepts: a batch of up to 4 MiB plus headers.
+pub const MAX_FRAME: usize = 8 << 20;
+/// Size of a record header in a batch buffer.
+pub const RECORD_HEADER: usize = 20;
+
+/// Worker → uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerMsg {
+    /// First message on a connection: which interface this worker captures.
+    Hello { interface: String, ifindex: u32, linktype: i32, pid: u32 },
+    /// Packets, as records (see the module docs).
+    Batch(Batch),
+    /// Cumulative capture counters since the worker attached its filter.
+    Stats(CaptureStats),
+}
+
+/// Uplink → worker: narrow, typed commands only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UplinkMsg {
+    /// Attach this classic BPF program (already compiled for the worker's
+    /// link type) as the kernel filter.
+    SetFilter { program: Vec<BpfInsn> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub count: u32,
+    #[serde(with = "serde_bytes")]
+    pub records: Vec<u8>,
+}
+
+/// Borrowed form of [`Batch`] so a worker can send its buffer without moving it.
+#[derive(Serialize)]
+pub enum WorkerMsgRef<'a> {
+    Hello { interface: &'a str, ifindex: u32, linktype: i32, pid: u32 },
+    Batch(BatchRef<'a>),
+    Stats(&'a CaptureStats),
+}
+
+#[derive(Serialize)]
+pub struct BatchRef<'a> {
+    pub count: u32,
+    #[serde(with = "serde_bytes")]
+    pub records: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStats {
+    /// Packets the kernel passed to the capture (after the filter).
+    pub received: u64,
+    /// Packets the kernel dropped because the ring was full.
+    pub dropped_kernel: u64,
+    /// Packets the interface or driver dropped.
+    pub dropped_interface: u64,
+    /// Packets the worker forwarded in batches.
+    pub forwarded: u64,
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_little_endian().with_fixed_int_encoding().with_limit::<MAX_FRAME>()
+}
+
+/// Appends one frame holding `msg` to `out`.
+pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    bincode::serde::encode_into_std_write(msg, out, config()).map_err(|e| FrameError::Encode(e.to_string()))?;
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME {
+        out.truncate(start);
+        return Err(FrameError::TooLarge(len));
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    TooLarge(usize),
+    Encode(String),
+    Decode(String),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooLarge(n) => write!(f, "frame of {n} bytes exceeds the {MAX_FRAME}-byte limit"),
+            FrameError::Encode(e) => write!(f, "cannot encode frame: {e}"),
+            FrameError::Decode(e) => write!(f, "malformed frame: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Splits a byte stream into frames. Feed it whatever the socket gave;
+/// "not enough bytes yet" is `Ok(None)`, not an error.
+#[derive(Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Space to read into; call [`FrameDecoder::commit`] with the count read.
+    pub fn read_buf(&mut self, want: usize) -> &mut [u8] {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > (1 << 20) {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + want, 0);
+        &mut self.buf[len..]
+    }
+
+    /// Keeps `n` of the bytes handed out by the last `read_buf`.
+    pub fn commit(&mut self, handed_out: usize, n: usize) {
+        let new_len = self.buf.len() - handed_out + n;
+        self.buf.truncate(new_len);
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        let b = self.read_buf(bytes.len());
+        b.copy_from_slice(bytes);
+    }
+
+    /// The next complete frame, decoded.
+    pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, FrameError> {
+        let pending = &self.buf[self.start..];
+        if pending.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        if pending.len() < 4 + len {
+            return Ok(None);
+        }
+        let body = &pending[4..4 + len];
+        let (msg, used) = bincode::serde::decode_from_slice(body, config()).map_err(|e| FrameError::Decode(e.to_string()))?;
+        if used != len {
+            return Err(FrameError::Decode(format!("{} trailing bytes in frame", len - used)));
+        }
+        self.start += 4 + len;
+        Ok(Some(msg))
+    }
+}
+
+/// Appends one packet record to a batch buffer.
+pub fn push_record(buf: &mut Vec<u8>, ts_ns: u64, orig_len: u32, data: &[u8], dir: Direction) {
+    buf.extend_from_slice(&ts_ns.to_le_bytes());
+    buf.extend_from_slice(&orig_len.to_le_bytes());
+    buf.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&(dir as u32).to_le_bytes());
+    buf.extend_from_slice(data);
+}
+
+/// One packet record of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub ts_ns: u64,
+    pub orig_len: u32,
+    pub direction: Direction,
+    pub data: &'a [u8],
+}
+
+/// Iterates over the records of a batch buffer; stops with an error at the
+/// first record that does not fit.
+pub struct Records<'a> {
+    rest: &'a [u8],
+    offset: usize,
+}
+
+pub fn records(buf: &[u8]) -> Records<'_> {
+    Records { rest: buf, offset: 0 }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<Record<'a>, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        if self.rest.len() < RECORD_HEADER {
+            let e = FrameError::Decode(format!("truncated record header at offset {}", self.offset));
+            self.rest = &[];
+            return Some(Err(e));
+        }
+        let r = self.rest;
+        let ts_ns = u64::from_le_bytes(r[0..8].try_into().unwrap());
+        let orig_len = u32::from_le_bytes(r[8..12].try_into().unwrap());
+        let cap_len = u32::from_le_bytes(r[12..16].try_into().unwrap()) as usize;
+        let flags = u32::from_le_bytes(r[16..20].try_into().unwrap());
+        if r.len() - RECORD_HEADER < cap_len {
+            let e = FrameError::Decode(format!("record at offset {} claims {cap_len} bytes, {} left", self.offset, r.len() - RECORD_HEADER));
+            self.rest = &[];
+            return Some(Err(e));
+        }
+        let data = &r[RECORD_HEADER..RECORD_HEADER + cap_len];
+        self.rest = &r[RECORD_HEADER + cap_len..];
+        self.offset += RECORD_HEADER + cap_len;
+        Some(Ok(Record { ts_ns, orig_len, direction: Direction::from_bits(flags), data }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn borrowed_and_owned_batches_encode_alike() {
+        let mut recs = Vec::new();
+        push_record(&mut recs, 1, 60, &[1; 60], Direction::Inbound);
+        let mut a = Vec::new();
+        encode_frame(&WorkerMsgRef::Batch(BatchRef { count: 1, records: &recs }), &mut a).unwrap();
+        let mut b = Vec::new();
+        encode_frame(&WorkerMsg::Batch(Batch { count: 1, records: recs.clone() }), &mut b).unwrap();
+        assert_eq!(a, b);
+        let mut d = FrameDecoder::new();
+        d.push(&a);
+        let msg: WorkerMsg = d.next().unwrap().unwrap();
+        assert_eq!(msg, WorkerMsg::Batch(Batch { count: 1, records: recs }));
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_buffering() {
+        let mut d = FrameDecoder::new();
+        d.push(&(MAX_FRAME as u32 + 1).to_le_bytes());
+        assert_eq!(d.next::<WorkerMsg>(), Err(FrameError::TooLarge(MAX_FRAME + 1)));
+    }
+
+    proptest! {
+        #[test]
+        fn frames_survive_any_split(iface in "[a-z0-9]{1,15}", packets in proptest::collection::vec(
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..200)), 0..10), split in 0usize..4000) {
+            let mut recs = Vec::new();
+            for (ts, d) in &packets {
+                push_record(&mut recs, *ts, d.len() as u32, d, Direction::Outbound);
+            }
+            let msgs = vec![
+                WorkerMsg::Hello { interface: iface, ifindex: 3, linktype: 1, pid: 9 },
+                WorkerMsg::Batch(Batch { count: packets.len() as u32, records: recs }),
+                WorkerMsg::Stats(CaptureStats { received: 5, dropped_kernel: 1, dropped_interface: 0, forwarded: 4 }),
+            ];
+            let mut wire = Vec::new();
+            for m in &msgs { encode_frame(m, &mut wire).unwrap(); }
+            let cut = split.min(wire.len());
+            let mut d = FrameDecoder::new();
+            let mut got = Vec::new();
+            d.push(&wire[..cut]);
+            while let Some(m) = d.next::<WorkerMsg>().unwrap() { got.push(m); }
+            d.push(&wire[cut..]);
+            while let Some(m) = d.next::<WorkerMsg>().unwrap() { got.push(m); }
+            prop_assert_eq!(&got, &msgs);
+            if let WorkerMsg::Batch(b) = &got[1] {
+                let back: Vec<_> = records(&b.records).map(|r| r.map(|r| (r.ts_ns, r.data.to_vec()))).collect::<Result<_, _>>().unwrap();
+                prop_assert_eq!(back, packets);
+            }
+        }
+
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut d = FrameDecoder::new();
+            d.push(&bytes);
+            for _ in 0..4 { if !matches!(d.next::<WorkerMsg>(), Ok(Some(_))) { break; } }
+            let mut d = FrameDecoder::new();
+            d.push(&bytes);
+            let _ = d.next::<UplinkMsg>();
+            for r in records(&bytes) { let _ = r; }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Sans-IO core shared by the sensor's three kinds of process and by the
+//! collector. Nothing here opens a socket, reads a clock or sleeps: callers
+//! pass bytes and "now" in, and get bytes, decisions and errors out.
+//!
+//! - [`ipc`]: the frames capture-workers and the uplink exchange over Unix sockets.
+//! - [`pcapng`]: writing pcapng sections and checking them block by block.
+//! - [`chunk`]: the compressed chunk envelope that crosses the network.
+//! - [`auth`]: HMAC request authentication, the collector's proof, the replay window.
+//! - [`control`]: JSON control messages (registration, acknowledgements, errors).
+//! - [`bpf`]: classic BPF programs: compiling filters, the direction guard.
+//! - [`log`]: the level-based log every process writes, and the syslog audit trail.
+//! - [`timefmt`]: UTC timestamps for log lines and file names.
+
+pub mod auth;
+pub mod bpf;
+pub mod chunk;
+pub mod control;
+pub mod ipc;
+pub mod log;
+pub mod pcapng;
+pub mod timefmt;
+
+/// The version every process reports (log level 0, registration).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
