@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod bpf;
+pub mod children;
 pub mod chunk;
 pub mod control;
 pub mod ipc;

@@ -1,0 +1,57 @@
+//! What the supervisor hands each child at start, as one JSON document on
+//! the child's standard input. The key travels this way so it never appears
+//! in a command line or an environment that `ps` or /proc could show.
+
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+
+/// Environment variable the supervisor sets so a child knows it is one
+/// (children refuse to run by hand without it, with a clear message).
+pub const CHILD_MARKER: &str = "OSSENSOR_CHILD";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogConfig {
+    pub level: u8,
+    /// None: standard output.
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    pub interface: String,
+    /// The uplink's Unix socket.
+    pub socket_path: String,
+    /// Kernel ring size for each of the interface's two capture handles.
+    pub ring_bytes: u64,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkConfig {
+    pub socket_path: String,
+    pub collector_host: String,
+    pub collector_port: u16,
+    pub hmac_key: String,
+    pub sensor_id: String,
+    /// The user's BPF expression (may be empty).
+    pub bpf: String,
+    /// Bound on chunks held while the collector is away.
+    pub spool_bytes: u64,
+    /// zstd level; None sends chunks uncompressed.
+    pub compression_level: Option<i32>,
+    /// A chunk is closed at this many raw bytes...
+    pub chunk_bytes: usize,
+    /// ...or this long after its first packet, so sparse traffic is not held.
+    pub chunk_max_age_ms: u64,
+    /// Pin the collector to a CA (PEM file) instead of trusting on first
+    /// proof; None = accept the certificate whose holder proves the key.
+    pub ca_file: Option<String>,
+    pub log: LogConfig,
+}
+
+/// Reads a child's configuration from standard input (bounded).
+pub fn read_from_stdin<T: for<'de> Deserialize<'de>>() -> Result<T, String> {
+    let mut buf = Vec::new();
+    std::io::stdin().take(1 << 20).read_to_end(&mut buf).map_err(|e| format!("cannot read configuration from stdin: {e}"))?;
+    serde_json::from_slice(&buf).map_err(|e| format!("malformed configuration on stdin: {e}"))
+}
