@@ -1,1 +1,175 @@
-fn main() {}
+//! `ossensor-capture-worker`: the sensor's only privileged process, one per
+//! interface. It holds CAP_NET_RAW and nothing else, as an unprivileged user
+//! (the supervisor arranges both before exec). It opens the interface with
+//! libpcap, attaches the filter the uplink compiled, and streams packets to
+//! the uplink in batches over its Unix socket. It parses nothing from the
+//! network and obeys one typed command: SetFilter.
+
+mod capture;
+mod link;
+
+use capture::InterfaceCapture;
+use link::Link;
+use ossensor_shared::children::{read_from_stdin, WorkerConfig, CHILD_MARKER};
+use ossensor_shared::ipc::{BatchRef, UplinkMsg, WorkerMsgRef};
+use ossensor_shared::log::{self as slog, BASIC, STATS};
+use ossensor_shared::log;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A batch is sent when it holds this many bytes of records...
+const BATCH_BYTES: usize = 1 << 20;
+/// ...or when its first packet is this old.
+const BATCH_MAX_AGE: Duration = Duration::from_millis(50);
+const STATS_EVERY: Duration = Duration::from_secs(1);
+const STATS_LOG_EVERY: Duration = Duration::from_secs(10);
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os(CHILD_MARKER).is_none() {
+        eprintln!("ossensor-capture-worker is started by the ossensor supervisor, not by hand");
+        return ExitCode::from(2);
+    }
+    let cfg: WorkerConfig = match read_from_stdin() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ossensor-capture-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _ = slog::init(&format!("capture-worker[{}]", cfg.interface), cfg.log.level, cfg.log.path.as_deref(), true);
+    // No core dumps or ptrace by our own uid: this process holds CAP_NET_RAW.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    install_signal_handlers();
+    match run(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log!(BASIC, "error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn install_signal_handlers() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    // No SA_RESTART: poll() must return so the loop sees STOP.
+    let act = SigAction::new(SigHandler::Handler(on_stop), SaFlags::empty(), SigSet::empty());
+    for s in [Signal::SIGTERM, Signal::SIGINT] {
+        unsafe { sigaction(s, &act) }.expect("sigaction");
+    }
+    unsafe { sigaction(Signal::SIGPIPE, &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty())) }
+        .expect("sigaction");
+}
+
+fn run(cfg: &WorkerConfig) -> Result<(), String> {
+    let mut cap = InterfaceCapture::open(&cfg.interface, cfg.ring_bytes / 2)?;
+    log!(
+        BASIC,
+        "capturing on {} (link type {}, two rings of {} KiB, uid {}, capabilities {})",
+        cfg.interface,
+        cap.linktype,
+        cfg.ring_bytes / 2 / 1024,
+        nix::unistd::getuid(),
+        capabilities_held()
+    );
+    let ifindex = nix::net::if_::if_nametoindex(cfg.interface.as_str()).unwrap_or(0);
+    let hello = WorkerMsgRef::Hello { interface: &cfg.interface, ifindex, linktype: cap.linktype, pid: std::process::id() };
+    let mut link = Link::connect(&cfg.socket_path, &hello, &STOP)?;
+    let program = link.wait_for_filter()?;
+    cap.attach(&program, true)?;
+    log!(BASIC, "filter attached ({} instructions)", program.len());
+
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + ossensor_shared::bpf::SNAPLEN as usize + 64);
+    let mut count: u32 = 0;
+    let mut first_at: Option<Instant> = None;
+    let mut last_stats = Instant::now();
+    let mut last_stats_log = Instant::now();
+    let fds = cap.fds();
+    loop {
+        let stopping = STOP.load(Ordering::Relaxed);
+        let timeout = match first_at {
+            Some(t) => BATCH_MAX_AGE.saturating_sub(t.elapsed()),
+            None => STATS_EVERY,
+        };
+        if !stopping {
+            link.poll(&fds, timeout);
+        }
+        let n = cap.read_into(&mut batch, BATCH_BYTES)?;
+        count += n;
+        if n > 0 && first_at.is_none() {
+            first_at = Some(Instant::now());
+        }
+        let due = first_at.is_some_and(|t| t.elapsed() >= BATCH_MAX_AGE);
+        if count > 0 && (batch.len() >= BATCH_BYTES || due || stopping) {
+            link.send(&WorkerMsgRef::Batch(BatchRef { count, records: &batch }))?;
+            batch.clear();
+            count = 0;
+            first_at = None;
+        }
+        for cmd in link.commands()? {
+            match cmd {
+                UplinkMsg::SetFilter { program } => match cap.attach(&program, false) {
+                    Ok(()) => log!(BASIC, "new filter attached ({} instructions)", program.len()),
+                    Err(e) => log!(BASIC, "refused a filter from the uplink: {e}"),
+                },
+            }
+        }
+        if last_stats.elapsed() >= STATS_EVERY || stopping {
+            let stats = cap.stats();
+            link.send(&WorkerMsgRef::Stats(&stats))?;
+            last_stats = Instant::now();
+            if last_stats_log.elapsed() >= STATS_LOG_EVERY {
+                log!(
+                    STATS,
+                    "{}: received {} dropped by kernel {} dropped by interface {} forwarded {}",
+                    cfg.interface,
+                    stats.received,
+                    stats.dropped_kernel,
+                    stats.dropped_interface,
+                    stats.forwarded
+                );
+                last_stats_log = Instant::now();
+            }
+        }
+        if stopping && n == 0 && count == 0 {
+            let stats = cap.stats();
+            log!(
+                BASIC,
+                "stopping: {} received {} dropped by kernel {} forwarded {}",
+                cfg.interface,
+                stats.received,
+                stats.dropped_kernel,
+                stats.forwarded
+            );
+            return Ok(());
+        }
+    }
+}
+
+/// The effective capability set, by name, from /proc (what we really hold).
+fn capabilities_held() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if eff == 0 {
+        return "none".into();
+    }
+    let names: Vec<String> = (0..64)
+        .filter(|b| eff & (1u64 << b) != 0)
+        .map(|b| match b {
+            12 => "cap_net_admin".to_string(),
+            13 => "cap_net_raw".to_string(),
+            other => format!("cap_{other}"),
+        })
+        .collect();
+    names.join(",")
+}

@@ -118,13 +118,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn raw_section(n: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut w = SectionWriter::begin(&mut out, "t");
+        let mut w = SectionWriter::new();
+        w.begin("t");
         let i = w.add_interface("eth0", 1, 262144);
         for k in 0..n {
             w.add_packet(i, k as u64, 64, &[k as u8; 64], Direction::Inbound);
         }
-        out
+        w.bytes().to_vec()
     }
 
     #[test]

@@ -46,16 +46,23 @@ fn pad4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// Builds one pcapng section in a caller-owned buffer, so a chunker can reuse
-/// its allocation from chunk to chunk.
-pub struct SectionWriter<'a> {
-    out: &'a mut Vec<u8>,
+/// Builds one pcapng section; `begin` starts the next one in the same
+/// allocation, so a chunker reuses its buffer from chunk to chunk.
+#[derive(Default)]
+pub struct SectionWriter {
+    out: Vec<u8>,
     interfaces: u32,
 }
 
-impl<'a> SectionWriter<'a> {
-    /// Clears `out` and writes the Section Header Block.
-    pub fn begin(out: &'a mut Vec<u8>, user_appl: &str) -> SectionWriter<'a> {
+impl SectionWriter {
+    pub fn new() -> SectionWriter {
+        SectionWriter::default()
+    }
+
+    /// Discards what was written and writes a new Section Header Block.
+    pub fn begin(&mut self, user_appl: &str) {
+        self.interfaces = 0;
+        let out = &mut self.out;
         out.clear();
         let opts_len = option_len(user_appl.len()) + 4;
         let total = 28 + opts_len;
@@ -68,7 +75,6 @@ impl<'a> SectionWriter<'a> {
         put_option(out, OPT_SHB_USERAPPL, user_appl.as_bytes());
         put_u32(out, OPT_END as u32);
         put_u32(out, total as u32);
-        SectionWriter { out, interfaces: 0 }
     }
 
     /// Adds an Interface Description Block with nanosecond timestamps and
@@ -76,7 +82,7 @@ impl<'a> SectionWriter<'a> {
     pub fn add_interface(&mut self, name: &str, linktype: u16, snaplen: u32) -> u32 {
         let opts_len = option_len(name.len()) + option_len(1) + 4;
         let total = 20 + opts_len;
-        let out = &mut *self.out;
+        let out = &mut self.out;
         put_u32(out, BLOCK_IDB);
         put_u32(out, total as u32);
         put_u16(out, linktype);
@@ -96,7 +102,7 @@ impl<'a> SectionWriter<'a> {
         let with_flags = dir != Direction::Unknown;
         let opts_len = if with_flags { option_len(4) + 4 } else { 0 };
         let total = 32 + pad4(data.len()) + opts_len;
-        let out = &mut *self.out;
+        let out = &mut self.out;
         out.reserve(total);
         put_u32(out, BLOCK_EPB);
         put_u32(out, total as u32);
@@ -114,12 +120,21 @@ impl<'a> SectionWriter<'a> {
         put_u32(out, total as u32);
     }
 
+    /// The section so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.out
+    }
+
     pub fn len(&self) -> usize {
         self.out.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.out.is_empty()
+    }
+
+    pub fn interfaces(&self) -> u32 {
+        self.interfaces
     }
 }
 
@@ -329,14 +344,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn section(packets: &[(u64, Vec<u8>, Direction)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut w = SectionWriter::begin(&mut out, "test");
+        let mut w = SectionWriter::new();
+        w.begin("test");
         let a = w.add_interface("eth0", 1, 262144);
         let b = w.add_interface("veth-with-a-longer-name", 1, 262144);
         for (i, (ts, data, dir)) in packets.iter().enumerate() {
             w.add_packet(if i % 2 == 0 { a } else { b }, *ts, data.len() as u32 + 3, data, *dir);
         }
-        out
+        w.bytes().to_vec()
     }
 
     #[test]
@@ -358,12 +373,12 @@ mod tests {
 
     #[test]
     fn packet_for_unknown_interface_is_refused() {
-        let mut out = Vec::new();
-        let mut w = SectionWriter::begin(&mut out, "t");
+        let mut w = SectionWriter::new();
+        w.begin("t");
         w.add_interface("a", 1, 100);
         w.interfaces = 2; // pretend, to write a packet for interface 1
         w.add_packet(1, 5, 1, &[0], Direction::Unknown);
-        let e = check_sections(&out).unwrap_err();
+        let e = check_sections(w.bytes()).unwrap_err();
         assert!(e.reason.contains("undeclared interface 1"), "{e}");
     }
 
