@@ -1,1 +1,106 @@
-fn main() {}
+//! `vsensor`: read the configuration, start logging, bind, serve until
+//! SIGTERM/SIGINT. Exit 2 on bad configuration, 1 on a runtime error.
+
+use ossensor_shared::log::AuditSeverity;
+use ossensor_shared::{log, VERSION};
+use std::process::ExitCode;
+use vsensor::config::{Invocation, RawConfig, TlsSource, HELP};
+use vsensor::{tls, Collector};
+
+fn main() -> ExitCode {
+    let raw = match RawConfig::from_process() {
+        Ok(Invocation::Run(raw)) => raw,
+        Ok(Invocation::Help) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Version) => {
+            println!("vsensor {VERSION}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("vsensor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match raw.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vsensor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = log::init("vsensor", config.debug, config.logfile.as_deref(), true) {
+        eprintln!("vsensor: VSENSOR_LOGFILE_PATH: cannot open {:?}: {e}", config.logfile.as_deref().unwrap_or(""));
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            log!(log::BASIC, "error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log!(log::BASIC, "error: {e}");
+            eprintln!("vsensor: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: vsensor::config::Config) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    log!(
+        log::BASIC,
+        "vsensor {VERSION} starting: listen {}, data dir {}, rotate at {} MiB or {} s, retention {} MiB, debug level {}",
+        config.listen,
+        config.data_dir.display(),
+        config.rotate_bytes >> 20,
+        config.rotate_seconds,
+        config.retention_bytes >> 20,
+        config.debug
+    );
+    // Handlers first, so a signal right after the ready line is not lost.
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+
+    let cfg = config.clone();
+    let collector = tokio::task::spawn_blocking(move || Collector::open(&cfg)).await.map_err(|e| e.to_string())??;
+    let id = collector.tls_identity();
+    let fp = tls::fingerprint(&id.cert_sha256);
+    match &config.tls {
+        TlsSource::SelfSigned { sans } => log!(
+            log::BASIC,
+            "certificate {} ({}self-signed, names {}), SHA-256 fingerprint {fp}",
+            id.cert_path.display(),
+            if id.generated { "new, " } else { "" },
+            sans.join(",")
+        ),
+        TlsSource::Files { .. } => log!(log::BASIC, "certificate {}, SHA-256 fingerprint {fp}", id.cert_path.display()),
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} (VSENSOR_LISTEN): {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let listen = addr.to_string();
+    log::audit(
+        AuditSeverity::Notice,
+        "start",
+        &[("version", VERSION), ("listen", &listen), ("data_dir", &config.data_dir.display().to_string()), ("cert_sha256", &fp)],
+    );
+    log!(log::BASIC, "vsensor: listening on {addr}");
+
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        log!(log::BASIC, "{name}: stopping; finishing requests in flight");
+    };
+    collector.run(listener, shutdown).await.map_err(|e| format!("while closing files: {e}"))?;
+    log!(log::BASIC, "stopped; every file closed and synced");
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! `vsensor`, the collector: registers sensors, verifies their signed
+//! requests and stores their chunks as rotating pcapng files.
+//!
+//! - [`config`]: environment and flags, raw → validated.
+//! - [`tls`]: the served certificate (operator's, or self-signed once) and its SHA-256.
+//! - [`server`]: accept loop (listener and shutdown passed in), periodic driver.
+//! - [`api`]: authenticate, then route `/v1/register` and `/v1/chunks`.
+//! - [`registry`]: the known sensors, `registry.json`.
+//! - [`store`]: pure rotation/retention policy and the files on disk.
+//!
+//! The protocol logic itself (signatures, replay window, chunk checks,
+//! pcapng) lives in the sans-IO crate `ossensor-shared`.
+
+pub mod api;
+pub mod config;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// A collector ready to serve: configuration applied, store repaired,
+/// certificate loaded.
+pub struct Collector {
+    app: Arc<api::App>,
+    tls: tls::TlsIdentity,
+}
+
+impl Collector {
+    /// Loads the certificate (making a self-signed one on first start),
+    /// opens the registry and the store (repairing torn files, applying
+    /// retention). Blocking; call before serving.
+    pub fn open(config: &config::Config) -> Result<Collector, String> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("cannot create the data folder {}: {e}", config.data_dir.display()))?;
+        let tls = tls::load(&config.tls, &config.data_dir).map_err(|e| e.to_string())?;
+        let registry = registry::Registry::open(&config.data_dir)
+            .map_err(|e| format!("cannot read the registry in {}: {e}", config.data_dir.display()))?;
+        let limits = store::Limits {
+            rotate_bytes: config.rotate_bytes,
+            rotate_seconds: config.rotate_seconds,
+            retention_bytes: config.retention_bytes,
+        };
+        let store = store::Store::open(&config.data_dir, limits)
+            .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?;
+        let app = Arc::new(api::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store)));
+        Ok(Collector { app, tls })
+    }
+
+    /// SHA-256 of the leaf certificate served (what sensors may pin).
+    pub fn cert_sha256(&self) -> [u8; 32] {
+        self.tls.cert_sha256
+    }
+
+    pub fn tls_identity(&self) -> &tls::TlsIdentity {
+        &self.tls
+    }
+
+    /// Serves on `listener` until `shutdown` completes; then drains
+    /// in-flight requests, closes and syncs every file and writes the
+    /// registry.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let periodic = tokio::spawn(server::periodic(self.app.clone()));
+        server::serve(listener, self.app.clone(), self.tls.server_config.clone(), shutdown).await;
+        periodic.abort();
+        let _ = periodic.await;
+        server::close_all(self.app).await
+    }
+}

@@ -1,0 +1,201 @@
+//! The accept loop: TLS over each TCP connection, HTTP/1.1 (keep-alive) with
+//! hyper over each TLS stream, and a graceful stop. The caller hands in the
+//! listener and the shutdown future, so tests bind port 0 and stop cleanly.
+//!
+//! Also the periodic driver: closes files that are too old, runs retention,
+//! writes the per-sensor statistics line and flushes the registry.
+
+use crate::api::{self, App, Conn};
+use crate::store::CloseReason;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ossensor_shared::log;
+use ossensor_shared::timefmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests get to finish after the stop signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the statistics line is written (level 1).
+const STATS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `shutdown` completes, then stops accepting,
+/// lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    let local = match tcp.local_addr() {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let conn = Conn { remote, local };
+                    connections.spawn(connection(tcp, conn, acceptor.clone(), app.clone(), stop_rx.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: wait a little instead of spinning.
+                    log!(log::BASIC, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let in_flight = connections.len();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        log!(log::BASIC, "shutdown: {} of {in_flight} connections still busy after {:?}; closing them", connections.len(), DRAIN_TIMEOUT);
+        connections.shutdown().await;
+    }
+}
+
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    conn: Conn,
+    acceptor: TlsAcceptor,
+    app: Arc<App>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let tls = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                log!(log::SENDS, "TLS handshake with {} failed: {e}", conn.remote);
+                return;
+            }
+            Err(_) => {
+                log!(log::SENDS, "TLS handshake with {} timed out", conn.remote);
+                return;
+            }
+        },
+        _ = stopped(&mut stop) => return,
+    };
+    let service = service_fn(move |req| api::handle(app.clone(), conn, req));
+    let http = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(http);
+    tokio::select! {
+        r = http.as_mut() => {
+            if let Err(e) = r {
+                log!(log::SENDS, "connection from {}: {e}", conn.remote);
+            }
+        }
+        _ = stopped(&mut stop) => {
+            // Finish the request in flight, then close (idle keep-alive
+            // connections close at once).
+            http.as_mut().graceful_shutdown();
+            let _ = http.await;
+        }
+    }
+}
+
+/// Every second: close files past their age limit (then run retention);
+/// every [`STATS_INTERVAL`]: the statistics line and a registry flush.
+/// Runs until dropped/aborted.
+pub async fn periodic(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_stats = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let limits = app.store.limits;
+        let mut closed_any = false;
+        for sensor in app.store.all_sensors() {
+            // A sensor busy appending checks its own rotation.
+            let Ok(guard) = sensor.try_lock_owned() else { continue };
+            let now = timefmt::now_ns();
+            let mut guard = guard;
+            match tokio::task::spawn_blocking(move || guard.close_if_due(now, &limits)).await {
+                Ok(Ok(true)) => closed_any = true,
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => log!(log::BASIC, "cannot close a file: {e}"),
+                Err(e) => log!(log::BASIC, "rotation task failed: {e}"),
+            }
+        }
+        if closed_any {
+            api::spawn_retention(app.store.clone());
+        }
+        if last_stats.elapsed() >= STATS_INTERVAL {
+            last_stats = tokio::time::Instant::now();
+            for sensor in app.store.all_sensors() {
+                let mut s = sensor.lock().await;
+                let i = std::mem::take(&mut s.interval);
+                if i.chunks > 0 || i.duplicates > 0 {
+                    log!(
+                        log::STATS,
+                        "stats sensor {}: last {}s: {} chunks, {} packets, {} bytes stored, {} duplicates; since start: {} chunks, {} packets, {} bytes, {} duplicates",
+                        s.id(),
+                        STATS_INTERVAL.as_secs(),
+                        i.chunks,
+                        i.packets,
+                        i.bytes,
+                        i.duplicates,
+                        s.total.chunks,
+                        s.total.packets,
+                        s.total.bytes,
+                        s.total.duplicates
+                    );
+                }
+            }
+            let app2 = app.clone();
+            let flushed = tokio::task::spawn_blocking(move || app2.registry.lock().unwrap_or_else(|e| e.into_inner()).flush()).await;
+            if let Ok(Err(e)) = flushed {
+                log!(log::BASIC, "cannot write the registry: {e}");
+            }
+        }
+    }
+}
+
+/// Closes (and syncs) every open file and writes the registry. Call after
+/// [`serve`] returned.
+pub async fn close_all(app: Arc<App>) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        let mut first_err = None;
+        for sensor in app.store.all_sensors() {
+            let mut s = sensor.blocking_lock();
+            if let Err(e) = s.close(CloseReason::Shutdown) {
+                log!(log::BASIC, "sensor {}: cannot close its file: {e}", s.id());
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Err(e) = app.registry.lock().unwrap_or_else(|e| e.into_inner()).flush() {
+            log!(log::BASIC, "cannot write the registry: {e}");
+            first_err.get_or_insert(e);
+        }
+        first_err.map_or(Ok(()), Err)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Completes when the stop flag is set (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
