@@ -1,0 +1,1114 @@
+//! The sensor's configuration, read in two stages (as ripgrep does):
+//!
+//! 1. [`gather`] collects exactly what the user gave — the command line, the
+//!    `--env-file` files and the process environment, or a config file given
+//!    with `-c` — into a [`RawConfig`] of variable name → text. Nothing is
+//!    interpreted yet, except that the files must be readable and well formed.
+//! 2. [`validate`] turns that into a [`Config`], checking every variable and
+//!    collecting *every* problem, so a user fixes a broken environment in one
+//!    round. Each problem names the variable and its value (never the HMAC
+//!    key's value). Nothing is captured or sent on a half-valid configuration.
+//!
+//! The contract is `shared/spec/sensor-interface.md`; `docs/configuration.md`
+//! is the user-facing description of every variable and rule here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ossensor_shared::children::{LogConfig, UplinkConfig, WorkerConfig};
+
+use crate::{cfgfile, envfile};
+
+/// Every variable the sensor reads, spec names first, then our extensions.
+pub const VARIABLES: &[&str] = &[
+    "VSENSOR_HOSTNAME",
+    "VSENSOR_HMAC_KEY",
+    "VSENSOR_PORT",
+    "OSSENSOR_NETWORK_DEVICE",
+    "OSSENSOR_CONFIG_PATH",
+    "OSSENSOR_DEBUG",
+    "OSSENSOR_LOGFILE_PATH",
+    "ANTIGENA_ENABLED",
+    "ANTIGENA_TIME_PERIOD",
+    "NETWORK_DEVICE_EXCLUDELIST",
+    "NETWORK_DEVICE_INCLUDELIST",
+    "NETWORK_DEVICE_ANY",
+    "BPF",
+    "NETWORK_DEVICE_BLACKLIST",
+    "NETWORK_DEVICE_WHITELIST",
+    // Extensions.
+    "OSSENSOR_SENSOR_ID",
+    "OSSENSOR_SPOOL_MB",
+    "OSSENSOR_COMPRESSION",
+    "OSSENSOR_CAPTURE_BUFFER_MB",
+    "OSSENSOR_USER",
+    "OSSENSOR_RUNTIME_DIR",
+    "VSENSOR_CA_FILE",
+];
+
+/// Prefixes of variables that look like ours: an unknown one in an env file
+/// is probably a typo, so [`gather`] warns about it.
+const OUR_PREFIXES: &[&str] = &["VSENSOR_", "OSSENSOR_", "ANTIGENA_", "NETWORK_DEVICE_"];
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/darktrace/ossensor.cfg";
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/ossensor";
+pub const MIB: u64 = 1024 * 1024;
+
+/// Chunks the uplink builds: closed at 1 MiB of raw packets or 200 ms after
+/// their first packet, whichever comes first.
+pub const CHUNK_BYTES: usize = 1 << 20;
+pub const CHUNK_MAX_AGE_MS: u64 = 200;
+
+pub const USAGE: &str = "\
+usage: ossensor [--env-file FILE]... 
+       ossensor -c FILE
+       ossensor --help | --version
+
+Configuration comes from the environment (see docs/configuration.md).
+  --env-file FILE  read variables from FILE (Docker --env-file rules); may
+                   repeat, later files win; the process environment wins
+                   over every file
+  -c FILE          run from a generated config file; the environment's
+                   sensor variables are then ignored
+  -h, --help       print this help
+  -V, --version    print the version
+";
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// One bad input: the variable (or command-line option), its value when it
+/// may be shown, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The environment variable (or `--env-file` / `-c` for the command line).
+    pub variable: String,
+    /// The offending text; None when it is missing or secret.
+    pub value: Option<String>,
+    pub message: String,
+    /// Where it came from when running from a config file: (file, key).
+    pub file_key: Option<(PathBuf, String)>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file_key, &self.value) {
+            (Some((file, key)), Some(v)) => write!(
+                f,
+                "{}: {key}=\"{}\" ({}): {}",
+                file.display(),
+                v.escape_debug(),
+                self.variable,
+                self.message
+            ),
+            (Some((file, key)), None) => write!(f, "{}: {key} ({}): {}", file.display(), self.variable, self.message),
+            (None, Some(v)) => write!(f, "{}=\"{}\": {}", self.variable, v.escape_debug(), self.message),
+            (None, None) => write!(f, "{}: {}", self.variable, self.message),
+        }
+    }
+}
+
+/// Every problem found, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    fn one(variable: &str, value: Option<&str>, message: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![Problem {
+                variable: variable.to_string(),
+                value: value.map(str::to_string),
+                message: message.into(),
+                file_key: None,
+            }],
+        }
+    }
+
+    /// True if some problem concerns `variable`.
+    pub fn mentions(&self, variable: &str) -> bool {
+        self.problems.iter().any(|p| p.variable == variable)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problems.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                write!(f, "{} configuration problems:", many.len())?;
+                for p in many {
+                    write!(f, "\n  {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------------------
+// Stage 1: what the user gave
+
+/// Where the raw variables came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The process environment over the `--env-file` files (in order given).
+    Environment { env_files: Vec<PathBuf> },
+    /// `-c FILE`: the file is the whole configuration.
+    ConfigFile(PathBuf),
+}
+
+/// Stage 1 result: variable name → text exactly as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawConfig {
+    pub origin: Origin,
+    pub vars: BTreeMap<String, String>,
+    /// Things worth a log line that do not stop start-up (a likely typo in a
+    /// variable name, sensor variables ignored because of `-c`).
+    pub warnings: Vec<String>,
+}
+
+impl RawConfig {
+    /// A raw configuration from the environment alone (tests, embedding).
+    pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        RawConfig {
+            origin: Origin::Environment { env_files: Vec::new() },
+            vars: vars.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Run(RawConfig),
+    Help,
+    Version,
+}
+
+/// Stage 1. `args` are the command-line arguments *without* the program
+/// name (`std::env::args().skip(1)`); `process_env` is the process
+/// environment (see [`process_environment`]).
+pub fn gather(args: &[String], process_env: &BTreeMap<String, String>) -> Result<Source, ConfigError> {
+    let mut env_files: Vec<PathBuf> = Vec::new();
+    let mut config_file: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Source::Help),
+            "-V" | "--version" => return Ok(Source::Version),
+            "--env-file" => match it.next() {
+                Some(f) if !f.is_empty() => env_files.push(PathBuf::from(f)),
+                _ => return Err(ConfigError::one("--env-file", None, "needs a file name")),
+            },
+            "-c" | "--config" => match it.next() {
+                Some(f) if !f.is_empty() => {
+                    if config_file.is_some() {
+                        return Err(ConfigError::one("-c", Some(f), "given more than once"));
+                    }
+                    config_file = Some(PathBuf::from(f))
+                }
+                _ => return Err(ConfigError::one("-c", None, "needs a file name")),
+            },
+            a if a.starts_with("--env-file=") && a.len() > "--env-file=".len() => {
+                env_files.push(PathBuf::from(&a["--env-file=".len()..]))
+            }
+            a => {
+                return Err(ConfigError::one(
+                    "command line",
+                    Some(a),
+                    "unknown argument (usage: ossensor [--env-file FILE]... | -c FILE | --help | --version)",
+                ))
+            }
+        }
+    }
+    if let Some(file) = config_file {
+        if !env_files.is_empty() {
+            return Err(ConfigError::one(
+                "-c",
+                Some(&file.display().to_string()),
+                "cannot be combined with --env-file: a config file is the whole configuration",
+            ));
+        }
+        return gather_config_file(file, process_env).map(Source::Run);
+    }
+    let mut vars = BTreeMap::new();
+    let mut warnings = Vec::new();
+    let lookup = |k: &str| process_env.get(k).cloned();
+    let mut problems = Vec::new();
+    for file in &env_files {
+        match envfile::read(file, lookup) {
+            Ok(pairs) => {
+                for (k, v) in pairs {
+                    if !VARIABLES.contains(&k.as_str()) && OUR_PREFIXES.iter().any(|p| k.starts_with(p)) {
+                        warnings.push(format!(
+                            "--env-file {}: {k} is not a variable this sensor reads (a typo?); ignored",
+                            file.display()
+                        ));
+                    }
+                    vars.insert(k, v);
+                }
+            }
+            Err(e) => problems.push(Problem {
+                variable: "--env-file".into(),
+                value: None,
+                message: e.to_string(),
+                file_key: None,
+            }),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    // The process environment wins over every file (Docker's -e over --env-file).
+    for name in VARIABLES {
+        if let Some(v) = process_env.get(*name) {
+            vars.insert(name.to_string(), v.clone());
+        }
+    }
+    Ok(Source::Run(RawConfig { origin: Origin::Environment { env_files }, vars, warnings }))
+}
+
+fn gather_config_file(file: PathBuf, process_env: &BTreeMap<String, String>) -> Result<RawConfig, ConfigError> {
+    let shown = file.display().to_string();
+    let bytes = std::fs::read(&file).map_err(|e| ConfigError::one("-c", Some(&shown), format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| ConfigError::one("-c", Some(&shown), "not valid UTF-8"))?;
+    let vars = cfgfile::parse(&text).map_err(|e| ConfigError::one("-c", Some(&shown), e.to_string()))?;
+    let ignored: Vec<&str> = VARIABLES.iter().copied().filter(|n| process_env.contains_key(*n)).collect();
+    let mut warnings = Vec::new();
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "running from -c {shown}: the environment's {} ignored (the file is the configuration)",
+            if ignored.len() == 1 { format!("{} is", ignored[0]) } else { format!("{} are", ignored.join(", ")) }
+        ));
+    }
+    Ok(RawConfig { origin: Origin::ConfigFile(file), vars, warnings })
+}
+
+/// The process environment as a map. A sensor variable whose value is not
+/// UTF-8 is an error naming it; other non-UTF-8 variables are skipped.
+pub fn process_environment() -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        match v.into_string() {
+            Ok(v) => {
+                out.insert(k.to_string(), v);
+            }
+            Err(_) if VARIABLES.contains(&k) => problems.push(Problem {
+                variable: k.to_string(),
+                value: None,
+                message: "value is not valid UTF-8".into(),
+                file_key: None,
+            }),
+            Err(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stage 2: the validated configuration
+
+/// The HMAC key. Debug and Display print `<redacted>`; use [`Secret::expose`]
+/// where the key is really needed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One interface-name pattern: the user's POSIX ERE text and the compiled
+/// regex it was translated to (see [`ere`]). Equal when the text is.
+#[derive(Clone)]
+pub struct Pattern {
+    source: String,
+    regex: regex::Regex,
+}
+
+impl Pattern {
+    pub fn new(source: &str) -> Result<Self, String> {
+        Ok(Pattern { source: source.to_string(), regex: ere::compile(source)? })
+    }
+    /// The text as the user wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+    /// Like `grep -E`: true if the pattern matches anywhere in the name.
+    pub fn is_match(&self, name: &str) -> bool {
+        self.regex.is_match(name)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+impl Eq for Pattern {}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.source)
+    }
+}
+
+/// Which interfaces to capture (applied by [`crate::interfaces::select`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeviceRules {
+    /// OSSENSOR_NETWORK_DEVICE in order, without duplicates; may contain
+    /// `default` (the default route's interface). Empty: every interface.
+    pub explicit: Vec<String>,
+    /// NETWORK_DEVICE_INCLUDELIST (or _WHITELIST): if non-empty, only names
+    /// matching one of these are captured.
+    pub include: Vec<Pattern>,
+    /// NETWORK_DEVICE_EXCLUDELIST (or _BLACKLIST): names matching any of
+    /// these are never captured; wins over everything else.
+    pub exclude: Vec<Pattern>,
+    /// NETWORK_DEVICE_ANY=1: also capture interfaces that appear later.
+    pub any: bool,
+}
+
+/// The validated configuration (stage 2). Field docs name the variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// VSENSOR_HOSTNAME.
+    pub collector_host: String,
+    /// VSENSOR_PORT, default 443.
+    pub collector_port: u16,
+    /// VSENSOR_HMAC_KEY.
+    pub hmac_key: Secret,
+    /// OSSENSOR_NETWORK_DEVICE, the include/exclude lists, NETWORK_DEVICE_ANY.
+    pub devices: DeviceRules,
+    /// OSSENSOR_CONFIG_PATH (with `-c FILE`: FILE).
+    pub config_path: PathBuf,
+    /// OSSENSOR_DEBUG, 0..=5, default 1.
+    pub debug: u8,
+    /// OSSENSOR_LOGFILE_PATH; None = standard output.
+    pub logfile: Option<PathBuf>,
+    /// ANTIGENA_ENABLED, default true.
+    pub antigena_enabled: bool,
+    /// ANTIGENA_TIME_PERIOD, default 5.
+    pub antigena_period_secs: u32,
+    /// BPF (may be empty), line breaks and tabs turned into spaces.
+    pub bpf: String,
+    /// OSSENSOR_SENSOR_ID, default derived from the host name.
+    pub sensor_id: String,
+    /// OSSENSOR_SPOOL_MB in bytes.
+    pub spool_bytes: u64,
+    /// OSSENSOR_COMPRESSION: zstd level, None = uncompressed.
+    pub compression: Option<i32>,
+    /// OSSENSOR_CAPTURE_BUFFER_MB in bytes, per interface.
+    pub ring_bytes: u64,
+    /// OSSENSOR_USER: name or numeric uid the children run as.
+    pub user: Option<String>,
+    /// OSSENSOR_RUNTIME_DIR, default /run/ossensor.
+    pub runtime_dir: PathBuf,
+    /// VSENSOR_CA_FILE.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Collects problems while validating; labels them with the config file's
+/// key when running from `-c FILE`.
+struct Checker<'a> {
+    raw: &'a RawConfig,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Checker<'a> {
+    /// The value of `name`, an empty value counting as unset.
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.raw.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    fn bad(&mut self, name: &str, value: Option<&str>, message: impl Into<String>) {
+        let file_key = match &self.raw.origin {
+            Origin::ConfigFile(f) => cfgfile::key_for(name).map(|k| (f.clone(), k.to_string())),
+            Origin::Environment { .. } => None,
+        };
+        self.problems.push(Problem {
+            variable: name.to_string(),
+            value: value.map(str::to_string),
+            message: message.into(),
+            file_key,
+        });
+    }
+
+    /// An unsigned integer in `lo..=hi` (surrounding whitespace ignored).
+    fn number(&mut self, name: &str, default: u64, lo: u64, hi: u64, what: &str) -> u64 {
+        let Some(v) = self.get(name) else { return default };
+        let t = v.trim();
+        match t.parse::<u64>() {
+            Ok(n) if t.bytes().all(|b| b.is_ascii_digit()) && (lo..=hi).contains(&n) => n,
+            _ => {
+                self.bad(name, Some(v), format!("must be {what} from {lo} to {hi}"));
+                default
+            }
+        }
+    }
+
+    /// true/false (any case) or 1/0.
+    fn boolean(&mut self, name: &str, default: bool, also: &str) -> bool {
+        let Some(v) = self.get(name) else { return default };
+        match parse_bool(v) {
+            Some(b) => b,
+            None => {
+                self.bad(name, Some(v), format!("must be {also}"));
+                default
+            }
+        }
+    }
+
+    /// A path: no surrounding whitespace (env files keep it verbatim, and a
+    /// trailing space would silently name another file).
+    fn path(&mut self, name: &str, must_be_absolute: bool) -> Option<PathBuf> {
+        let v = self.get(name)?;
+        if v.trim() != v {
+            self.bad(name, Some(v), "must not begin or end with whitespace (env files keep values verbatim)");
+            return None;
+        }
+        if v.chars().any(char::is_control) {
+            self.bad(name, Some(v), "must not contain control characters");
+            return None;
+        }
+        if must_be_absolute && !v.starts_with('/') {
+            self.bad(name, Some(v), "must be an absolute path");
+            return None;
+        }
+        Some(PathBuf::from(v))
+    }
+}
+
+pub(crate) fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Stage 2: checks every variable, returns the configuration or every
+/// problem found.
+pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
+    let mut c = Checker { raw, problems: Vec::new() };
+
+    // Collector.
+    let collector_host = match c.get("VSENSOR_HOSTNAME") {
+        None => {
+            c.bad("VSENSOR_HOSTNAME", None, "is required: the collector's host name or IP address");
+            String::new()
+        }
+        Some(v) => {
+            let t = v.trim();
+            if t.contains(':') {
+                c.bad("VSENSOR_HOSTNAME", Some(v), "must not contain ':'; put the port in VSENSOR_PORT");
+            } else if !valid_host(t) {
+                c.bad(
+                    "VSENSOR_HOSTNAME",
+                    Some(v),
+                    "must be a host name or IPv4 address (letters, digits, '.', '-', '_'; at most 253 characters)",
+                );
+            }
+            t.to_string()
+        }
+    };
+    let collector_port = c.number("VSENSOR_PORT", 443, 1, 65535, "a port number") as u16;
+    let hmac_key = match c.get("VSENSOR_HMAC_KEY") {
+        None => {
+            c.bad("VSENSOR_HMAC_KEY", None, "is required: the secret shared with the collector");
+            Secret::new("")
+        }
+        Some(v) => {
+            if v.chars().any(|ch| ch == '\n' || ch == '\r' || ch == '\0') {
+                // Never echo the value.
+                c.bad("VSENSOR_HMAC_KEY", None, "must not contain line breaks or NUL (value not shown: it is secret)");
+            }
+            Secret::new(v)
+        }
+    };
+
+    // Interfaces.
+    let mut explicit: Vec<String> = Vec::new();
+    if let Some(v) = c.get("OSSENSOR_NETWORK_DEVICE") {
+        for dev in v.split(|ch: char| ch == ',' || ch.is_whitespace()).filter(|d| !d.is_empty()) {
+            if dev == "any" {
+                c.bad(
+                    "OSSENSOR_NETWORK_DEVICE",
+                    Some(v),
+                    "\"any\" is not an interface: leave OSSENSOR_NETWORK_DEVICE unset to capture every interface, \
+                     and set NETWORK_DEVICE_ANY=1 to also capture interfaces that appear later",
+                );
+            } else if dev != "default" && !valid_ifname(dev) {
+                c.bad(
+                    "OSSENSOR_NETWORK_DEVICE",
+                    Some(v),
+                    format!(
+                        "\"{}\" is not a valid interface name (1 to 15 bytes, no '/' or ':')",
+                        dev.escape_debug()
+                    ),
+                );
+            } else if !explicit.iter().any(|d| d == dev) {
+                explicit.push(dev.to_string());
+            }
+        }
+    }
+    let include = patterns(&mut c, "NETWORK_DEVICE_INCLUDELIST", "NETWORK_DEVICE_WHITELIST");
+    let exclude = patterns(&mut c, "NETWORK_DEVICE_EXCLUDELIST", "NETWORK_DEVICE_BLACKLIST");
+    let any = c.boolean("NETWORK_DEVICE_ANY", false, "1 or 0 (true or false also accepted)");
+
+    // Files and logging.
+    let config_path = match &raw.origin {
+        Origin::ConfigFile(f) => f.clone(),
+        Origin::Environment { .. } => {
+            let p = c.path("OSSENSOR_CONFIG_PATH", false).unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+            if p.as_os_str().as_encoded_bytes().ends_with(b"/") {
+                c.bad("OSSENSOR_CONFIG_PATH", c.get("OSSENSOR_CONFIG_PATH"), "must name a file, not a directory");
+            }
+            p
+        }
+    };
+    let debug = c.number("OSSENSOR_DEBUG", 1, 0, 5, "a log level") as u8;
+    let logfile = c.path("OSSENSOR_LOGFILE_PATH", false).filter(|p| p != Path::new("/dev/stdout"));
+
+    // Response actions.
+    let antigena_enabled = c.boolean("ANTIGENA_ENABLED", true, "true or false (any case), or 1 or 0");
+    let antigena_period_secs =
+        c.number("ANTIGENA_TIME_PERIOD", 5, 1, u32::MAX as u64, "a whole number of seconds") as u32;
+
+    // Filter: libpcap's compiler is the judge.
+    let bpf = match c.get("BPF") {
+        None => String::new(),
+        Some(v) => {
+            let expr: String = v.chars().map(|ch| if ch == '\n' || ch == '\r' || ch == '\t' { ' ' } else { ch }).collect();
+            let expr = expr.trim().to_string();
+            if let Err(e) = ossensor_shared::bpf::compile(&expr, 1) {
+                c.bad("BPF", Some(v), format!("is not a valid capture filter: {e}"));
+            }
+            expr
+        }
+    };
+
+    // Extensions.
+    let sensor_id = match c.get("OSSENSOR_SENSOR_ID") {
+        Some(v) => {
+            if !ossensor_shared::control::valid_sensor_id(v.trim()) {
+                c.bad(
+                    "OSSENSOR_SENSOR_ID",
+                    Some(v),
+                    "must be 1 to 64 of letters, digits, '.', '_', '-', not starting with '.'",
+                );
+            }
+            v.trim().to_string()
+        }
+        None => {
+            let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+            ossensor_shared::control::sensor_id_from_hostname(&host)
+        }
+    };
+    let spool_bytes = c.number("OSSENSOR_SPOOL_MB", 64, 1, 65536, "a size in MiB") * MIB;
+    let compression = match c.get("OSSENSOR_COMPRESSION") {
+        None => Some(1),
+        Some(v) => match parse_compression(v) {
+            Some(level) => level,
+            None => {
+                c.bad("OSSENSOR_COMPRESSION", Some(v), "must be zstd, zstd:LEVEL with LEVEL from 1 to 19, or none");
+                Some(1)
+            }
+        },
+    };
+    let ring_bytes = c.number("OSSENSOR_CAPTURE_BUFFER_MB", 32, 2, 2048, "a size in MiB") * MIB;
+    let user = c.get("OSSENSOR_USER").map(|v| {
+        let t = v.trim();
+        if !valid_user(t) {
+            c.bad(
+                "OSSENSOR_USER",
+                Some(v),
+                "must be a user name ([a-z_][a-z0-9_-]*, at most 32 characters) or a numeric uid",
+            );
+        }
+        t.to_string()
+    });
+    let runtime_dir = c.path("OSSENSOR_RUNTIME_DIR", true).unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into());
+    let ca_file = c.path("VSENSOR_CA_FILE", false);
+    if let Some(p) = &ca_file {
+        let check = std::fs::metadata(p).and_then(|m| {
+            if m.is_dir() {
+                Err(std::io::Error::other("is a directory"))
+            } else {
+                std::fs::File::open(p).map(drop)
+            }
+        });
+        if let Err(e) = check {
+            c.bad("VSENSOR_CA_FILE", c.get("VSENSOR_CA_FILE"), format!("cannot read the CA file: {e}"));
+        }
+    }
+
+    if !c.problems.is_empty() {
+        return Err(ConfigError { problems: c.problems });
+    }
+    Ok(Config {
+        collector_host,
+        collector_port,
+        hmac_key,
+        devices: DeviceRules { explicit, include, exclude, any },
+        config_path,
+        debug,
+        logfile,
+        antigena_enabled,
+        antigena_period_secs,
+        bpf,
+        sensor_id,
+        spool_bytes,
+        compression,
+        ring_bytes,
+        user,
+        runtime_dir,
+        ca_file,
+    })
+}
+
+/// Reads a pattern list, the new name first, the old name only when the
+/// new one is unset (or empty).
+fn patterns(c: &mut Checker<'_>, name: &'static str, old: &'static str) -> Vec<Pattern> {
+    let (var, v) = match (c.get(name), c.get(old)) {
+        (Some(v), _) => (name, v),
+        (None, Some(v)) => (old, v),
+        (None, None) => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for p in v.split_whitespace() {
+        match Pattern::new(p) {
+            Ok(pat) if ere::has_top_level_comma(p) => {
+                drop(pat);
+                c.bad(
+                    var,
+                    Some(v),
+                    format!(
+                        "pattern \"{}\": a ',' outside [] or {{}} cannot be written to the config file's \
+                         comma-separated list; write [,] instead",
+                        p.escape_debug()
+                    ),
+                );
+            }
+            Ok(pat) => out.push(pat),
+            Err(e) => c.bad(var, Some(v), format!("pattern \"{}\": {e}", p.escape_debug())),
+        }
+    }
+    out
+}
+
+/// `zstd` → Some(Some(1)), `zstd:N` → Some(Some(N)), `none` → Some(None).
+pub(crate) fn parse_compression(v: &str) -> Option<Option<i32>> {
+    let t = v.trim().to_ascii_lowercase();
+    if t == "none" {
+        return Some(None);
+    }
+    if t == "zstd" {
+        return Some(Some(1));
+    }
+    let n = t.strip_prefix("zstd:")?;
+    if !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match n.parse::<i32>() {
+        Ok(l) if (1..=19).contains(&l) => Some(Some(l)),
+        _ => None,
+    }
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && !h.starts_with(['-', '.'])
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+}
+
+/// Linux's `dev_valid_name`: 1..=15 bytes, not `.`/`..`, no `/`, `:` or
+/// whitespace.
+pub fn valid_ifname(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() < 16
+        && n != "."
+        && n != ".."
+        && !n.chars().any(|ch| ch == '/' || ch == ':' || ch.is_whitespace() || ch == '\0')
+}
+
+fn valid_user(u: &str) -> bool {
+    if !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()) {
+        // (uid_t)-1 means "no change" to setuid; refuse it.
+        return matches!(u.parse::<u32>(), Ok(n) if n != u32::MAX);
+    }
+    let mut b = u.bytes();
+    matches!(b.next(), Some(b'a'..=b'z' | b'_'))
+        && u.len() <= 32
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
+impl Config {
+    fn log(&self) -> LogConfig {
+        LogConfig { level: self.debug, path: self.logfile.as_ref().map(|p| p.display().to_string()) }
+    }
+
+    /// The configuration one capture-worker reads from its stdin. Each of
+    /// the interface's two handles (one per direction) gets half the ring.
+    pub fn worker_config(&self, interface: &str, socket_path: &str) -> WorkerConfig {
+        WorkerConfig {
+            interface: interface.to_string(),
+            socket_path: socket_path.to_string(),
+            ring_bytes: self.ring_bytes / 2,
+            log: self.log(),
+        }
+    }
+
+    /// The configuration the uplink reads from its stdin (it carries the key).
+    pub fn uplink_config(&self, socket_path: &str) -> UplinkConfig {
+        UplinkConfig {
+            socket_path: socket_path.to_string(),
+            collector_host: self.collector_host.clone(),
+            collector_port: self.collector_port,
+            hmac_key: self.hmac_key.expose().to_string(),
+            sensor_id: self.sensor_id.clone(),
+            bpf: self.bpf.clone(),
+            spool_bytes: self.spool_bytes,
+            compression_level: self.compression,
+            chunk_bytes: CHUNK_BYTES,
+            chunk_max_age_ms: CHUNK_MAX_AGE_MS,
+            ca_file: self.ca_file.as_ref().map(|p| p.display().to_string()),
+            log: self.log(),
+        }
+    }
+
+    /// The resolved configuration on one line for the level-0 log, the key
+    /// shown as `<redacted>`.
+    pub fn redacted_summary(&self) -> String {
+        let list = |v: &[Pattern]| v.iter().map(Pattern::as_str).collect::<Vec<_>>().join(" ");
+        let opt = |p: &Option<PathBuf>, none: &str| p.as_ref().map_or(none.to_string(), |p| p.display().to_string());
+        format!(
+            "collector={}:{} key={} sensor_id={} devices={} include={:?} exclude={:?} any={} bpf={:?} \
+             debug={} logfile={} antigena={} antigena_period={}s spool={}MiB compression={} \
+             capture_buffer={}MiB user={} runtime_dir={} ca_file={} config_path={}",
+            self.collector_host,
+            self.collector_port,
+            self.hmac_key,
+            self.sensor_id,
+            if self.devices.explicit.is_empty() { "(all)".to_string() } else { self.devices.explicit.join(",") },
+            list(&self.devices.include),
+            list(&self.devices.exclude),
+            self.devices.any as u8,
+            self.bpf,
+            self.debug,
+            opt(&self.logfile, "stdout"),
+            self.antigena_enabled,
+            self.antigena_period_secs,
+            self.spool_bytes / MIB,
+            compression_name(self.compression),
+            self.ring_bytes / MIB,
+            self.user.as_deref().unwrap_or("(default)"),
+            self.runtime_dir.display(),
+            opt(&self.ca_file, "(none)"),
+            self.config_path.display(),
+        )
+    }
+}
+
+pub(crate) fn compression_name(c: Option<i32>) -> String {
+    match c {
+        None => "none".into(),
+        Some(l) => format!("zstd:{l}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// The interface-name patterns: POSIX ERE as `grep -E` reads it, translated
+/// to the `regex` crate's syntax. Where the two disagree we translate when
+/// the meaning is certain and refuse with a message otherwise — a pattern
+/// never silently means something else.
+///
+/// Accepted: literals, `.`, anchors `^` `$`, `|`, groups `( )`, `*` `+` `?`,
+/// intervals `{n}` `{n,}` `{n,m}` and `{,m}` (= `{0,m}`), bracket
+/// expressions with ranges and `[:class:]` (backslash inside brackets is a
+/// literal backslash, as in POSIX), escapes of special characters (`\.`,
+/// `\*`, ...), and GNU's `\b \B \w \W \s \S \< \>`.
+///
+/// Refused: back-references `\1`..`\9`; other backslash escapes such as
+/// `\d` (grep reads it as `d`); `(?...)` flags; `*`, `+`, `?` or an
+/// interval with nothing before it; a `{` that does not open a valid
+/// interval (write `\{`); `[. .]` and `[= =]`; unknown classes; reversed
+/// ranges; unmatched `[`; a trailing backslash; anything else the regex
+/// engine rejects (unbalanced parentheses, too large a repetition).
+pub mod ere {
+    const CLASSES: &[&str] =
+        &["alpha", "digit", "alnum", "upper", "lower", "space", "blank", "punct", "print", "graph", "cntrl", "xdigit"];
+
+    /// Translates and compiles.
+    pub fn compile(pattern: &str) -> Result<regex::Regex, String> {
+        let translated = translate(pattern)?;
+        regex::RegexBuilder::new(&translated)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("not accepted by the regex engine: {}", first_line(&e.to_string())))
+    }
+
+    fn first_line(s: &str) -> String {
+        // regex errors are multi-line with a caret diagram; keep the gist.
+        s.lines().filter(|l| l.starts_with("error:")).map(|l| l.trim_start_matches("error: ")).next().unwrap_or(s).to_string()
+    }
+
+    enum Item {
+        Char(char),
+        Class(String),
+    }
+
+    /// Parses a bracket expression whose `[` is at `chars[start]`; returns
+    /// (negated, items, index after the closing `]`).
+    fn bracket(chars: &[char], start: usize) -> Result<(bool, Vec<Item>, usize), String> {
+        let mut j = start + 1;
+        let negated = chars.get(j) == Some(&'^');
+        if negated {
+            j += 1;
+        }
+        let mut items = Vec::new();
+        let mut first = true;
+        loop {
+            let Some(&c) = chars.get(j) else { return Err("unmatched '['".into()) };
+            if c == ']' && !first {
+                return Ok((negated, items, j + 1));
+            }
+            first = false;
+            if c == '[' && matches!(chars.get(j + 1), Some(':' | '.' | '=')) {
+                let kind = chars[j + 1];
+                if kind != ':' {
+                    return Err(format!(
+                        "collating elements [{kind} {kind}] and equivalence classes are not supported"
+                    ));
+                }
+                let rest: String = chars[j + 2..].iter().collect();
+                let Some(end) = rest.find(":]") else { return Err("unterminated [: :] class".into()) };
+                let name = &rest[..end];
+                if !CLASSES.contains(&name) {
+                    return Err(format!("unknown character class [:{name}:]"));
+                }
+                items.push(Item::Class(name.to_string()));
+                j += 2 + name.chars().count() + 2;
+                continue;
+            }
+            items.push(Item::Char(c));
+            j += 1;
+        }
+    }
+
+    fn class_char(c: char) -> String {
+        if c.is_ascii_punctuation() && c != '<' && c != '>' {
+            format!("\\{c}")
+        } else {
+            c.to_string()
+        }
+    }
+
+    /// POSIX ERE → `regex` syntax, or why the pattern is refused.
+    pub fn translate(pattern: &str) -> Result<String, String> {
+        let chars: Vec<char> = pattern.chars().collect();
+        let mut out = String::new();
+        // True where a repetition operator would have nothing to repeat.
+        let mut at_start = true;
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            match c {
+                '\\' => {
+                    let Some(&n) = chars.get(i + 1) else { return Err("ends with a backslash".into()) };
+                    match n {
+                        '1'..='9' => {
+                            return Err(format!("back-reference \\{n} is not supported (the regex engine has none)"))
+                        }
+                        'b' | 'B' | 'w' | 'W' | 's' | 'S' | '<' | '>' => {
+                            out.push('\\');
+                            out.push(n)
+                        }
+                        '.' | '[' | ']' | '(' | ')' | '*' | '+' | '?' | '{' | '}' | '|' | '^' | '$' | '\\' => {
+                            out.push('\\');
+                            out.push(n)
+                        }
+                        _ => {
+                            return Err(format!(
+                                "\\{n} is not POSIX ERE (grep -E reads it as a plain '{n}', other engines differently); \
+                                 write the character alone or use a bracket expression such as [0-9]"
+                            ))
+                        }
+                    }
+                    at_start = false;
+                    i += 2;
+                }
+                '[' => {
+                    let (negated, items, end) = bracket(&chars, i)?;
+                    out.push('[');
+                    if negated {
+                        out.push('^');
+                    }
+                    let mut k = 0;
+                    while k < items.len() {
+                        let is_range = matches!(items.get(k + 1), Some(Item::Char('-'))) && k + 2 < items.len();
+                        match (&items[k], is_range) {
+                            (Item::Char(a), true) => {
+                                let Item::Char(b) = &items[k + 2] else {
+                                    return Err("a range cannot end with a [: :] class".into());
+                                };
+                                if a > b {
+                                    return Err(format!("invalid range {a}-{b} (its end comes before its start)"));
+                                }
+                                out.push_str(&class_char(*a));
+                                out.push('-');
+                                out.push_str(&class_char(*b));
+                                k += 3;
+                            }
+                            (Item::Class(_), true) => return Err("a range cannot start with a [: :] class".into()),
+                            (Item::Char(a), false) => {
+                                out.push_str(&class_char(*a));
+                                k += 1;
+                            }
+                            (Item::Class(name), false) => {
+                                out.push_str(&format!("[:{name}:]"));
+                                k += 1;
+                            }
+                        }
+                    }
+                    out.push(']');
+                    at_start = false;
+                    i = end;
+                }
+                '(' => {
+                    if chars.get(i + 1) == Some(&'?') {
+                        return Err("(?...) groups and flags such as (?i) are not POSIX ERE".into());
+                    }
+                    out.push('(');
+                    at_start = true;
+                    i += 1;
+                }
+                '|' | '^' => {
+                    out.push(c);
+                    at_start = true;
+                    i += 1;
+                }
+                '*' | '+' | '?' => {
+                    if at_start {
+                        return Err(format!(
+                            "'{c}' has nothing to repeat here (grep -E would take it literally); write \\{c} for a literal '{c}'"
+                        ));
+                    }
+                    out.push(c);
+                    i += 1;
+                }
+                '{' => {
+                    let rest: String = chars[i + 1..].iter().collect();
+                    let interval = rest.find('}').map(|e| &rest[..e]).filter(|body| {
+                        let (a, b) = body.split_once(',').unwrap_or((body, "x"));
+                        let digits = |s: &str| !s.is_empty() && s.bytes().all(|d| d.is_ascii_digit());
+                        (digits(a) && (b == "x" || b.is_empty() || digits(b))) || (a.is_empty() && digits(b))
+                    });
+                    let Some(body) = interval else {
+                        return Err("'{' does not open an interval {n}, {n,}, {n,m} or {,m}; write \\{ for a literal brace".into());
+                    };
+                    if at_start {
+                        return Err("an interval {...} has nothing to repeat here".into());
+                    }
+                    if let Some((a, b)) = body.split_once(',') {
+                        if let (Ok(x), Ok(y)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                            if x > y {
+                                return Err(format!("invalid interval {{{body}}}: {x} is more than {y}"));
+                            }
+                        }
+                    }
+                    out.push('{');
+                    if body.starts_with(',') {
+                        out.push('0');
+                    }
+                    out.push_str(body);
+                    out.push('}');
+                    i += 1 + body.chars().count() + 1;
+                }
+                '}' => {
+                    out.push_str("\\}");
+                    at_start = false;
+                    i += 1;
+                }
+                _ => {
+                    out.push(c);
+                    at_start = false;
+                    i += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Byte offsets of the commas that separate patterns in a
+    /// comma-separated list: those outside `[...]`, `{...}` and escapes.
+    fn separators(s: &str) -> Vec<usize> {
+        let chars: Vec<(usize, char)> = s.char_indices().collect();
+        let plain: Vec<char> = chars.iter().map(|&(_, c)| c).collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < plain.len() {
+            match plain[i] {
+                '\\' => i += 2,
+                '[' => i = bracket(&plain, i).map(|(_, _, end)| end).unwrap_or(plain.len()),
+                '{' => i = plain[i..].iter().position(|&c| c == '}').map_or(plain.len(), |e| i + e + 1),
+                ',' => {
+                    out.push(chars[i].0);
+                    i += 1
+                }
+                _ => i += 1,
+            }
+        }
+        out
+    }
+
+    /// True if a single pattern has a comma that would split it in a
+    /// comma-separated list.
+    pub fn has_top_level_comma(pattern: &str) -> bool {
+        !separators(pattern).is_empty()
+    }
+
+    /// Splits a comma-separated pattern list (the config file's form);
+    /// empty pieces are dropped.
+    pub fn split_list(s: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        for at in separators(s).into_iter().chain(std::iter::once(s.len())) {
+            if at > from {
+                out.push(s[from..at].to_string());
+            }
+            from = at + 1;
+        }
+        out
+    }
+}

@@ -1,0 +1,12 @@
+//! The `ossensor` supervisor as a library, so its pieces are tested on their own.
+//!
+//! - [`config`]: the command line, the environment and env files (stage 1,
+//!   exactly what the user gave), then the validated [`config::Config`] (stage 2).
+//! - [`envfile`]: Docker `--env-file` parsing.
+//! - [`cfgfile`]: the generated INI config file: render, parse, write safely.
+//! - [`interfaces`]: which interfaces to capture (pure selection + thin /sys, /proc readers).
+
+pub mod cfgfile;
+pub mod config;
+pub mod envfile;
+pub mod interfaces;
