@@ -15,7 +15,7 @@ use crate::registry::Registry;
 use crate::store::{AppendOutcome, Store};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use ossensor_shared::auth::{self, AuthError, ReplayWindow, RequestMeta};
 use ossensor_shared::chunk::{self, Encoding};
@@ -277,6 +277,9 @@ async fn route(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
             (p, _) => refusal(StatusCode::NOT_FOUND, "not_found", format!("no such path {:?}", p.chars().take(100).collect::<String>())),
         };
         app.note_refusal(conn, None, &r);
+        // Consume a small body so the connection stays usable.
+        let (parts, body) = req.into_parts();
+        let _ = read_body(&parts.headers, body).await;
         return response(r.status, error_body(&r.reason), "application/json", None);
     }
 
@@ -285,14 +288,29 @@ async fn route(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
         Ok(h) => h,
         Err(r) => {
             app.note_refusal(conn, None, &r);
-            return response(r.status, error_body(&r.reason), "application/json", None);
+            // Consume the body (within the limit) so keep-alive survives a
+            // refusal; a larger one ends the connection instead.
+            let status = match read_body(&parts.headers, body).await {
+                Err(big) if big.status == StatusCode::PAYLOAD_TOO_LARGE => big.status,
+                _ => r.status,
+            };
+            let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            return resp;
         }
     };
     let body = match read_body(&parts.headers, body).await {
         Ok(b) => b,
         Err(r) => {
             app.note_refusal(conn, Some(&headers.sensor), &r);
-            return response(r.status, error_body(&r.reason), "application/json", None);
+            let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
+            if r.status == StatusCode::PAYLOAD_TOO_LARGE {
+                // The rest of the body was not read: this connection is done.
+                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            return resp;
         }
     };
     let meta = RequestMeta {
