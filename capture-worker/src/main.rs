@@ -68,13 +68,13 @@ fn install_signal_handlers() {
 }
 
 fn run(cfg: &WorkerConfig) -> Result<(), String> {
-    let mut cap = InterfaceCapture::open(&cfg.interface, cfg.ring_bytes / 2)?;
+    let mut cap = InterfaceCapture::open(&cfg.interface, cfg.ring_bytes)?;
     log!(
         BASIC,
         "capturing on {} (link type {}, two rings of {} KiB, uid {}, capabilities {})",
         cfg.interface,
         cap.linktype,
-        cfg.ring_bytes / 2 / 1024,
+        cfg.ring_bytes / 1024,
         nix::unistd::getuid(),
         capabilities_held()
     );

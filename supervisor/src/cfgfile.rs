@@ -50,7 +50,10 @@ pub fn key_for(variable: &str) -> Option<&'static str> {
         "OSSENSOR_NETWORK_DEVICE" | "NETWORK_DEVICE_ANY" => Some("device"),
         "NETWORK_DEVICE_EXCLUDELIST" => Some("blacklist_device"),
         "NETWORK_DEVICE_INCLUDELIST" => Some("whitelist_device"),
-        v => SIMPLE_KEYS.iter().find(|(_, var)| *var == v).map(|(k, _)| *k),
+        v => SIMPLE_KEYS
+            .iter()
+            .find(|(_, var)| *var == v)
+            .map(|(k, _)| *k),
     }
 }
 
@@ -60,9 +63,17 @@ pub fn render(cfg: &Config) -> String {
     let join = |v: &[Pattern]| v.iter().map(Pattern::as_str).collect::<Vec<_>>().join(",");
     let mut device = cfg.devices.explicit.join(",");
     if cfg.devices.any {
-        device = if device.is_empty() { "any".into() } else { format!("{device},any") };
+        device = if device.is_empty() {
+            "any".into()
+        } else {
+            format!("{device},any")
+        };
     }
-    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let path = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
     let mut s = String::new();
     let mut kv = |k: &str, v: &str| {
         s.push_str(k);
@@ -71,16 +82,30 @@ pub fn render(cfg: &Config) -> String {
         s.push('\n');
     };
     kv("[osSensor]\nDebug", &cfg.debug.to_string());
-    kv("vSensor", &format!("{}:{}", cfg.collector_host, cfg.collector_port));
+    kv(
+        "vSensor",
+        &format!("{}:{}", cfg.collector_host, cfg.collector_port),
+    );
     kv("key", cfg.hmac_key.expose());
     kv("device", &device);
-    kv("logfile", &cfg.logfile.as_ref().map_or("/dev/stdout".to_string(), |p| p.display().to_string()));
+    kv(
+        "logfile",
+        &cfg.logfile
+            .as_ref()
+            .map_or("/dev/stdout".to_string(), |p| p.display().to_string()),
+    );
     kv("useAntigena", &cfg.antigena_enabled.to_string());
     kv("useWebsocket", &cfg.antigena_enabled.to_string());
-    kv("sendAntigenaActionDelta", &cfg.antigena_period_secs.to_string());
+    kv(
+        "sendAntigenaActionDelta",
+        &cfg.antigena_period_secs.to_string(),
+    );
     kv("blacklist_device", &join(&cfg.devices.exclude));
     kv("bpf", &cfg.bpf);
-    kv("# ossensor extensions\nwhitelist_device", &join(&cfg.devices.include));
+    kv(
+        "# ossensor extensions\nwhitelist_device",
+        &join(&cfg.devices.include),
+    );
     kv("sensorId", &cfg.sensor_id);
     kv("spoolMB", &(cfg.spool_bytes / MIB).to_string());
     kv("compression", &compression_name(cfg.compression));
@@ -102,7 +127,13 @@ pub struct CfgError {
 impl fmt::Display for CfgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.key {
-            Some(k) => write!(f, "line {}: {}: {}", self.line, k.escape_debug(), self.message),
+            Some(k) => write!(
+                f,
+                "line {}: {}: {}",
+                self.line,
+                k.escape_debug(),
+                self.message
+            ),
             None => write!(f, "line {}: {}", self.line, self.message),
         }
     }
@@ -125,10 +156,20 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, CfgError> {
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
             continue;
         }
-        let err = |key: Option<&str>, message: String| CfgError { line: line_no, key: key.map(str::to_string), message };
+        let err = |key: Option<&str>, message: String| CfgError {
+            line: line_no,
+            key: key.map(str::to_string),
+            message,
+        };
         if line.starts_with('[') {
             if line.trim_end() != format!("[{SECTION}]") {
-                return Err(err(None, format!("unknown section {:?}: only [{SECTION}] is read", line.trim_end())));
+                return Err(err(
+                    None,
+                    format!(
+                        "unknown section {:?}: only [{SECTION}] is read",
+                        line.trim_end()
+                    ),
+                ));
             }
             if in_section {
                 return Err(err(None, format!("[{SECTION}] appears twice")));
@@ -168,10 +209,19 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, CfgError> {
                     }
                 }
                 set("OSSENSOR_NETWORK_DEVICE", devs.join(","));
-                set("NETWORK_DEVICE_ANY", if any { "1" } else { "0" }.to_string());
+                set(
+                    "NETWORK_DEVICE_ANY",
+                    if any { "1" } else { "0" }.to_string(),
+                );
             }
-            "blacklist_device" => set("NETWORK_DEVICE_EXCLUDELIST", ere::split_list(value).join(" ")),
-            "whitelist_device" => set("NETWORK_DEVICE_INCLUDELIST", ere::split_list(value).join(" ")),
+            "blacklist_device" => set(
+                "NETWORK_DEVICE_EXCLUDELIST",
+                ere::split_list(value).join(" "),
+            ),
+            "whitelist_device" => set(
+                "NETWORK_DEVICE_INCLUDELIST",
+                ere::split_list(value).join(" "),
+            ),
             "useWebsocket" => websocket = Some((line_no, value.to_string())),
             k => match SIMPLE_KEYS.iter().find(|(name, _)| *name == k) {
                 Some((_, var)) => set(var, value.to_string()),
@@ -182,7 +232,10 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, CfgError> {
     if let Some((line, ws)) = websocket {
         // The reference writes useWebsocket = useAntigena; this sensor keeps
         // the WebSocket exactly when response actions are on.
-        let antigena = vars.get("ANTIGENA_ENABLED").map(String::as_str).filter(|v| !v.is_empty());
+        let antigena = vars
+            .get("ANTIGENA_ENABLED")
+            .map(String::as_str)
+            .filter(|v| !v.is_empty());
         let want = antigena.map_or(Some(true), parse_bool);
         let got = if ws.is_empty() { want } else { parse_bool(&ws) };
         if got.is_none() || (want.is_some() && got != want) {
@@ -229,15 +282,25 @@ impl std::error::Error for WriteError {
 /// directory created with mode 0600 (never wider, not even briefly), is
 /// synced, then renamed over `path`; the directory is synced last.
 pub fn write(path: &Path, text: &str) -> Result<(), WriteError> {
-    let fail = |source| WriteError { path: path.to_path_buf(), source };
-    let name = path
-        .file_name()
-        .ok_or_else(|| fail(std::io::Error::new(std::io::ErrorKind::InvalidInput, "does not name a file")))?;
+    let fail = |source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path.file_name().ok_or_else(|| {
+        fail(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "does not name a file",
+        ))
+    })?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir).map_err(fail)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .map_err(fail)?;
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp_name = std::ffi::OsString::from(".");
@@ -276,7 +339,11 @@ mod tests {
 
     fn from_file(text: &str, path: &Path) -> Result<Config, String> {
         let vars = parse(text).map_err(|e| e.to_string())?;
-        let raw = RawConfig { origin: Origin::ConfigFile(path.to_path_buf()), vars, warnings: vec![] };
+        let raw = RawConfig {
+            origin: Origin::ConfigFile(path.to_path_buf()),
+            vars,
+            warnings: vec![],
+        };
         validate(&raw).map_err(|e| e.to_string())
     }
 
@@ -313,13 +380,19 @@ mod tests {
     fn parse_errors_name_line_and_key() {
         let e = parse("[osSensor]\nDebug=1\nfoo=bar\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (3, Some("foo")));
-        assert!(e.to_string().contains("line 3") && e.to_string().contains("foo"), "{e}");
+        assert!(
+            e.to_string().contains("line 3") && e.to_string().contains("foo"),
+            "{e}"
+        );
         let e = parse("Debug=1\n[osSensor]\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (1, Some("Debug")));
         let e = parse("[other]\n").unwrap_err();
         assert!(e.to_string().contains("other"), "{e}");
         let e = parse("[osSensor]\nDebug=1\nDebug=2\n").unwrap_err();
-        assert!(e.to_string().contains("line 3") && e.to_string().contains("line 2"), "{e}");
+        assert!(
+            e.to_string().contains("line 3") && e.to_string().contains("line 2"),
+            "{e}"
+        );
         let e = parse("[osSensor]\njust text\n").unwrap_err();
         assert_eq!(e.line, 2);
         let e = parse("[osSensor]\nuseAntigena=false\nuseWebsocket=true\n").unwrap_err();
@@ -329,7 +402,8 @@ mod tests {
 
     #[test]
     fn comments_crlf_bom_and_spacing() {
-        let vars = parse("\u{feff}; c\r\n# c\r\n[osSensor]\r\n  Debug = 3\r\nkey= spaced \r\n").unwrap();
+        let vars =
+            parse("\u{feff}; c\r\n# c\r\n[osSensor]\r\n  Debug = 3\r\nkey= spaced \r\n").unwrap();
         assert_eq!(vars["OSSENSOR_DEBUG"], " 3");
         assert_eq!(vars["VSENSOR_HMAC_KEY"], " spaced ");
     }
@@ -338,7 +412,10 @@ mod tests {
     fn value_errors_under_c_name_the_file_key() {
         let path = Path::new("/etc/x.cfg");
         let e = from_file("[osSensor]\nvSensor=c:99999\nkey=k\nDebug=9\n", path).unwrap_err();
-        assert!(e.contains("/etc/x.cfg: vSensor=\"99999\" (VSENSOR_PORT)"), "{e}");
+        assert!(
+            e.contains("/etc/x.cfg: vSensor=\"99999\" (VSENSOR_PORT)"),
+            "{e}"
+        );
         assert!(e.contains("Debug=\"9\" (OSSENSOR_DEBUG)"), "{e}");
         let e = from_file("[osSensor]\nvSensor=c\n", path).unwrap_err();
         assert!(e.contains("key (VSENSOR_HMAC_KEY): is required"), "{e}");
@@ -353,7 +430,10 @@ mod tests {
         ]))
         .unwrap();
         let text = render(&cfg);
-        assert!(text.contains("blacklist_device=^veth[0-9]{1,3}$,[,x]y\n"), "{text}");
+        assert!(
+            text.contains("blacklist_device=^veth[0-9]{1,3}$,[,x]y\n"),
+            "{text}"
+        );
         assert_eq!(from_file(&text, &cfg.config_path).unwrap(), cfg);
     }
 
@@ -363,15 +443,31 @@ mod tests {
         let path = dir.path().join("a/b/ossensor.cfg");
         write(&path, "one").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "one");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::metadata(dir.path().join("a/b")).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("a/b"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
         // Replacing a world-readable file leaves a 0600 one.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         write(&path, "two").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         // No temporary left behind.
-        assert_eq!(std::fs::read_dir(dir.path().join("a/b")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("a/b")).unwrap().count(),
+            1
+        );
     }
 
     #[test]
@@ -381,7 +477,10 @@ mod tests {
         std::fs::write(&blocker, "").unwrap();
         let path = blocker.join("ossensor.cfg"); // parent is a regular file
         let e = write(&path, "x").unwrap_err().to_string();
-        assert!(e.starts_with("OSSENSOR_CONFIG_PATH=") && e.contains(&path.display().to_string()), "{e}");
+        assert!(
+            e.starts_with("OSSENSOR_CONFIG_PATH=") && e.contains(&path.display().to_string()),
+            "{e}"
+        );
         let e = write(dir.path(), "x").unwrap_err().to_string(); // a directory
         assert!(e.contains("OSSENSOR_CONFIG_PATH"), "{e}");
     }

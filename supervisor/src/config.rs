@@ -102,8 +102,20 @@ impl fmt::Display for Problem {
                 self.variable,
                 self.message
             ),
-            (Some((file, key)), None) => write!(f, "{}: {key} ({}): {}", file.display(), self.variable, self.message),
-            (None, Some(v)) => write!(f, "{}=\"{}\": {}", self.variable, v.escape_debug(), self.message),
+            (Some((file, key)), None) => write!(
+                f,
+                "{}: {key} ({}): {}",
+                file.display(),
+                self.variable,
+                self.message
+            ),
+            (None, Some(v)) => write!(
+                f,
+                "{}=\"{}\": {}",
+                self.variable,
+                v.escape_debug(),
+                self.message
+            ),
             (None, None) => write!(f, "{}: {}", self.variable, self.message),
         }
     }
@@ -176,8 +188,13 @@ impl RawConfig {
     /// A raw configuration from the environment alone (tests, embedding).
     pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         RawConfig {
-            origin: Origin::Environment { env_files: Vec::new() },
-            vars: vars.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            origin: Origin::Environment {
+                env_files: Vec::new(),
+            },
+            vars: vars
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             warnings: Vec::new(),
         }
     }
@@ -194,7 +211,10 @@ pub enum Source {
 /// Stage 1. `args` are the command-line arguments *without* the program
 /// name (`std::env::args().skip(1)`); `process_env` is the process
 /// environment (see [`process_environment`]).
-pub fn gather(args: &[String], process_env: &BTreeMap<String, String>) -> Result<Source, ConfigError> {
+pub fn gather(
+    args: &[String],
+    process_env: &BTreeMap<String, String>,
+) -> Result<Source, ConfigError> {
     let mut env_files: Vec<PathBuf> = Vec::new();
     let mut config_file: Option<PathBuf> = None;
     let mut it = args.iter();
@@ -245,7 +265,9 @@ pub fn gather(args: &[String], process_env: &BTreeMap<String, String>) -> Result
         match envfile::read(file, lookup) {
             Ok(pairs) => {
                 for (k, v) in pairs {
-                    if !VARIABLES.contains(&k.as_str()) && OUR_PREFIXES.iter().any(|p| k.starts_with(p)) {
+                    if !VARIABLES.contains(&k.as_str())
+                        && OUR_PREFIXES.iter().any(|p| k.starts_with(p))
+                    {
                         warnings.push(format!(
                             "--env-file {}: {k} is not a variable this sensor reads (a typo?); ignored",
                             file.display()
@@ -271,23 +293,45 @@ pub fn gather(args: &[String], process_env: &BTreeMap<String, String>) -> Result
             vars.insert(name.to_string(), v.clone());
         }
     }
-    Ok(Source::Run(RawConfig { origin: Origin::Environment { env_files }, vars, warnings }))
+    Ok(Source::Run(RawConfig {
+        origin: Origin::Environment { env_files },
+        vars,
+        warnings,
+    }))
 }
 
-fn gather_config_file(file: PathBuf, process_env: &BTreeMap<String, String>) -> Result<RawConfig, ConfigError> {
+fn gather_config_file(
+    file: PathBuf,
+    process_env: &BTreeMap<String, String>,
+) -> Result<RawConfig, ConfigError> {
     let shown = file.display().to_string();
-    let bytes = std::fs::read(&file).map_err(|e| ConfigError::one("-c", Some(&shown), format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|_| ConfigError::one("-c", Some(&shown), "not valid UTF-8"))?;
-    let vars = cfgfile::parse(&text).map_err(|e| ConfigError::one("-c", Some(&shown), e.to_string()))?;
-    let ignored: Vec<&str> = VARIABLES.iter().copied().filter(|n| process_env.contains_key(*n)).collect();
+    let bytes = std::fs::read(&file)
+        .map_err(|e| ConfigError::one("-c", Some(&shown), format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ConfigError::one("-c", Some(&shown), "not valid UTF-8"))?;
+    let vars =
+        cfgfile::parse(&text).map_err(|e| ConfigError::one("-c", Some(&shown), e.to_string()))?;
+    let ignored: Vec<&str> = VARIABLES
+        .iter()
+        .copied()
+        .filter(|n| process_env.contains_key(*n))
+        .collect();
     let mut warnings = Vec::new();
     if !ignored.is_empty() {
         warnings.push(format!(
             "running from -c {shown}: the environment's {} ignored (the file is the configuration)",
-            if ignored.len() == 1 { format!("{} is", ignored[0]) } else { format!("{} are", ignored.join(", ")) }
+            if ignored.len() == 1 {
+                format!("{} is", ignored[0])
+            } else {
+                format!("{} are", ignored.join(", "))
+            }
         ));
     }
-    Ok(RawConfig { origin: Origin::ConfigFile(file), vars, warnings })
+    Ok(RawConfig {
+        origin: Origin::ConfigFile(file),
+        vars,
+        warnings,
+    })
 }
 
 /// The process environment as a map. A sensor variable whose value is not
@@ -356,7 +400,10 @@ pub struct Pattern {
 
 impl Pattern {
     pub fn new(source: &str) -> Result<Self, String> {
-        Ok(Pattern { source: source.to_string(), regex: ere::compile(source)? })
+        Ok(Pattern {
+            source: source.to_string(),
+            regex: ere::compile(source)?,
+        })
     }
     /// The text as the user wrote it.
     pub fn as_str(&self) -> &str {
@@ -446,7 +493,11 @@ struct Checker<'a> {
 impl<'a> Checker<'a> {
     /// The value of `name`, an empty value counting as unset.
     fn get(&self, name: &str) -> Option<&'a str> {
-        self.raw.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.raw
+            .vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     fn bad(&mut self, name: &str, value: Option<&str>, message: impl Into<String>) {
@@ -464,7 +515,9 @@ impl<'a> Checker<'a> {
 
     /// An unsigned integer in `lo..=hi` (surrounding whitespace ignored).
     fn number(&mut self, name: &str, default: u64, lo: u64, hi: u64, what: &str) -> u64 {
-        let Some(v) = self.get(name) else { return default };
+        let Some(v) = self.get(name) else {
+            return default;
+        };
         let t = v.trim();
         match t.parse::<u64>() {
             Ok(n) if t.bytes().all(|b| b.is_ascii_digit()) && (lo..=hi).contains(&n) => n,
@@ -477,7 +530,9 @@ impl<'a> Checker<'a> {
 
     /// true/false (any case) or 1/0.
     fn boolean(&mut self, name: &str, default: bool, also: &str) -> bool {
-        let Some(v) = self.get(name) else { return default };
+        let Some(v) = self.get(name) else {
+            return default;
+        };
         match parse_bool(v) {
             Some(b) => b,
             None => {
@@ -492,7 +547,11 @@ impl<'a> Checker<'a> {
     fn path(&mut self, name: &str, must_be_absolute: bool) -> Option<PathBuf> {
         let v = self.get(name)?;
         if v.trim() != v {
-            self.bad(name, Some(v), "must not begin or end with whitespace (env files keep values verbatim)");
+            self.bad(
+                name,
+                Some(v),
+                "must not begin or end with whitespace (env files keep values verbatim)",
+            );
             return None;
         }
         if v.chars().any(char::is_control) {
@@ -518,18 +577,29 @@ pub(crate) fn parse_bool(v: &str) -> Option<bool> {
 /// Stage 2: checks every variable, returns the configuration or every
 /// problem found.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
-    let mut c = Checker { raw, problems: Vec::new() };
+    let mut c = Checker {
+        raw,
+        problems: Vec::new(),
+    };
 
     // Collector.
     let collector_host = match c.get("VSENSOR_HOSTNAME") {
         None => {
-            c.bad("VSENSOR_HOSTNAME", None, "is required: the collector's host name or IP address");
+            c.bad(
+                "VSENSOR_HOSTNAME",
+                None,
+                "is required: the collector's host name or IP address",
+            );
             String::new()
         }
         Some(v) => {
             let t = v.trim();
             if t.contains(':') {
-                c.bad("VSENSOR_HOSTNAME", Some(v), "must not contain ':'; put the port in VSENSOR_PORT");
+                c.bad(
+                    "VSENSOR_HOSTNAME",
+                    Some(v),
+                    "must not contain ':'; put the port in VSENSOR_PORT",
+                );
             } else if !valid_host(t) {
                 c.bad(
                     "VSENSOR_HOSTNAME",
@@ -543,13 +613,21 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let collector_port = c.number("VSENSOR_PORT", 443, 1, 65535, "a port number") as u16;
     let hmac_key = match c.get("VSENSOR_HMAC_KEY") {
         None => {
-            c.bad("VSENSOR_HMAC_KEY", None, "is required: the secret shared with the collector");
+            c.bad(
+                "VSENSOR_HMAC_KEY",
+                None,
+                "is required: the secret shared with the collector",
+            );
             Secret::new("")
         }
         Some(v) => {
             if v.chars().any(|ch| ch == '\n' || ch == '\r' || ch == '\0') {
                 // Never echo the value.
-                c.bad("VSENSOR_HMAC_KEY", None, "must not contain line breaks or NUL (value not shown: it is secret)");
+                c.bad(
+                    "VSENSOR_HMAC_KEY",
+                    None,
+                    "must not contain line breaks or NUL (value not shown: it is secret)",
+                );
             }
             Secret::new(v)
         }
@@ -558,7 +636,10 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     // Interfaces.
     let mut explicit: Vec<String> = Vec::new();
     if let Some(v) = c.get("OSSENSOR_NETWORK_DEVICE") {
-        for dev in v.split(|ch: char| ch == ',' || ch.is_whitespace()).filter(|d| !d.is_empty()) {
+        for dev in v
+            .split(|ch: char| ch == ',' || ch.is_whitespace())
+            .filter(|d| !d.is_empty())
+        {
             if dev == "any" {
                 c.bad(
                     "OSSENSOR_NETWORK_DEVICE",
@@ -580,37 +661,79 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             }
         }
     }
-    let include = patterns(&mut c, "NETWORK_DEVICE_INCLUDELIST", "NETWORK_DEVICE_WHITELIST");
-    let exclude = patterns(&mut c, "NETWORK_DEVICE_EXCLUDELIST", "NETWORK_DEVICE_BLACKLIST");
-    let any = c.boolean("NETWORK_DEVICE_ANY", false, "1 or 0 (true or false also accepted)");
+    let include = patterns(
+        &mut c,
+        "NETWORK_DEVICE_INCLUDELIST",
+        "NETWORK_DEVICE_WHITELIST",
+    );
+    let exclude = patterns(
+        &mut c,
+        "NETWORK_DEVICE_EXCLUDELIST",
+        "NETWORK_DEVICE_BLACKLIST",
+    );
+    let any = c.boolean(
+        "NETWORK_DEVICE_ANY",
+        false,
+        "1 or 0 (true or false also accepted)",
+    );
 
     // Files and logging.
     let config_path = match &raw.origin {
         Origin::ConfigFile(f) => f.clone(),
         Origin::Environment { .. } => {
-            let p = c.path("OSSENSOR_CONFIG_PATH", false).unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+            let p = c
+                .path("OSSENSOR_CONFIG_PATH", false)
+                .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
             if p.as_os_str().as_encoded_bytes().ends_with(b"/") {
-                c.bad("OSSENSOR_CONFIG_PATH", c.get("OSSENSOR_CONFIG_PATH"), "must name a file, not a directory");
+                c.bad(
+                    "OSSENSOR_CONFIG_PATH",
+                    c.get("OSSENSOR_CONFIG_PATH"),
+                    "must name a file, not a directory",
+                );
             }
             p
         }
     };
     let debug = c.number("OSSENSOR_DEBUG", 1, 0, 5, "a log level") as u8;
-    let logfile = c.path("OSSENSOR_LOGFILE_PATH", false).filter(|p| p != Path::new("/dev/stdout"));
+    let logfile = c
+        .path("OSSENSOR_LOGFILE_PATH", false)
+        .filter(|p| p != Path::new("/dev/stdout"));
 
     // Response actions.
-    let antigena_enabled = c.boolean("ANTIGENA_ENABLED", true, "true or false (any case), or 1 or 0");
-    let antigena_period_secs =
-        c.number("ANTIGENA_TIME_PERIOD", 5, 1, u32::MAX as u64, "a whole number of seconds") as u32;
+    let antigena_enabled = c.boolean(
+        "ANTIGENA_ENABLED",
+        true,
+        "true or false (any case), or 1 or 0",
+    );
+    let antigena_period_secs = c.number(
+        "ANTIGENA_TIME_PERIOD",
+        5,
+        1,
+        u32::MAX as u64,
+        "a whole number of seconds",
+    ) as u32;
 
     // Filter: libpcap's compiler is the judge.
     let bpf = match c.get("BPF") {
         None => String::new(),
         Some(v) => {
-            let expr: String = v.chars().map(|ch| if ch == '\n' || ch == '\r' || ch == '\t' { ' ' } else { ch }).collect();
+            let expr: String = v
+                .chars()
+                .map(|ch| {
+                    if ch == '\n' || ch == '\r' || ch == '\t' {
+                        ' '
+                    } else {
+                        ch
+                    }
+                })
+                .collect();
             let expr = expr.trim().to_string();
             if let Err(e) = ossensor_shared::bpf::compile(&expr, 1) {
-                c.bad("BPF", Some(v), format!("is not a valid capture filter: {e}"));
+                c.bad(
+                    "BPF",
+                    Some(v),
+                    format!("is not a valid capture filter: {e}"),
+                );
             }
             expr
         }
@@ -629,7 +752,9 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             v.trim().to_string()
         }
         None => {
-            let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+            let host = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
             ossensor_shared::control::sensor_id_from_hostname(&host)
         }
     };
@@ -639,7 +764,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         Some(v) => match parse_compression(v) {
             Some(level) => level,
             None => {
-                c.bad("OSSENSOR_COMPRESSION", Some(v), "must be zstd, zstd:LEVEL with LEVEL from 1 to 19, or none");
+                c.bad(
+                    "OSSENSOR_COMPRESSION",
+                    Some(v),
+                    "must be zstd, zstd:LEVEL with LEVEL from 1 to 19, or none",
+                );
                 Some(1)
             }
         },
@@ -656,7 +785,9 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         }
         t.to_string()
     });
-    let runtime_dir = c.path("OSSENSOR_RUNTIME_DIR", true).unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into());
+    let runtime_dir = c
+        .path("OSSENSOR_RUNTIME_DIR", true)
+        .unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into());
     let ca_file = c.path("VSENSOR_CA_FILE", false);
     if let Some(p) = &ca_file {
         let check = std::fs::metadata(p).and_then(|m| {
@@ -667,18 +798,29 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             }
         });
         if let Err(e) = check {
-            c.bad("VSENSOR_CA_FILE", c.get("VSENSOR_CA_FILE"), format!("cannot read the CA file: {e}"));
+            c.bad(
+                "VSENSOR_CA_FILE",
+                c.get("VSENSOR_CA_FILE"),
+                format!("cannot read the CA file: {e}"),
+            );
         }
     }
 
     if !c.problems.is_empty() {
-        return Err(ConfigError { problems: c.problems });
+        return Err(ConfigError {
+            problems: c.problems,
+        });
     }
     Ok(Config {
         collector_host,
         collector_port,
         hmac_key,
-        devices: DeviceRules { explicit, include, exclude, any },
+        devices: DeviceRules {
+            explicit,
+            include,
+            exclude,
+            any,
+        },
         config_path,
         debug,
         logfile,
@@ -719,7 +861,11 @@ fn patterns(c: &mut Checker<'_>, name: &'static str, old: &'static str) -> Vec<P
                 );
             }
             Ok(pat) => out.push(pat),
-            Err(e) => c.bad(var, Some(v), format!("pattern \"{}\": {e}", p.escape_debug())),
+            Err(e) => c.bad(
+                var,
+                Some(v),
+                format!("pattern \"{}\": {e}", p.escape_debug()),
+            ),
         }
     }
     out
@@ -748,7 +894,8 @@ fn valid_host(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
         && !h.starts_with(['-', '.'])
-        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
 /// Linux's `dev_valid_name`: 1..=15 bytes, not `.`/`..`, no `/`, `:` or
@@ -758,7 +905,9 @@ pub fn valid_ifname(n: &str) -> bool {
         && n.len() < 16
         && n != "."
         && n != ".."
-        && !n.chars().any(|ch| ch == '/' || ch == ':' || ch.is_whitespace() || ch == '\0')
+        && !n
+            .chars()
+            .any(|ch| ch == '/' || ch == ':' || ch.is_whitespace() || ch == '\0')
 }
 
 fn valid_user(u: &str) -> bool {
@@ -774,7 +923,10 @@ fn valid_user(u: &str) -> bool {
 
 impl Config {
     fn log(&self) -> LogConfig {
-        LogConfig { level: self.debug, path: self.logfile.as_ref().map(|p| p.display().to_string()) }
+        LogConfig {
+            level: self.debug,
+            path: self.logfile.as_ref().map(|p| p.display().to_string()),
+        }
     }
 
     /// The configuration one capture-worker reads from its stdin. Each of
@@ -810,7 +962,10 @@ impl Config {
     /// shown as `<redacted>`.
     pub fn redacted_summary(&self) -> String {
         let list = |v: &[Pattern]| v.iter().map(Pattern::as_str).collect::<Vec<_>>().join(" ");
-        let opt = |p: &Option<PathBuf>, none: &str| p.as_ref().map_or(none.to_string(), |p| p.display().to_string());
+        let opt = |p: &Option<PathBuf>, none: &str| {
+            p.as_ref()
+                .map_or(none.to_string(), |p| p.display().to_string())
+        };
         format!(
             "collector={}:{} key={} sensor_id={} devices={} include={:?} exclude={:?} any={} bpf={:?} \
              debug={} logfile={} antigena={} antigena_period={}s spool={}MiB compression={} \
@@ -866,8 +1021,10 @@ pub(crate) fn compression_name(c: Option<i32>) -> String {
 /// ranges; unmatched `[`; a trailing backslash; anything else the regex
 /// engine rejects (unbalanced parentheses, too large a repetition).
 pub mod ere {
-    const CLASSES: &[&str] =
-        &["alpha", "digit", "alnum", "upper", "lower", "space", "blank", "punct", "print", "graph", "cntrl", "xdigit"];
+    const CLASSES: &[&str] = &[
+        "alpha", "digit", "alnum", "upper", "lower", "space", "blank", "punct", "print", "graph",
+        "cntrl", "xdigit",
+    ];
 
     /// Translates and compiles.
     pub fn compile(pattern: &str) -> Result<regex::Regex, String> {
@@ -875,12 +1032,22 @@ pub mod ere {
         regex::RegexBuilder::new(&translated)
             .size_limit(1 << 20)
             .build()
-            .map_err(|e| format!("not accepted by the regex engine: {}", first_line(&e.to_string())))
+            .map_err(|e| {
+                format!(
+                    "not accepted by the regex engine: {}",
+                    first_line(&e.to_string())
+                )
+            })
     }
 
     fn first_line(s: &str) -> String {
         // regex errors are multi-line with a caret diagram; keep the gist.
-        s.lines().filter(|l| l.starts_with("error:")).map(|l| l.trim_start_matches("error: ")).next().unwrap_or(s).to_string()
+        s.lines()
+            .filter(|l| l.starts_with("error:"))
+            .map(|l| l.trim_start_matches("error: "))
+            .next()
+            .unwrap_or(s)
+            .to_string()
     }
 
     enum Item {
@@ -899,7 +1066,9 @@ pub mod ere {
         let mut items = Vec::new();
         let mut first = true;
         loop {
-            let Some(&c) = chars.get(j) else { return Err("unmatched '['".into()) };
+            let Some(&c) = chars.get(j) else {
+                return Err("unmatched '['".into());
+            };
             if c == ']' && !first {
                 return Ok((negated, items, j + 1));
             }
@@ -912,7 +1081,9 @@ pub mod ere {
                     ));
                 }
                 let rest: String = chars[j + 2..].iter().collect();
-                let Some(end) = rest.find(":]") else { return Err("unterminated [: :] class".into()) };
+                let Some(end) = rest.find(":]") else {
+                    return Err("unterminated [: :] class".into());
+                };
                 let name = &rest[..end];
                 if !CLASSES.contains(&name) {
                     return Err(format!("unknown character class [:{name}:]"));
@@ -945,7 +1116,9 @@ pub mod ere {
             let c = chars[i];
             match c {
                 '\\' => {
-                    let Some(&n) = chars.get(i + 1) else { return Err("ends with a backslash".into()) };
+                    let Some(&n) = chars.get(i + 1) else {
+                        return Err("ends with a backslash".into());
+                    };
                     match n {
                         '1'..='9' => {
                             return Err(format!("back-reference \\{n} is not supported (the regex engine has none)"))
@@ -976,21 +1149,26 @@ pub mod ere {
                     }
                     let mut k = 0;
                     while k < items.len() {
-                        let is_range = matches!(items.get(k + 1), Some(Item::Char('-'))) && k + 2 < items.len();
+                        let is_range = matches!(items.get(k + 1), Some(Item::Char('-')))
+                            && k + 2 < items.len();
                         match (&items[k], is_range) {
                             (Item::Char(a), true) => {
                                 let Item::Char(b) = &items[k + 2] else {
                                     return Err("a range cannot end with a [: :] class".into());
                                 };
                                 if a > b {
-                                    return Err(format!("invalid range {a}-{b} (its end comes before its start)"));
+                                    return Err(format!(
+                                        "invalid range {a}-{b} (its end comes before its start)"
+                                    ));
                                 }
                                 out.push_str(&class_char(*a));
                                 out.push('-');
                                 out.push_str(&class_char(*b));
                                 k += 3;
                             }
-                            (Item::Class(_), true) => return Err("a range cannot start with a [: :] class".into()),
+                            (Item::Class(_), true) => {
+                                return Err("a range cannot start with a [: :] class".into())
+                            }
                             (Item::Char(a), false) => {
                                 out.push_str(&class_char(*a));
                                 k += 1;
@@ -1031,8 +1209,10 @@ pub mod ere {
                     let rest: String = chars[i + 1..].iter().collect();
                     let interval = rest.find('}').map(|e| &rest[..e]).filter(|body| {
                         let (a, b) = body.split_once(',').unwrap_or((body, "x"));
-                        let digits = |s: &str| !s.is_empty() && s.bytes().all(|d| d.is_ascii_digit());
-                        (digits(a) && (b == "x" || b.is_empty() || digits(b))) || (a.is_empty() && digits(b))
+                        let digits =
+                            |s: &str| !s.is_empty() && s.bytes().all(|d| d.is_ascii_digit());
+                        (digits(a) && (b == "x" || b.is_empty() || digits(b)))
+                            || (a.is_empty() && digits(b))
                     });
                     let Some(body) = interval else {
                         return Err("'{' does not open an interval {n}, {n,}, {n,m} or {,m}; write \\{ for a literal brace".into());
@@ -1043,7 +1223,9 @@ pub mod ere {
                     if let Some((a, b)) = body.split_once(',') {
                         if let (Ok(x), Ok(y)) = (a.parse::<u32>(), b.parse::<u32>()) {
                             if x > y {
-                                return Err(format!("invalid interval {{{body}}}: {x} is more than {y}"));
+                                return Err(format!(
+                                    "invalid interval {{{body}}}: {x} is more than {y}"
+                                ));
                             }
                         }
                     }
@@ -1080,8 +1262,17 @@ pub mod ere {
         while i < plain.len() {
             match plain[i] {
                 '\\' => i += 2,
-                '[' => i = bracket(&plain, i).map(|(_, _, end)| end).unwrap_or(plain.len()),
-                '{' => i = plain[i..].iter().position(|&c| c == '}').map_or(plain.len(), |e| i + e + 1),
+                '[' => {
+                    i = bracket(&plain, i)
+                        .map(|(_, _, end)| end)
+                        .unwrap_or(plain.len())
+                }
+                '{' => {
+                    i = plain[i..]
+                        .iter()
+                        .position(|&c| c == '}')
+                        .map_or(plain.len(), |e| i + e + 1)
+                }
                 ',' => {
                     out.push(chars[i].0);
                     i += 1
@@ -1110,5 +1301,559 @@ pub mod ere {
             from = at + 1;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "TopSecretKey!";
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("VSENSOR_HOSTNAME", "collector.example"),
+            ("VSENSOR_HMAC_KEY", KEY),
+            ("OSSENSOR_SENSOR_ID", "node1"),
+        ]
+    }
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        let mut v = base();
+        v.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        v.extend_from_slice(extra);
+        validate(&RawConfig::from_vars(v))
+    }
+
+    /// The variable's value is refused with a message naming both.
+    #[track_caller]
+    fn refused(var: &'static str, value: &'static str) -> String {
+        let e = with(&[(var, value)]).expect_err(&format!("{var}={value:?} should be refused"));
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("{var}=\"{}\"", value.escape_debug())),
+            "{msg}"
+        );
+        assert!(!msg.contains(KEY), "{msg}");
+        msg
+    }
+
+    #[test]
+    fn defaults() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.collector_host, "collector.example");
+        assert_eq!(c.collector_port, 443);
+        assert_eq!(c.hmac_key.expose(), KEY);
+        assert_eq!(c.devices, DeviceRules::default());
+        assert_eq!(c.config_path, Path::new("/etc/darktrace/ossensor.cfg"));
+        assert_eq!((c.debug, c.logfile.clone()), (1, None));
+        assert_eq!((c.antigena_enabled, c.antigena_period_secs), (true, 5));
+        assert_eq!(c.bpf, "");
+        assert_eq!(c.spool_bytes, 64 * MIB);
+        assert_eq!(c.compression, Some(1));
+        assert_eq!(c.ring_bytes, 32 * MIB);
+        assert_eq!(c.user, None);
+        assert_eq!(c.runtime_dir, Path::new("/run/ossensor"));
+        assert_eq!(c.ca_file, None);
+    }
+
+    #[test]
+    fn sensor_id_defaults_to_the_host_name() {
+        let c = validate(&RawConfig::from_vars([
+            ("VSENSOR_HOSTNAME", "c"),
+            ("VSENSOR_HMAC_KEY", "k"),
+        ]))
+        .unwrap();
+        let host = nix::unistd::gethostname()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(
+            c.sensor_id,
+            ossensor_shared::control::sensor_id_from_hostname(&host)
+        );
+    }
+
+    #[test]
+    fn good_values() {
+        let c = with(&[
+            ("VSENSOR_PORT", "8443"),
+            ("OSSENSOR_DEBUG", " 5 "),
+            ("OSSENSOR_LOGFILE_PATH", "/var/log/ossensor.log"),
+            ("ANTIGENA_ENABLED", "FALSE"),
+            ("ANTIGENA_TIME_PERIOD", "30"),
+            ("NETWORK_DEVICE_ANY", "true"),
+            ("BPF", "tcp\nport 80"),
+            ("OSSENSOR_SPOOL_MB", "1"),
+            ("OSSENSOR_COMPRESSION", "ZSTD:19"),
+            ("OSSENSOR_CAPTURE_BUFFER_MB", "2048"),
+            ("OSSENSOR_USER", "nobody"),
+            ("OSSENSOR_RUNTIME_DIR", "/tmp/oss"),
+            ("OSSENSOR_CONFIG_PATH", "rel/ossensor.cfg"),
+        ])
+        .unwrap();
+        assert_eq!((c.collector_port, c.debug), (8443, 5));
+        assert_eq!(
+            c.logfile.as_deref(),
+            Some(Path::new("/var/log/ossensor.log"))
+        );
+        assert_eq!(
+            (c.antigena_enabled, c.antigena_period_secs, c.devices.any),
+            (false, 30, true)
+        );
+        assert_eq!(c.bpf, "tcp port 80");
+        assert_eq!(
+            (c.spool_bytes, c.compression, c.ring_bytes),
+            (MIB, Some(19), 2048 * MIB)
+        );
+        assert_eq!(c.user.as_deref(), Some("nobody"));
+        assert_eq!(
+            with(&[("OSSENSOR_USER", "1000")]).unwrap().user.as_deref(),
+            Some("1000")
+        );
+        assert_eq!(
+            with(&[("OSSENSOR_COMPRESSION", "none")])
+                .unwrap()
+                .compression,
+            None
+        );
+        assert_eq!(
+            with(&[("ANTIGENA_ENABLED", "0")]).unwrap().antigena_enabled,
+            false
+        );
+        assert_eq!(
+            with(&[("ANTIGENA_ENABLED", "True")])
+                .unwrap()
+                .antigena_enabled,
+            true
+        );
+        assert_eq!(
+            with(&[("OSSENSOR_LOGFILE_PATH", "/dev/stdout")])
+                .unwrap()
+                .logfile,
+            None
+        );
+    }
+
+    #[test]
+    fn empty_optional_values_mean_unset() {
+        let c = with(&[
+            ("VSENSOR_PORT", ""),
+            ("OSSENSOR_DEBUG", ""),
+            ("ANTIGENA_ENABLED", ""),
+            ("BPF", ""),
+            ("OSSENSOR_NETWORK_DEVICE", ""),
+            ("OSSENSOR_CONFIG_PATH", ""),
+            ("OSSENSOR_LOGFILE_PATH", ""),
+            ("VSENSOR_CA_FILE", ""),
+            ("OSSENSOR_USER", ""),
+        ])
+        .unwrap();
+        assert_eq!(c, with(&[]).unwrap());
+    }
+
+    #[test]
+    fn required_variables() {
+        for var in ["VSENSOR_HOSTNAME", "VSENSOR_HMAC_KEY"] {
+            let v: Vec<_> = base().into_iter().filter(|(k, _)| *k != var).collect();
+            let e = validate(&RawConfig::from_vars(v)).unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!("{var}: is required")),
+                "{e}"
+            );
+            // Empty counts as missing.
+            let e = with(&[(var, "")]).unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!("{var}: is required")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostname_with_port_points_to_vsensor_port() {
+        let msg = refused("VSENSOR_HOSTNAME", "collector:443");
+        assert_eq!(msg, "VSENSOR_HOSTNAME=\"collector:443\": must not contain ':'; put the port in VSENSOR_PORT");
+        refused("VSENSOR_HOSTNAME", "fd00::1");
+        refused("VSENSOR_HOSTNAME", "https://collector");
+        refused("VSENSOR_HOSTNAME", "coll ector");
+        refused("VSENSOR_HOSTNAME", "-x");
+    }
+
+    #[test]
+    fn hmac_key_is_never_echoed() {
+        let e = with(&[("VSENSOR_HMAC_KEY", "line1\nline2")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("VSENSOR_HMAC_KEY:") && !e.contains("line1"),
+            "{e}"
+        );
+        let c = with(&[]).unwrap();
+        assert!(!format!("{c:?}").contains(KEY));
+        assert!(!c.redacted_summary().contains(KEY));
+        assert!(c.redacted_summary().contains("key=<redacted>"));
+        assert_eq!(
+            format!("{} {:?}", c.hmac_key, c.hmac_key),
+            "<redacted> <redacted>"
+        );
+    }
+
+    #[test]
+    fn bad_numbers() {
+        for v in ["0", "65536", "http", "-1", "+443", "4 43"] {
+            let m = refused("VSENSOR_PORT", v);
+            assert!(m.ends_with("must be a port number from 1 to 65535"), "{m}");
+        }
+        let m = refused("OSSENSOR_DEBUG", "7");
+        assert_eq!(m, "OSSENSOR_DEBUG=\"7\": must be a log level from 0 to 5");
+        refused("OSSENSOR_DEBUG", "debug");
+        refused("OSSENSOR_DEBUG", "-1");
+        for v in ["0", "five", "1.5", "-5", "4294967296"] {
+            refused("ANTIGENA_TIME_PERIOD", v);
+        }
+        for v in ["0", "65537", "1G"] {
+            refused("OSSENSOR_SPOOL_MB", v);
+        }
+        for v in ["1", "2049", "32M"] {
+            refused("OSSENSOR_CAPTURE_BUFFER_MB", v);
+        }
+    }
+
+    #[test]
+    fn bad_booleans() {
+        for v in ["yes", "on", "2", "enabled"] {
+            let m = refused("ANTIGENA_ENABLED", v);
+            assert!(m.contains("true or false"), "{m}");
+            refused("NETWORK_DEVICE_ANY", v);
+        }
+    }
+
+    #[test]
+    fn bad_devices() {
+        let m = refused("OSSENSOR_NETWORK_DEVICE", "eth0,any");
+        assert!(m.contains("NETWORK_DEVICE_ANY=1"), "{m}");
+        refused("OSSENSOR_NETWORK_DEVICE", "averyveryverylongname");
+        refused("OSSENSOR_NETWORK_DEVICE", "eth0:1");
+        refused("OSSENSOR_NETWORK_DEVICE", "a/b");
+        refused("OSSENSOR_NETWORK_DEVICE", "..");
+        let c = with(&[("OSSENSOR_NETWORK_DEVICE", " eth0,eth1  default ,,eth0")]).unwrap();
+        assert_eq!(c.devices.explicit, ["eth0", "eth1", "default"]);
+    }
+
+    #[test]
+    fn bad_patterns_name_the_list_and_pattern() {
+        for var in [
+            "NETWORK_DEVICE_INCLUDELIST",
+            "NETWORK_DEVICE_EXCLUDELIST",
+            "NETWORK_DEVICE_WHITELIST",
+            "NETWORK_DEVICE_BLACKLIST",
+        ] {
+            let m = refused(var, "^eth (a)\\1");
+            assert!(m.contains("pattern \"(a)\\\\1\": back-reference"), "{m}");
+        }
+        for (p, why) in [
+            ("(?i)eth", "not POSIX ERE"),
+            ("\\d", "not POSIX ERE"),
+            ("*eth", "nothing to repeat"),
+            ("eth|+x", "nothing to repeat"),
+            ("a{", "write \\{"),
+            ("a{2,1}", "invalid interval"),
+            ("[z-a]", "invalid range"),
+            ("[eth", "unmatched '['"),
+            ("[[.-.]]", "collating"),
+            ("[[:alfa:]]", "unknown character class"),
+            ("eth\\", "ends with a backslash"),
+            ("(eth", "regex engine"),
+            ("a,b", "write [,]"),
+        ] {
+            let e = with(&[("NETWORK_DEVICE_EXCLUDELIST", p)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("NETWORK_DEVICE_EXCLUDELIST=") && e.contains(why),
+                "{p}: {e}"
+            );
+        }
+        // The old name's error names the old name.
+        let e = with(&[("NETWORK_DEVICE_WHITELIST", "*")]).unwrap_err();
+        assert!(e.mentions("NETWORK_DEVICE_WHITELIST"));
+    }
+
+    #[test]
+    fn ere_dialect() {
+        let m = |p: &str, s: &str| Pattern::new(p).unwrap().is_match(s);
+        // Backslash inside brackets is literal (POSIX), not an escape.
+        assert!(m("[\\d]", "\\") && m("[\\d]", "d") && !m("[\\d]", "5"));
+        assert!(m("^[a\\]x", "\\x") && !m("^[a\\]x$", "]"));
+        // ']' first in brackets is literal; '-' first/last is literal.
+        assert!(m("[]a]", "]") && m("[-a]", "-") && m("[a-]", "-") && !m("^[a-]$", "b"));
+        assert!(m("[^]a]", "b") && !m("^[^]a]$", "]"));
+        // Classes, anchors, alternation, intervals incl. {,m}.
+        assert!(m("^[[:alpha:]]+[[:digit:]]$", "eth0") && !m("^[[:alpha:]]+$", "eth0"));
+        assert!(m("^(cali|veth)", "veth9") && !m("^(cali|veth)", "eth0"));
+        assert!(m("^a{,2}$", "") && m("^a{,2}$", "aa") && !m("^a{,2}$", "aaa"));
+        assert!(m("^a{2,}$", "aaaa") && m("^a{2}$", "aa"));
+        // Escaped specials and a lone '}' are literals.
+        assert!(
+            m("^a\\.b$", "a.b") && !m("^a\\.b$", "axb") && m("a}", "a}") && m("\\{x\\}", "{x}")
+        );
+        // Rust class syntax means nothing special inside POSIX brackets.
+        assert!(m("^[a&&b]$", "&") && m("^[[]$", "[") && m("^[a~~b]$", "~"));
+        // GNU word escapes.
+        assert!(m("\\<eth", "eth0") && m("\\bveth\\b", "veth") && m("^\\w+$", "eth_0"));
+        // Unanchored like grep: a pattern matches anywhere in the name.
+        assert!(m("eth", "veth0"));
+    }
+
+    #[test]
+    fn split_list_respects_brackets_and_intervals() {
+        assert_eq!(
+            ere::split_list("a,b{1,2},[,],\\,x"),
+            ["a", "b{1,2}", "[,]", "\\,x"]
+        );
+        assert_eq!(ere::split_list(",,a,"), ["a"]);
+        assert!(ere::split_list("").is_empty());
+        assert!(ere::has_top_level_comma("a,b") && !ere::has_top_level_comma("[,]{1,2}"));
+    }
+
+    #[test]
+    fn bad_bpf_names_bpf_value_and_libpcap_message() {
+        let m = refused("BPF", "tcp port eighty");
+        assert!(
+            m.starts_with("BPF=\"tcp port eighty\": is not a valid capture filter: "),
+            "{m}"
+        );
+        assert!(
+            m.len() > "BPF=\"tcp port eighty\": is not a valid capture filter: ".len() + 3,
+            "{m}"
+        );
+        refused("BPF", "not");
+    }
+
+    #[test]
+    fn bad_extensions() {
+        refused("OSSENSOR_SENSOR_ID", ".hidden");
+        refused("OSSENSOR_SENSOR_ID", "a/b");
+        for v in ["gzip", "zstd:0", "zstd:20", "zstd:", "zstd:x", "zstd:-1"] {
+            let m = refused("OSSENSOR_COMPRESSION", v);
+            assert!(m.contains("zstd:LEVEL"), "{m}");
+        }
+        for v in ["Root", "1abc", "a b", "4294967295", "99999999999", "-x"] {
+            refused("OSSENSOR_USER", v);
+        }
+        refused("OSSENSOR_RUNTIME_DIR", "run/ossensor");
+        refused("OSSENSOR_RUNTIME_DIR", "/run/ossensor ");
+        let m = refused("VSENSOR_CA_FILE", "/nonexistent/ca.pem");
+        assert!(m.contains("cannot read the CA file"), "{m}");
+        refused("VSENSOR_CA_FILE", "/");
+    }
+
+    #[test]
+    fn bad_paths() {
+        refused("OSSENSOR_LOGFILE_PATH", "/var/log/x.log ");
+        refused("OSSENSOR_LOGFILE_PATH", " /var/log/x.log");
+        refused("OSSENSOR_CONFIG_PATH", "/etc/darktrace/");
+        refused("OSSENSOR_CONFIG_PATH", "/etc/x.cfg\t");
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let e = validate(&RawConfig::from_vars([
+            ("VSENSOR_HOSTNAME", "c:1"),
+            ("VSENSOR_PORT", "x"),
+            ("OSSENSOR_DEBUG", "9"),
+            ("BPF", "bogus bogus"),
+            ("NETWORK_DEVICE_EXCLUDELIST", "\\1"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 6, "{e}");
+        for v in [
+            "VSENSOR_HOSTNAME",
+            "VSENSOR_HMAC_KEY",
+            "VSENSOR_PORT",
+            "OSSENSOR_DEBUG",
+            "BPF",
+            "NETWORK_DEVICE_EXCLUDELIST",
+        ] {
+            assert!(e.mentions(v), "{v}: {e}");
+        }
+        assert!(
+            e.to_string().starts_with("6 configuration problems:\n  "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn children_configs() {
+        let c = with(&[
+            ("OSSENSOR_DEBUG", "3"),
+            ("OSSENSOR_LOGFILE_PATH", "/var/log/o.log"),
+            ("OSSENSOR_CAPTURE_BUFFER_MB", "64"),
+            ("OSSENSOR_COMPRESSION", "none"),
+            ("BPF", "tcp"),
+        ])
+        .unwrap();
+        let w = c.worker_config("eth0", "/run/ossensor/uplink.sock");
+        assert_eq!(w.interface, "eth0");
+        assert_eq!(w.socket_path, "/run/ossensor/uplink.sock");
+        assert_eq!(w.ring_bytes, 32 * MIB);
+        assert_eq!(
+            w.log,
+            LogConfig {
+                level: 3,
+                path: Some("/var/log/o.log".into())
+            }
+        );
+        let u = c.uplink_config("/s");
+        assert_eq!(
+            (
+                u.collector_host.as_str(),
+                u.collector_port,
+                u.hmac_key.as_str()
+            ),
+            ("collector.example", 443, KEY)
+        );
+        assert_eq!(
+            (u.sensor_id.as_str(), u.bpf.as_str(), u.spool_bytes),
+            ("node1", "tcp", 64 * MIB)
+        );
+        assert_eq!(
+            (u.compression_level, u.chunk_bytes, u.chunk_max_age_ms),
+            (None, 1 << 20, 200)
+        );
+        assert_eq!((u.ca_file, u.log.level), (None, 3));
+        assert_eq!(
+            with(&[]).unwrap().uplink_config("/s").compression_level,
+            Some(1)
+        );
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn run(a: &[&str], e: &[(&str, &str)]) -> RawConfig {
+        match gather(&args(a), &env(e)).unwrap() {
+            Source::Run(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn command_line() {
+        assert_eq!(gather(&args(&["--help"]), &env(&[])).unwrap(), Source::Help);
+        assert_eq!(gather(&args(&["-V"]), &env(&[])).unwrap(), Source::Version);
+        let e = gather(&args(&["--bogus"]), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--bogus"), "{e}");
+        let e = gather(&args(&["--env-file"]), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--env-file"), "{e}");
+        let e = gather(&args(&["-c"]), &env(&[])).unwrap_err().to_string();
+        assert!(e.starts_with("-c"), "{e}");
+        let e = gather(&args(&["--env-file", "a", "-c", "b"]), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--env-file") && e.contains("-c"), "{e}");
+        let e = gather(&args(&["-c", "a", "-c", "b"]), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than once"), "{e}");
+        let r = run(&[], &[("VSENSOR_HOSTNAME", "h"), ("PATH", "/bin")]);
+        assert_eq!(r.vars, env(&[("VSENSOR_HOSTNAME", "h")]));
+    }
+
+    #[test]
+    fn env_files_in_order_then_the_process_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.env");
+        let b = dir.path().join("b.env");
+        std::fs::write(&a, "VSENSOR_HOSTNAME=from-a\nVSENSOR_PORT=1\nOSSENSOR_DEBUG=2\nOSSENSOR_DEBGU=3\nVSENSOR_HMAC_KEY\n").unwrap();
+        std::fs::write(&b, "# b\nVSENSOR_PORT=\"2\"\nBPF=tcp \n").unwrap();
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        let r = run(
+            &["--env-file", a, &format!("--env-file={b}")],
+            &[("OSSENSOR_DEBUG", "4"), ("VSENSOR_HMAC_KEY", "k")],
+        );
+        assert_eq!(r.vars["VSENSOR_HOSTNAME"], "from-a");
+        assert_eq!(r.vars["VSENSOR_PORT"], "\"2\""); // later file wins, verbatim
+        assert_eq!(r.vars["OSSENSOR_DEBUG"], "4"); // process environment wins
+        assert_eq!(r.vars["VSENSOR_HMAC_KEY"], "k"); // bare KEY from the process
+        assert_eq!(r.vars["BPF"], "tcp ");
+        assert!(
+            r.warnings.iter().any(|w| w.contains("OSSENSOR_DEBGU")),
+            "{:?}",
+            r.warnings
+        );
+        // The quoted port is refused, naming the value as written.
+        let e = validate(&r).unwrap_err().to_string();
+        assert!(e.contains("VSENSOR_PORT=\"\\\"2\\\"\""), "{e}");
+        // An empty process variable still overrides the file (Docker's -e).
+        let r = run(&["--env-file", a], &[("VSENSOR_HOSTNAME", "")]);
+        assert_eq!(r.vars["VSENSOR_HOSTNAME"], "");
+        // File errors name the file and line.
+        std::fs::write(dir.path().join("bad.env"), "OK=1\nBAD KEY=1\n").unwrap();
+        let bad = dir.path().join("bad.env");
+        let e = gather(&args(&["--env-file", bad.to_str().unwrap()]), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.env line 2") && e.contains("BAD KEY"), "{e}");
+        let e = gather(&args(&["--env-file", "/nonexistent.env"]), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent.env"), "{e}");
+    }
+
+    #[test]
+    fn config_file_mode_ignores_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = with(&[
+            ("OSSENSOR_DEBUG", "4"),
+            ("NETWORK_DEVICE_EXCLUDELIST", "^veth"),
+        ])
+        .unwrap();
+        let path = dir.path().join("o.cfg");
+        cfgfile::write(&path, &cfgfile::render(&cfg)).unwrap();
+        let r = run(
+            &["-c", path.to_str().unwrap()],
+            &[("OSSENSOR_DEBUG", "0"), ("VSENSOR_HOSTNAME", "other")],
+        );
+        assert_eq!(r.origin, Origin::ConfigFile(path.clone()));
+        assert!(
+            r.warnings[0].contains("VSENSOR_HOSTNAME, OSSENSOR_DEBUG are ignored"),
+            "{:?}",
+            r.warnings
+        );
+        let back = validate(&r).unwrap();
+        assert_eq!(
+            back,
+            Config {
+                config_path: path.clone(),
+                ..cfg
+            }
+        );
+        // Errors in the file name the file, the line and the key.
+        std::fs::write(&path, "[osSensor]\nDebug=1\nbogus=2\n").unwrap();
+        let e = gather(&args(&["-c", path.to_str().unwrap()]), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("o.cfg") && e.contains("line 3") && e.contains("bogus"),
+            "{e}"
+        );
+        let e = gather(&args(&["-c", "/nonexistent.cfg"]), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent.cfg"), "{e}");
     }
 }

@@ -5,8 +5,18 @@
 //! - [`envfile`]: Docker `--env-file` parsing.
 //! - [`cfgfile`]: the generated INI config file: render, parse, write safely.
 //! - [`interfaces`]: which interfaces to capture (pure selection + thin /sys, /proc readers).
+//! - [`privileges`]: the children's user and capabilities, dropped between fork and exec.
+//! - [`children`]: starting a child with its configuration on stdin.
+//! - [`restart`]: restart backoff.
+//! - [`netlink`]: wake-ups when interfaces come and go.
+//! - [`supervise`]: the event loop, restarts and ordered shutdown.
 
 pub mod cfgfile;
 pub mod config;
 pub mod envfile;
 pub mod interfaces;
+pub mod children;
+pub mod netlink;
+pub mod privileges;
+pub mod restart;
+pub mod supervise;

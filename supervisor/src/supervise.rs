@@ -1,0 +1,291 @@
+//! The supervisor's event loop: one thread, woken by a signalfd (SIGCHLD,
+//! SIGTERM, SIGINT), by the netlink link watch, or by the next restart
+//! that falls due.
+//!
+//! Stopping order on SIGTERM: the workers first (each flushes its last
+//! batch to the uplink), then the uplink (it drains them, closes its last
+//! chunk and delivers its spool), then the supervisor exits 0.
+
+use crate::children::{self, Output};
+use crate::config::Config;
+use crate::interfaces;
+use crate::netlink::LinkWatch;
+use crate::privileges::{Identity, Role};
+use crate::restart::Backoff;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use ossensor_shared::log::{audit, AuditSeverity, BASIC};
+use ossensor_shared::log;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+const WORKER_STOP_GRACE: Duration = Duration::from_secs(5);
+/// The uplink drains for up to 2 s and delivers for up to 5 s.
+const UPLINK_STOP_GRACE: Duration = Duration::from_secs(9);
+
+struct Slot {
+    child: Option<Child>,
+    backoff: Backoff,
+    /// When to start again (None while running or retired).
+    restart_at: Option<Instant>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot { child: None, backoff: Backoff::default(), restart_at: Some(Instant::now()) }
+    }
+}
+
+pub struct Supervisor {
+    cfg: Config,
+    who: Identity,
+    socket_path: String,
+    log_file: Option<File>,
+    uplink: Slot,
+    /// Interface name → its worker.
+    workers: BTreeMap<String, Slot>,
+    signals: SignalFd,
+    links: LinkWatch,
+}
+
+impl Supervisor {
+    pub fn new(cfg: Config, who: Identity, interfaces: Vec<String>) -> Result<Supervisor, String> {
+        let runtime = &cfg.runtime_dir;
+        prepare_runtime_dir(runtime, who)?;
+        let socket_path = runtime.join("uplink.sock").display().to_string();
+        let log_file = match &cfg.logfile {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| format!("OSSENSOR_LOGFILE_PATH={:?}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let mut mask = SigSet::empty();
+        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+            mask.add(s);
+        }
+        mask.thread_block().map_err(|e| format!("blocking signals: {e}"))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|e| format!("signalfd: {e}"))?;
+        let links = LinkWatch::open()?;
+        let workers = interfaces.into_iter().map(|i| (i, Slot::new())).collect();
+        Ok(Supervisor { cfg, who, socket_path, log_file, uplink: Slot::new(), workers, signals, links })
+    }
+
+    pub fn run(&mut self) -> Result<(), String> {
+        loop {
+            self.start_due();
+            let timeout = self.next_due().map_or(Duration::from_secs(5), |t| t.saturating_duration_since(Instant::now()));
+            let (sig_ready, link_ready) = {
+                let mut fds = [PollFd::new(self.signals.as_fd(), PollFlags::POLLIN), PollFd::new(self.links.as_fd(), PollFlags::POLLIN)];
+                let ms = timeout.as_millis().min(5000) as u16;
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(format!("poll: {e}")),
+                }
+                let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), ready(&fds[1]))
+            };
+            if sig_ready {
+                let mut stop = None;
+                while let Ok(Some(info)) = self.signals.read_signal() {
+                    let sig = info.ssi_signo as i32;
+                    if sig == libc::SIGTERM || sig == libc::SIGINT {
+                        stop = Some(if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" });
+                    }
+                }
+                self.reap();
+                if let Some(name) = stop {
+                    return self.shutdown(name);
+                }
+            }
+            if link_ready && self.links.drain() {
+                self.rescan();
+            }
+        }
+    }
+
+    fn output(&self) -> Output<'_> {
+        self.log_file.as_ref().map_or(Output::Inherit, Output::File)
+    }
+
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        if self.uplink.restart_at.is_some_and(|t| t <= now) {
+            let mut cfg = self.cfg.uplink_config(&self.socket_path);
+            // The supervisor hands children the open log file as stdout.
+            cfg.log.path = None;
+            let result = children::spawn(Role::Uplink, self.who, &cfg, self.output());
+            started(&mut self.uplink, "uplink", Role::Uplink, self.who, result, now);
+        }
+        let names: Vec<String> = self.workers.iter().filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now)).map(|(n, _)| n.clone()).collect();
+        for name in names {
+            let mut cfg = self.cfg.worker_config(&name, &self.socket_path);
+            cfg.log.path = None;
+            let result = children::spawn(Role::CaptureWorker, self.who, &cfg, self.output());
+            let slot = self.workers.get_mut(&name).expect("present");
+            started(slot, &format!("capture-worker for {name}"), Role::CaptureWorker, self.who, result, now);
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        std::iter::once(&self.uplink).chain(self.workers.values()).filter_map(|s| s.restart_at).min()
+    }
+
+    /// Collects every child that exited and schedules its restart.
+    fn reap(&mut self) {
+        let now = Instant::now();
+        let present = interfaces::list_system().unwrap_or_default();
+        reap_slot(&mut self.uplink, "uplink", now, true);
+        for (name, slot) in &mut self.workers {
+            let still_there = present.iter().any(|i| &i.name == name);
+            reap_slot(slot, &format!("capture-worker for {name}"), now, still_there);
+        }
+    }
+
+    /// Starts workers for interfaces that appeared and passes the rules;
+    /// retires workers whose interface vanished.
+    fn rescan(&mut self) {
+        let present = match interfaces::list_system() {
+            Ok(p) => p,
+            Err(e) => {
+                log!(BASIC, "cannot list interfaces: {e}");
+                return;
+            }
+        };
+        if self.cfg.devices.any {
+            let default_if = interfaces::read_default_route_interface();
+            for iface in &present {
+                if !self.workers.contains_key(&iface.name) && interfaces::passes(&self.cfg.devices, iface, default_if.as_deref()) {
+                    log!(BASIC, "interface {} appeared: starting its capture-worker", iface.name);
+                    self.workers.insert(iface.name.clone(), Slot::new());
+                }
+            }
+        }
+        let now = Instant::now();
+        for (name, slot) in &mut self.workers {
+            let there = present.iter().any(|i| &i.name == name);
+            if !there && slot.child.is_some() {
+                log!(BASIC, "interface {name} disappeared: retiring its capture-worker");
+                if let Some(mut c) = slot.child.take() {
+                    terminate(&mut c, WORKER_STOP_GRACE);
+                }
+                slot.restart_at = None;
+            } else if !there {
+                slot.restart_at = None;
+            } else if there && slot.child.is_none() && slot.restart_at.is_none() {
+                log!(BASIC, "interface {name} is back: starting its capture-worker");
+                slot.restart_at = Some(now);
+            }
+        }
+        // Without NETWORK_DEVICE_ANY, interfaces captured at start may come
+        // back; new ones are not added. With it, vanished ones are forgotten.
+        if self.cfg.devices.any {
+            self.workers.retain(|name, slot| slot.child.is_some() || slot.restart_at.is_some() || present.iter().any(|i| &i.name == name));
+        }
+    }
+
+    fn shutdown(&mut self, signal: &str) -> Result<(), String> {
+        log!(BASIC, "{signal} received: stopping the capture-workers, then the uplink");
+        audit(AuditSeverity::Notice, "stop", &[("signal", signal)]);
+        let mut workers: Vec<Child> = self.workers.values_mut().filter_map(|s| s.child.take()).collect();
+        for c in &workers {
+            send_term(c);
+        }
+        let deadline = Instant::now() + WORKER_STOP_GRACE;
+        for c in &mut workers {
+            wait_until(c, deadline);
+        }
+        if let Some(mut up) = self.uplink.child.take() {
+            send_term(&up);
+            wait_until(&mut up, Instant::now() + UPLINK_STOP_GRACE);
+        }
+        log!(BASIC, "stopped");
+        Ok(())
+    }
+}
+
+fn started(slot: &mut Slot, what: &str, role: Role, who: Identity, result: Result<Child, String>, now: Instant) {
+    match result {
+        Ok(child) => {
+            log!(BASIC, "started {what} (pid {})", child.id());
+            audit(
+                AuditSeverity::Notice,
+                "child_started",
+                &[("child", what), ("pid", &child.id().to_string()), ("uid", &who.uid.to_string()), ("capabilities", role.describe())],
+            );
+            slot.child = Some(child);
+            slot.restart_at = None;
+            slot.backoff.started(now);
+        }
+        Err(e) => {
+            let at = slot.backoff.died(now);
+            log!(BASIC, "error: {e}; trying again in {} ms", at.duration_since(now).as_millis());
+            slot.restart_at = Some(at);
+        }
+    }
+}
+
+fn reap_slot(slot: &mut Slot, what: &str, now: Instant, restart: bool) {
+    let Some(child) = slot.child.as_mut() else { return };
+    let Ok(Some(status)) = child.try_wait() else { return };
+    let pid = child.id();
+    slot.child = None;
+    if restart {
+        let at = slot.backoff.died(now);
+        slot.restart_at = Some(at);
+        log!(BASIC, "{what} (pid {pid}) exited ({status}); restarting in {} ms", at.duration_since(now).as_millis());
+        audit(
+            AuditSeverity::Warning,
+            "child_restart",
+            &[("child", what), ("pid", &pid.to_string()), ("status", &status.to_string()), ("failures", &slot.backoff.failures().to_string())],
+        );
+    } else {
+        slot.restart_at = None;
+        log!(BASIC, "{what} (pid {pid}) exited ({status}); its interface is gone, not restarting");
+    }
+}
+
+fn send_term(c: &Child) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+}
+
+/// Waits for `c` until `deadline`, then kills it.
+fn wait_until(c: &mut Child, deadline: Instant) {
+    loop {
+        match c.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) if Instant::now() >= deadline => {
+                log!(BASIC, "pid {} did not stop in time: killing it", c.id());
+                let _ = c.kill();
+                let _ = c.wait();
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+fn terminate(c: &mut Child, grace: Duration) {
+    send_term(c);
+    wait_until(c, Instant::now() + grace);
+}
+
+/// The directory for the uplink's socket: owned by the children's user,
+/// mode 0700, so only they (and root) can reach the socket.
+fn prepare_runtime_dir(dir: &std::path::Path, who: Identity) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("OSSENSOR_RUNTIME_DIR={:?}: {e}", dir.display()))?;
+    let me = nix::unistd::geteuid();
+    if me.is_root() {
+        std::os::unix::fs::chown(dir, Some(who.uid), Some(who.gid)).map_err(|e| format!("OSSENSOR_RUNTIME_DIR={:?}: {e}", dir.display()))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("OSSENSOR_RUNTIME_DIR={:?}: {e}", dir.display()))?;
+    Ok(())
+}
