@@ -125,7 +125,7 @@ impl fmt::Debug for RawConfig {
 /// What the command line asked for.
 #[derive(Debug)]
 pub enum Invocation {
-    Run(RawConfig),
+    Run(Box<RawConfig>),
     Help,
     Version,
 }
@@ -216,7 +216,7 @@ impl RawConfig {
             *raw.slot(var) = Some(Given { source: flag.to_string(), value });
             i += 1;
         }
-        Ok(Invocation::Run(raw))
+        Ok(Invocation::Run(Box::new(raw)))
     }
 
     /// Reads the process environment and arguments.
@@ -230,7 +230,7 @@ impl RawConfig {
     pub fn from_pairs(pairs: &[(&str, &str)]) -> RawConfig {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         match RawConfig::gather(|k| map.get(k).cloned(), &[]) {
-            Ok(Invocation::Run(raw)) => raw,
+            Ok(Invocation::Run(raw)) => *raw,
             _ => unreachable!("no arguments given"),
         }
     }

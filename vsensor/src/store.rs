@@ -147,7 +147,7 @@ pub fn complete_prefix_len<R: Read + Seek>(r: &mut R, len: u64) -> io::Result<u6
         r.seek(SeekFrom::Start(offset))?;
         r.read_exact(&mut head)?;
         let total = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as u64;
-        if total < 12 || total % 4 != 0 || total > ossensor_shared::pcapng::MAX_BLOCK_LEN as u64 || total > len - offset {
+        if total < 12 || total & 3 != 0 || total > ossensor_shared::pcapng::MAX_BLOCK_LEN as u64 || total > len - offset {
             return Ok(offset);
         }
         let mut tail = [0u8; 4];
