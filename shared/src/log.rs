@@ -75,10 +75,10 @@ pub fn write_line(level: u8, msg: std::fmt::Arguments<'_>) {
     }
     let process = LOGGER.get().map_or("ossensor", |l| l.process.as_str());
     let line = format!(
-        "{} ossensor[{}] {} L{}: {}\n",
+        "{} {}[{}] L{}: {}\n",
         crate::timefmt::rfc3339_millis(crate::timefmt::now_ns()),
-        std::process::id(),
         process,
+        std::process::id(),
         level,
         msg
     );

@@ -49,7 +49,8 @@ fn main() -> ExitCode {
     for w in &raw.warnings {
         log!(BASIC, "warning: {w}");
     }
-    match start(cfg) {
+    let from_file = matches!(raw.origin, config::Origin::ConfigFile(_));
+    match start(cfg, from_file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log!(BASIC, "error: {e}");
@@ -66,16 +67,23 @@ fn fail(msg: &str) -> ExitCode {
 
 /// Everything that can still refuse the configuration happens here, before
 /// any child starts.
-fn start(cfg: Config) -> Result<(), String> {
+fn start(cfg: Config, from_file: bool) -> Result<(), String> {
     let present = interfaces::list_system().map_err(|e| format!("cannot list network interfaces: {e}"))?;
     let default_if = interfaces::read_default_route_interface();
     let selection = interfaces::select(&cfg.devices, &present, default_if.as_deref()).map_err(|e| e.to_string())?;
     let who: Identity = privileges::resolve(cfg.user.as_deref())?;
-    cfgfile::write(&cfg.config_path, &cfgfile::render(&cfg)).map_err(|e| e.to_string())?;
+    // With `-c FILE` the file is the configuration: leave it as it is.
+    if !from_file {
+        cfgfile::write(&cfg.config_path, &cfgfile::render(&cfg)).map_err(|e| e.to_string())?;
+    }
 
     log!(BASIC, "ossensor {} starting", ossensor_shared::VERSION);
     log!(BASIC, "configuration: {}", cfg.redacted_summary());
-    log!(BASIC, "generated config file written to {} (mode 0600)", cfg.config_path.display());
+    if from_file {
+        log!(BASIC, "running from config file {}", cfg.config_path.display());
+    } else {
+        log!(BASIC, "generated config file written to {} (mode 0600)", cfg.config_path.display());
+    }
     if selection.chosen.is_empty() {
         log!(BASIC, "no interface to capture yet ({}): waiting for one that matches (NETWORK_DEVICE_ANY=1)", selection.explanation);
     } else {

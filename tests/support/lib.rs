@@ -25,6 +25,7 @@
 pub mod capture;
 pub mod netns;
 pub mod process;
+pub mod sensor;
 pub mod traffic;
 
 pub use capture::{

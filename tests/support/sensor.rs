@@ -1,0 +1,181 @@
+//! The real programs under test: the collector (`vsensor`) and the sensor
+//! (`ossensor` with its children), each started inside a namespace with a
+//! log file, plus readers for what the collector stored.
+
+use crate::capture::{parse_pcapng, Frame};
+use crate::netns::Netns;
+use crate::process::{spawn_logged, ProcessGuard};
+use crate::{bin, Error, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub const KEY: &str = "integration-test-key-0123456789";
+
+/// A running collector listening on the namespace's loopback.
+pub struct Collector {
+    pub guard: ProcessGuard,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    ns_name: String,
+    log: PathBuf,
+    restarts: u32,
+}
+
+fn collector_command(ns: &Netns, data_dir: &Path, listen: &str) -> Command {
+    let mut cmd = ns.exec(bin("vsensor").to_str().expect("utf-8 path"));
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("VSENSOR_HMAC_KEY", KEY)
+        .env("VSENSOR_LISTEN", listen)
+        .env("VSENSOR_DATA_DIR", data_dir)
+        .env("VSENSOR_DEBUG", "2");
+    cmd
+}
+
+impl Collector {
+    /// Starts `vsensor` on 127.0.0.1 (a port the kernel picks) in `ns`.
+    pub fn start(ns: &Netns, dir: &Path) -> Result<Collector> {
+        let data_dir = dir.join("collector-data");
+        let log = dir.join("vsensor.log");
+        let mut guard = spawn_logged(&mut collector_command(ns, &data_dir, "127.0.0.1:0"), &log)?;
+        let line = guard.wait_for_line("vsensor: listening on ", Duration::from_secs(20))?;
+        let port = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| Error::new(format!("no port in {line:?}")))?;
+        Ok(Collector { guard, port, data_dir, ns_name: ns.name().to_string(), log, restarts: 0 })
+    }
+
+    /// Stops with SIGTERM (must exit 0) and starts again on the same port
+    /// and data directory.
+    pub fn restart(&mut self, ns: &Netns, down_for: Duration) -> Result<()> {
+        assert_eq!(ns.name(), self.ns_name);
+        let st = self.guard.stop(libc::SIGTERM)?;
+        if !st.success() {
+            return Err(Error::new(format!("collector exited with {st} on SIGTERM:\n{}", self.guard.log())));
+        }
+        std::thread::sleep(down_for);
+        self.restarts += 1;
+        let log = self.log.with_extension(format!("{}.log", self.restarts));
+        let mut guard = spawn_logged(&mut collector_command(ns, &self.data_dir, &format!("127.0.0.1:{}", self.port)), &log)?;
+        guard.wait_for_line("vsensor: listening on ", Duration::from_secs(20))?;
+        self.guard = guard;
+        Ok(())
+    }
+
+    /// Every pcapng file the collector wrote, sorted by name.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let sensors = self.data_dir.join("sensors");
+        for sensor in std::fs::read_dir(&sensors).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(sensor.path()).into_iter().flatten().flatten() {
+                if f.path().extension().is_some_and(|e| e == "pcapng") {
+                    files.push(f.path());
+                }
+            }
+        }
+        files.sort();
+        files
+    }
+
+    /// Every frame the collector stored, read with the harness's own reader.
+    pub fn frames(&self) -> Result<Vec<Frame>> {
+        let mut all = Vec::new();
+        for f in self.files() {
+            let bytes = std::fs::read(&f).map_err(|e| Error::new(format!("{}: {e}", f.display())))?;
+            all.extend(parse_pcapng(&bytes).map_err(|e| Error::new(format!("{}: {e}", f.display())))?);
+        }
+        Ok(all)
+    }
+}
+
+/// A running `ossensor` supervisor.
+pub struct Sensor {
+    pub guard: ProcessGuard,
+    pub config_path: PathBuf,
+    pub runtime_dir: PathBuf,
+}
+
+/// The environment a test sensor needs besides what the test sets.
+pub fn base_env(collector: &Collector, dir: &Path) -> Vec<(String, String)> {
+    [
+        ("VSENSOR_HOSTNAME", "127.0.0.1".to_string()),
+        ("VSENSOR_PORT", collector.port.to_string()),
+        ("VSENSOR_HMAC_KEY", KEY.to_string()),
+        ("OSSENSOR_CONFIG_PATH", dir.join("ossensor.cfg").display().to_string()),
+        ("OSSENSOR_RUNTIME_DIR", dir.join("run").display().to_string()),
+        ("OSSENSOR_DEBUG", "2".to_string()),
+        ("OSSENSOR_SENSOR_ID", "test-sensor".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The supervisor command inside `ns` with exactly `env` (nothing inherited).
+pub fn sensor_command(ns: &Netns, env: &[(String, String)], args: &[&str]) -> Command {
+    let mut cmd = ns.exec(bin("ossensor").to_str().expect("utf-8 path"));
+    cmd.args(args).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+impl Sensor {
+    /// Starts `ossensor` and waits until every interface in `interfaces`
+    /// has its filter attached and the uplink registered.
+    pub fn start(ns: &Netns, dir: &Path, env: &[(String, String)], interfaces: &[&str]) -> Result<Sensor> {
+        // The children run as an unprivileged uid: it must reach the runtime
+        // directory under the test's private temporary directory.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| Error::new(e.to_string()))?;
+        let log = dir.join("ossensor.log");
+        let mut guard = spawn_logged(&mut sensor_command(ns, env, &[]), &log)?;
+        guard.wait_for_line("registered with the collector", Duration::from_secs(30))?;
+        for i in interfaces {
+            wait_for_worker_ready(&mut guard, i)?;
+        }
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| PathBuf::from(v)).unwrap_or_default();
+        Ok(Sensor { guard, config_path: get("OSSENSOR_CONFIG_PATH"), runtime_dir: get("OSSENSOR_RUNTIME_DIR") })
+    }
+
+    /// Stops with SIGTERM; the supervisor must exit 0.
+    pub fn stop(&mut self) -> Result<()> {
+        let st = self.guard.stop_timeout(libc::SIGTERM, Duration::from_secs(20))?;
+        if !st.success() {
+            return Err(Error::new(format!("ossensor exited with {st} on SIGTERM:\n{}", self.guard.log())));
+        }
+        Ok(())
+    }
+
+    /// The pid of the live child whose start line matches `what`
+    /// ("uplink" or "capture-worker for IF"): the last one started.
+    pub fn child_pid(&self, what: &str) -> Option<i32> {
+        let needle = format!("started {what} (pid ");
+        self.guard.log().lines().rev().find_map(|l| {
+            let rest = &l[l.find(&needle)? + needle.len()..];
+            rest.split(')').next()?.parse().ok()
+        })
+    }
+}
+
+/// Waits until the worker of `interface` logs that its filter is attached.
+pub fn wait_for_worker_ready(guard: &mut ProcessGuard, interface: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = guard.log();
+        if log.lines().any(|l| l.contains(&format!("capture-worker[{interface}]")) && l.contains("filter attached")) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::new(format!("capture-worker for {interface} never attached its filter:\n{log}")));
+        }
+        if let Some(st) = guard.try_wait() {
+            return Err(Error::new(format!("ossensor exited with {st} while starting:\n{log}")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
