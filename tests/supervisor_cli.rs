@@ -1,0 +1,288 @@
+//! The `ossensor` command as users run it: bad values refused before
+//! anything starts, env files with Docker's rules, the generated config file
+//! and `-c`, the interface rules, and the privileges each child really holds
+//! (read from /proc).
+
+use ossensor_suite::sensor::{base_env, sensor_command, Collector, Sensor, KEY};
+use ossensor_suite::*;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+/// Runs the supervisor to completion with `env` and expects a refusal.
+fn refused(ns: &Netns, env: &[(String, String)], args: &[&str]) -> String {
+    let out = run_unchecked(&mut sensor_command(ns, env, args), Duration::from_secs(20)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "expected a refusal, got {}:\n{stderr}\n{stdout}", out.status);
+    assert!(!stdout.contains("started capture-worker") && !stdout.contains("started uplink"), "a child started:\n{stdout}");
+    assert!(!stderr.contains(KEY) && !stdout.contains(KEY), "the key leaked into the output");
+    format!("{stderr}{stdout}")
+}
+
+fn env_with(base: &[(String, String)], set: &[(&str, &str)], unset: &[&str]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = base.iter().filter(|(k, _)| !unset.contains(&k.as_str())).cloned().collect();
+    for (k, v) in set {
+        env.retain(|(n, _)| n != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    env
+}
+
+#[test]
+fn every_bad_value_stops_start_up_naming_variable_and_value() {
+    let prefix = unique_prefix();
+    let ns = Netns::new(&prefix, "cli").unwrap();
+    let dir = TestDir::new("cli");
+    veth_pair(&ns, "v0", "198.18.20.1/24", &ns, "v1", "198.18.20.2/24").unwrap();
+    let base: Vec<(String, String)> = [
+        ("VSENSOR_HOSTNAME", "127.0.0.1"),
+        ("VSENSOR_HMAC_KEY", KEY),
+        ("OSSENSOR_CONFIG_PATH", dir.join("gen.cfg").to_str().unwrap()),
+        ("OSSENSOR_RUNTIME_DIR", dir.join("run").to_str().unwrap()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+
+    let missing = refused(&ns, &env_with(&base, &[], &["VSENSOR_HOSTNAME"]), &[]);
+    assert!(missing.contains("VSENSOR_HOSTNAME"), "{missing}");
+    let missing = refused(&ns, &env_with(&base, &[], &["VSENSOR_HMAC_KEY"]), &[]);
+    assert!(missing.contains("VSENSOR_HMAC_KEY"), "{missing}");
+    let colon = refused(&ns, &env_with(&base, &[("VSENSOR_HOSTNAME", "collector.example:443")], &[]), &[]);
+    assert!(colon.contains("collector.example:443") && colon.contains("VSENSOR_PORT"), "{colon}");
+
+    let cases: &[(&str, &str)] = &[
+        ("VSENSOR_PORT", "0"),
+        ("VSENSOR_PORT", "65536"),
+        ("VSENSOR_PORT", "https"),
+        ("OSSENSOR_DEBUG", "6"),
+        ("OSSENSOR_DEBUG", "high"),
+        ("ANTIGENA_ENABLED", "maybe"),
+        ("ANTIGENA_TIME_PERIOD", "0"),
+        ("ANTIGENA_TIME_PERIOD", "5s"),
+        ("NETWORK_DEVICE_EXCLUDELIST", "v(0"),
+        ("NETWORK_DEVICE_INCLUDELIST", "([a-z]"),
+        ("NETWORK_DEVICE_WHITELIST", "x\\1"),
+        ("NETWORK_DEVICE_BLACKLIST", "*v"),
+        ("NETWORK_DEVICE_ANY", "2"),
+        ("BPF", "tcp port eighty"),
+        ("OSSENSOR_NETWORK_DEVICE", "nosuch0"),
+        ("OSSENSOR_SPOOL_MB", "0"),
+        ("OSSENSOR_COMPRESSION", "lz5"),
+        ("OSSENSOR_CAPTURE_BUFFER_MB", "1"),
+        ("OSSENSOR_USER", "no-such-user-here"),
+    ];
+    for (var, value) in cases {
+        let text = refused(&ns, &env_with(&base, &[(var, value)], &[]), &[]);
+        // The old list names are reported under the name the user set.
+        assert!(text.contains(var), "{var}={value:?}: message does not name the variable:\n{text}");
+        assert!(
+            text.contains(value) || text.contains(&format!("{value:?}")),
+            "{var}={value:?}: message does not show the value:\n{text}"
+        );
+    }
+    assert!(!dir.join("gen.cfg").exists(), "no config file is written for a refused configuration");
+    let nothing = refused(&ns, &env_with(&base, &[("NETWORK_DEVICE_INCLUDELIST", "^zzz")], &[]), &[]);
+    assert!(nothing.contains("include list"), "says which list removed what: {nothing}");
+}
+
+#[test]
+fn env_file_follows_docker_rules_and_the_generated_file_runs_with_dash_c() {
+    let prefix = unique_prefix();
+    let ns = Netns::new(&prefix, "envf").unwrap();
+    let dir = TestDir::new("envf");
+    veth_pair(&ns, "v0", "198.18.21.1/24", &ns, "v1", "198.18.21.2/24").unwrap();
+    let collector = Collector::start(&ns, dir.path()).unwrap();
+    let gen = dir.join("gen.cfg");
+    let env_file = dir.join("sensor.env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "# a comment\n\n  VSENSOR_HOSTNAME=127.0.0.1\nVSENSOR_PORT={}\nVSENSOR_HMAC_KEY={KEY}\nOSSENSOR_DEBUG=3\nBPF=udp or tcp\n",
+            collector.port
+        ),
+    )
+    .unwrap();
+    // The process environment wins over the file.
+    let env: Vec<(String, String)> = [
+        ("OSSENSOR_DEBUG", "2"),
+        ("OSSENSOR_CONFIG_PATH", gen.to_str().unwrap()),
+        ("OSSENSOR_RUNTIME_DIR", dir.join("run").to_str().unwrap()),
+        ("OSSENSOR_NETWORK_DEVICE", "v0"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = dir.join("envfile.log");
+    let mut guard = spawn_logged(&mut sensor_command(&ns, &env, &["--env-file", env_file.to_str().unwrap()]), &log).unwrap();
+    guard.wait_for_line("registered with the collector", Duration::from_secs(30)).unwrap();
+    let first_summary = guard.log().lines().find(|l| l.contains("configuration: ")).unwrap().split("configuration: ").nth(1).unwrap().to_string();
+    assert!(first_summary.contains("debug=2"), "environment wins over the env file: {first_summary}");
+    assert!(!guard.log().contains(KEY), "the key is never logged");
+    let st = guard.stop(SIGTERM).unwrap();
+    assert!(st.success());
+
+    let meta = std::fs::metadata(&gen).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "generated config file is 0600");
+    let text = std::fs::read_to_string(&gen).unwrap();
+    assert!(text.starts_with("[osSensor]"), "{text}");
+    for line in ["Debug=2", &format!("vSensor=127.0.0.1:{}", collector.port), &format!("key={KEY}"), "device=v0", "useAntigena=true", "bpf=udp or tcp"] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+
+    // `ossensor -c FILE` runs from it alone (the environment holds nothing).
+    let log = dir.join("dash-c.log");
+    let only_path: Vec<(String, String)> = Vec::new();
+    let mut guard = spawn_logged(&mut sensor_command(&ns, &only_path, &["-c", gen.to_str().unwrap()]), &log).unwrap();
+    guard.wait_for_line("registered with the collector", Duration::from_secs(30)).unwrap();
+    let summary = guard.log().lines().find(|l| l.contains("configuration: ")).unwrap().split("configuration: ").nth(1).unwrap().to_string();
+    assert_eq!(summary, first_summary, "-c reproduces the configuration");
+    assert!(guard.stop(SIGTERM).unwrap().success());
+    assert_eq!(std::fs::read_to_string(&gen).unwrap(), text, "-c leaves its file untouched");
+}
+
+/// Starts the supervisor, returns the interfaces it says it captures, stops it.
+fn chosen_interfaces(ns: &Netns, dir: &TestDir, collector: &Collector, set: &[(&str, &str)]) -> Vec<String> {
+    let env = env_with(&base_env(collector, dir.path()), set, &[]);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut guard = spawn_logged(&mut sensor_command(ns, &env, &[]), dir.join(format!("rules-{}.log", unique_prefix()))).unwrap();
+    let line = guard.wait_for_line("interfaces: ", Duration::from_secs(20)).unwrap();
+    assert!(guard.stop(SIGTERM).unwrap().success());
+    let mut v: Vec<String> = line.split("interfaces: ").nth(1).unwrap().split(", ").map(|s| s.trim().to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn interface_rules_include_exclude_lists_and_default_route() {
+    let prefix = unique_prefix();
+    let ns = Netns::new(&prefix, "rules").unwrap();
+    let peer = Netns::new(&prefix, "peer").unwrap();
+    let dir = TestDir::new("rules");
+    veth_pair(&ns, "wan0", "198.18.30.1/24", &peer, "x0", "198.18.30.2/24").unwrap();
+    for (i, name) in ["pod1", "pod2", "pod7"].iter().enumerate() {
+        veth_pair(&ns, name, &format!("198.18.{}.1/24", 31 + i), &peer, &format!("x{}", i + 1), &format!("198.18.{}.2/24", 31 + i)).unwrap();
+    }
+    ns.ip(&["route", "add", "default", "via", "198.18.30.2", "dev", "wan0"]).unwrap();
+    let collector = Collector::start(&ns, dir.path()).unwrap();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+
+    assert_eq!(chosen_interfaces(&ns, &dir, &collector, &[]), s(&["pod1", "pod2", "pod7", "wan0"]), "all but loopback");
+    assert_eq!(chosen_interfaces(&ns, &dir, &collector, &[("NETWORK_DEVICE_INCLUDELIST", "^pod")]), s(&["pod1", "pod2", "pod7"]));
+    assert_eq!(chosen_interfaces(&ns, &dir, &collector, &[("NETWORK_DEVICE_EXCLUDELIST", "pod7")]), s(&["pod1", "pod2", "wan0"]));
+    assert_eq!(
+        chosen_interfaces(&ns, &dir, &collector, &[("NETWORK_DEVICE_INCLUDELIST", "^pod wan"), ("NETWORK_DEVICE_EXCLUDELIST", "7$ ^wan")]),
+        s(&["pod1", "pod2"]),
+        "exclude wins over include"
+    );
+    assert_eq!(
+        chosen_interfaces(&ns, &dir, &collector, &[("NETWORK_DEVICE_WHITELIST", "^pod"), ("NETWORK_DEVICE_BLACKLIST", "pod2")]),
+        s(&["pod1", "pod7"]),
+        "old names"
+    );
+    assert_eq!(chosen_interfaces(&ns, &dir, &collector, &[("OSSENSOR_NETWORK_DEVICE", "pod1,wan0")]), s(&["pod1", "wan0"]));
+    assert_eq!(chosen_interfaces(&ns, &dir, &collector, &[("OSSENSOR_NETWORK_DEVICE", "pod2 pod7")]), s(&["pod2", "pod7"]));
+    assert_eq!(chosen_interfaces(&ns, &dir, &collector, &[("OSSENSOR_NETWORK_DEVICE", "default")]), s(&["wan0"]), "default route");
+}
+
+#[test]
+fn interfaces_appearing_later_are_captured_only_with_network_device_any() {
+    let prefix = unique_prefix();
+    let ns = Netns::new(&prefix, "late").unwrap();
+    let peer = Netns::new(&prefix, "peer").unwrap();
+    let dir = TestDir::new("late");
+    for n in [&ns, &peer] {
+        n.disable_ipv6().unwrap();
+    }
+    let collector = Collector::start(&ns, dir.path()).unwrap();
+
+    // Without NETWORK_DEVICE_ANY, nothing matching at start is an error...
+    let env = env_with(&base_env(&collector, dir.path()), &[("NETWORK_DEVICE_INCLUDELIST", "^late")], &[]);
+    let text = refused(&ns, &env, &[]);
+    assert!(text.contains("no interface left"), "{text}");
+
+    // ...with it, the sensor waits, and captures the veth within a second.
+    let env = env_with(&base_env(&collector, dir.path()), &[("NETWORK_DEVICE_INCLUDELIST", "^late"), ("NETWORK_DEVICE_ANY", "1")], &[]);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut guard = spawn_logged(&mut sensor_command(&ns, &env, &[]), dir.join("any.log")).unwrap();
+    guard.wait_for_line("waiting for one that matches", Duration::from_secs(20)).unwrap();
+    veth_pair(&ns, "late1", "198.18.40.1/24", &peer, "y1", "198.18.40.2/24").unwrap();
+    let created = std::time::Instant::now();
+    ossensor_suite::sensor::wait_for_worker_ready(&mut guard, "late1").unwrap();
+    let started_after = created.elapsed();
+    // (The timing itself is a benchmark figure, not asserted here.)
+    eprintln!("capture-worker for late1 ready {started_after:?} after the veth was created");
+    peer.run(&["ping", "-c", "3", "-i", "0.2", "198.18.40.1"]).unwrap();
+    // A veth that does not pass the lists is ignored.
+    veth_pair(&ns, "other1", "198.18.41.1/24", &peer, "y2", "198.18.41.2/24").unwrap();
+    // The captured interface vanishes: its worker is retired without error.
+    delete_link(&ns, "late1").unwrap();
+    guard.wait_for_line("interface late1 disappeared", Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(guard.is_running(), "the supervisor survives a vanished interface");
+    assert!(!guard.log().contains("capture-worker for other1"), "other1 does not pass the include list");
+    assert!(guard.stop(SIGTERM).unwrap().success());
+    let frames = collector.frames().unwrap();
+    let icmp = frames.iter().filter(|f| f.interface == "late1" && f.data.len() > 34 && f.data[23] == 1).count();
+    assert!(icmp >= 6, "the pings on late1 were stored ({icmp} ICMP frames)");
+
+    // Without NETWORK_DEVICE_ANY a veth created after start is not captured.
+    veth_pair(&ns, "late2", "198.18.42.1/24", &peer, "y3", "198.18.42.2/24").unwrap();
+    let env = env_with(&base_env(&collector, dir.path()), &[("NETWORK_DEVICE_INCLUDELIST", "^late")], &[]);
+    let mut guard = spawn_logged(&mut sensor_command(&ns, &env, &[]), dir.join("noany.log")).unwrap();
+    guard.wait_for_line("interfaces: late2", Duration::from_secs(20)).unwrap();
+    veth_pair(&ns, "late3", "198.18.43.1/24", &peer, "y4", "198.18.43.2/24").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!guard.log().contains("capture-worker for late3"), "late3 is not captured without NETWORK_DEVICE_ANY");
+    assert!(guard.stop(SIGTERM).unwrap().success());
+}
+
+/// (uid line, CapEff, CapPrm, CapBnd, CapAmb, NoNewPrivs) from /proc/PID/status.
+fn proc_status(pid: i32) -> std::collections::HashMap<String, String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
+}
+
+#[test]
+fn children_hold_exactly_their_privileges() {
+    let prefix = unique_prefix();
+    let ns = Netns::new(&prefix, "priv").unwrap();
+    let peer = Netns::new(&prefix, "peer").unwrap();
+    let dir = TestDir::new("priv");
+    veth_pair(&ns, "v0", "198.18.50.1/24", &peer, "v1", "198.18.50.2/24").unwrap();
+    let collector = Collector::start(&ns, dir.path()).unwrap();
+    let env = base_env(&collector, dir.path());
+    let mut sensor = Sensor::start(&ns, dir.path(), &env, &["v0"]).unwrap();
+    let worker = sensor.child_pid("capture-worker for v0").unwrap();
+    let uplink = sensor.child_pid("uplink").unwrap();
+
+    const NET_RAW: &str = "0000000000002000";
+    let w = proc_status(worker);
+    assert_eq!(w["Uid"].split_whitespace().collect::<Vec<_>>(), vec!["65534"; 4], "worker uids");
+    assert_eq!(w["Gid"].split_whitespace().collect::<Vec<_>>(), vec!["65534"; 4], "worker gids");
+    assert_eq!(w["Groups"], "", "no supplementary groups");
+    for set in ["CapEff", "CapPrm", "CapBnd", "CapAmb"] {
+        assert_eq!(w[set], NET_RAW, "worker {set}");
+    }
+    assert_eq!(w["CapInh"], NET_RAW);
+    assert_eq!(w["NoNewPrivs"], "1");
+
+    let u = proc_status(uplink);
+    assert_eq!(u["Uid"].split_whitespace().collect::<Vec<_>>(), vec!["65534"; 4], "uplink uids");
+    for set in ["CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"] {
+        assert_eq!(u[set], "0000000000000000", "uplink {set}");
+    }
+    assert_eq!(u["NoNewPrivs"], "1");
+
+    // The key is in no command line and no environment.
+    for pid in [worker, uplink, sensor.guard.pid() as i32] {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&cmdline).contains(KEY), "key in the command line of {pid}");
+    }
+    for pid in [worker, uplink] {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(!String::from_utf8_lossy(&environ).contains(KEY), "key in the environment of {pid}");
+    }
+    sensor.stop().unwrap();
+}
