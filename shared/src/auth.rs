@@ -11,7 +11,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -137,51 +137,60 @@ pub fn verify_response_proof(
 }
 
 /// Refuses timestamps outside a window and nonces seen within it. The
-/// caller passes `now`; memory is bounded by `max_nonces` (when full, the
-/// window effectively shrinks: the oldest nonces are forgotten first, and
-/// requests older than the oldest remembered nonce are refused as stale).
+/// caller passes `now`; memory is bounded by `max_nonces`. Nonces are kept
+/// ordered by their request's timestamp: expiry and, when the cache is full,
+/// eviction both drop the oldest first, and a request no newer than the
+/// newest evicted one is refused as stale (its nonce may have been
+/// forgotten), so a replay can never slip through a full cache.
 pub struct ReplayWindow {
-    window_secs: i64,
+    window_secs: u64,
     max_nonces: usize,
-    seen: HashMap<String, i64>,
-    order: VecDeque<(i64, String)>,
-    /// Timestamps at or below this are refused because their nonces may
-    /// already have been forgotten.
+    seen: HashSet<String>,
+    order: BTreeSet<(i64, String)>,
+    /// Timestamps at or below this are refused.
     floor: i64,
 }
 
 impl ReplayWindow {
     pub fn new(window_secs: i64, max_nonces: usize) -> Self {
-        ReplayWindow { window_secs, max_nonces, seen: HashMap::new(), order: VecDeque::new(), floor: i64::MIN }
+        ReplayWindow {
+            window_secs: window_secs.unsigned_abs(),
+            max_nonces: max_nonces.max(1),
+            seen: HashSet::new(),
+            order: BTreeSet::new(),
+            floor: i64::MIN,
+        }
     }
 
     pub fn check(&mut self, now: i64, timestamp: i64, nonce: &str) -> Result<(), AuthError> {
         self.expire(now);
-        if (now - timestamp).abs() > self.window_secs || timestamp <= self.floor {
+        if now.abs_diff(timestamp) > self.window_secs || timestamp <= self.floor {
             return Err(AuthError::Stale { timestamp, now });
         }
-        if self.seen.contains_key(nonce) {
+        if self.seen.contains(nonce) {
             return Err(AuthError::Replayed);
         }
         while self.seen.len() >= self.max_nonces {
-            let Some((ts, old)) = self.order.pop_front() else { break };
+            let Some((ts, old)) = self.order.pop_first() else { break };
             self.seen.remove(&old);
             self.floor = self.floor.max(ts);
         }
-        self.seen.insert(nonce.to_string(), timestamp);
-        self.order.push_back((timestamp, nonce.to_string()));
+        self.seen.insert(nonce.to_string());
+        self.order.insert((timestamp, nonce.to_string()));
         Ok(())
     }
 
     fn expire(&mut self, now: i64) {
         // Entries are kept until they are certainly outside the window.
-        while let Some((ts, _)) = self.order.front() {
-            if *ts < now - self.window_secs - 1 {
-                let (_, n) = self.order.pop_front().unwrap();
-                self.seen.remove(&n);
-            } else {
+        let horizon = now.saturating_sub_unsigned(self.window_secs).saturating_sub(1);
+        while let Some((ts, _)) = self.order.first() {
+            if *ts >= horizon {
                 break;
             }
+            let (ts, n) = self.order.pop_first().expect("non-empty");
+            self.seen.remove(&n);
+            // Even if the clock steps back, a forgotten nonce stays refused.
+            self.floor = self.floor.max(ts);
         }
     }
 
@@ -267,7 +276,38 @@ mod tests {
         assert!(!verify_response_proof(b"x", "n1", &cert, 200, b"{}", &p));
     }
 
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        let mut w = ReplayWindow::new(300, 10);
+        assert!(matches!(w.check(1000, i64::MIN, "a"), Err(AuthError::Stale { .. })));
+        assert!(matches!(w.check(1000, i64::MAX, "b"), Err(AuthError::Stale { .. })));
+        assert!(matches!(w.check(i64::MIN, 0, "c"), Err(AuthError::Stale { .. })));
+        assert!(matches!(w.check(i64::MAX, i64::MAX, "d"), Ok(())));
+    }
+
+    #[test]
+    fn a_future_dated_nonce_does_not_block_others() {
+        let mut w = ReplayWindow::new(300, 2);
+        w.check(1000, 1290, "future").unwrap();
+        w.check(1000, 1000, "a").unwrap();
+        // Full: evicting drops the oldest timestamp (1000), not the future one.
+        w.check(1000, 1001, "b").unwrap();
+        assert!(w.check(1000, 1002, "c").is_ok(), "requests from other clocks still pass");
+    }
+
     proptest! {
+        #[test]
+        fn never_panics_and_never_accepts_a_replay(reqs in proptest::collection::vec((any::<i64>(), any::<i64>(), 0u8..20), 0..60), cap in 1usize..8) {
+            let mut w = ReplayWindow::new(300, cap);
+            let mut accepted = std::collections::HashSet::new();
+            for (now, ts, n) in reqs {
+                let nonce = format!("{n}-{ts}");
+                if w.check(now, ts, &nonce).is_ok() {
+                    prop_assert!(accepted.insert(nonce), "a nonce was accepted twice");
+                }
+            }
+        }
+
         #[test]
         fn any_field_change_breaks_the_signature(seq in any::<u64>(), epoch in any::<u64>(), path in "/[a-z/]{0,20}", ts in any::<i64>()) {
             let m = meta();

@@ -29,6 +29,8 @@ use crate::config::{DeviceRules, Pattern};
 pub const ARPHRD_LOOPBACK: u16 = 772;
 /// IFF_LOOPBACK.
 pub const IFF_LOOPBACK: u32 = 0x8;
+/// IFF_UP.
+pub const IFF_UP: u32 = 0x1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
@@ -37,6 +39,9 @@ pub struct Interface {
     pub is_loopback: bool,
     /// ARPHRD_* link type (1 = Ethernet, 772 = loopback, 65534 = none/tun).
     pub arphrd: u16,
+    /// IFF_UP: libpcap cannot open an interface that is down, so its worker
+    /// starts when it comes up.
+    pub is_up: bool,
 }
 
 /// The interfaces in /sys/class/net, sorted by ifindex.
@@ -79,6 +84,7 @@ pub fn list_in(dir: &Path) -> io::Result<Vec<Interface>> {
             ifindex,
             is_loopback: arphrd == ARPHRD_LOOPBACK || flags & IFF_LOOPBACK != 0,
             arphrd,
+            is_up: flags & IFF_UP != 0,
         });
     }
     out.sort_by_key(|i| i.ifindex);
@@ -343,6 +349,7 @@ mod tests {
             ifindex,
             is_loopback: lo,
             arphrd: if lo { ARPHRD_LOOPBACK } else { 1 },
+            is_up: true,
         }
     }
 
@@ -554,6 +561,7 @@ mod tests {
             ifindex: 9,
             is_loopback: true,
             arphrd: ARPHRD_LOOPBACK,
+            is_up: true,
         });
         assert_eq!(select(&rules(&[]), &odd, None).unwrap().chosen, ["eth0"]);
         assert!(!passes(&rules(&[]), &odd[1], None));
@@ -687,7 +695,7 @@ mod tests {
         };
         mk("eth0", "2", "1", "0x1003");
         mk("lo", "1", "772", "0x9");
-        mk("weird", "3", "1", "0x9"); // IFF_LOOPBACK without the type
+        mk("weird", "3", "1", "0x8"); // IFF_LOOPBACK without the type, down
         std::fs::create_dir(dir.path().join("vanishing")).unwrap();
         let got = list_in(dir.path()).unwrap();
         assert_eq!(
@@ -697,19 +705,22 @@ mod tests {
                     name: "lo".into(),
                     ifindex: 1,
                     is_loopback: true,
-                    arphrd: 772
+                    arphrd: 772,
+                    is_up: true,
                 },
                 Interface {
                     name: "eth0".into(),
                     ifindex: 2,
                     is_loopback: false,
-                    arphrd: 1
+                    arphrd: 1,
+                    is_up: true,
                 },
                 Interface {
                     name: "weird".into(),
                     ifindex: 3,
                     is_loopback: true,
-                    arphrd: 1
+                    arphrd: 1,
+                    is_up: false,
                 },
             ]
         );

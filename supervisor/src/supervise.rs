@@ -24,19 +24,21 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 const WORKER_STOP_GRACE: Duration = Duration::from_secs(5);
-/// The uplink drains for up to 2 s and delivers for up to 5 s.
-const UPLINK_STOP_GRACE: Duration = Duration::from_secs(9);
+/// The uplink drains for up to 2 s and delivers for up to 6 s.
+const UPLINK_STOP_GRACE: Duration = Duration::from_secs(12);
 
 struct Slot {
     child: Option<Child>,
     backoff: Backoff,
     /// When to start again (None while running or retired).
     restart_at: Option<Instant>,
+    /// Its interface is gone (said once).
+    absent: bool,
 }
 
 impl Slot {
     fn new() -> Slot {
-        Slot { child: None, backoff: Backoff::default(), restart_at: Some(Instant::now()) }
+        Slot { child: None, backoff: Backoff::default(), restart_at: Some(Instant::now()), absent: false }
     }
 }
 
@@ -124,8 +126,17 @@ impl Supervisor {
             let result = children::spawn(Role::Uplink, self.who, &cfg, self.output());
             started(&mut self.uplink, "uplink", Role::Uplink, self.who, result, now);
         }
-        let names: Vec<String> = self.workers.iter().filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now)).map(|(n, _)| n.clone()).collect();
-        for name in names {
+        let due: Vec<String> = self.workers.iter().filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now)).map(|(n, _)| n.clone()).collect();
+        let present = interfaces::list_system().unwrap_or_default();
+        for name in due {
+            let slot = self.workers.get_mut(&name).expect("present");
+            if !present.iter().any(|i| i.name == name && i.is_up) {
+                // libpcap cannot open it now; the link watch starts the
+                // worker when the interface comes (back) up.
+                log!(BASIC, "interface {name} is down or gone: its capture-worker starts when it is up");
+                slot.restart_at = None;
+                continue;
+            }
             let mut cfg = self.cfg.worker_config(&name, &self.socket_path);
             cfg.log.path = None;
             let result = children::spawn(Role::CaptureWorker, self.who, &cfg, self.output());
@@ -144,8 +155,8 @@ impl Supervisor {
         let present = interfaces::list_system().unwrap_or_default();
         reap_slot(&mut self.uplink, "uplink", now, true);
         for (name, slot) in &mut self.workers {
-            let still_there = present.iter().any(|i| &i.name == name);
-            reap_slot(slot, &format!("capture-worker for {name}"), now, still_there);
+            let usable = present.iter().any(|i| &i.name == name && i.is_up);
+            reap_slot(slot, &format!("capture-worker for {name}"), now, usable);
         }
     }
 
@@ -171,16 +182,21 @@ impl Supervisor {
         let now = Instant::now();
         for (name, slot) in &mut self.workers {
             let there = present.iter().any(|i| &i.name == name);
-            if !there && slot.child.is_some() {
-                log!(BASIC, "interface {name} disappeared: retiring its capture-worker");
+            let up = present.iter().any(|i| &i.name == name && i.is_up);
+            if !there {
+                if !slot.absent {
+                    log!(BASIC, "interface {name} disappeared: retiring its capture-worker");
+                    slot.absent = true;
+                }
                 if let Some(mut c) = slot.child.take() {
                     terminate(&mut c, WORKER_STOP_GRACE);
                 }
                 slot.restart_at = None;
-            } else if !there {
-                slot.restart_at = None;
-            } else if there && slot.child.is_none() && slot.restart_at.is_none() {
-                log!(BASIC, "interface {name} is back: starting its capture-worker");
+                continue;
+            }
+            slot.absent = false;
+            if up && slot.child.is_none() && slot.restart_at.is_none() {
+                log!(BASIC, "interface {name} is up: starting its capture-worker");
                 slot.restart_at = Some(now);
             }
         }
@@ -248,7 +264,7 @@ fn reap_slot(slot: &mut Slot, what: &str, now: Instant, restart: bool) {
         );
     } else {
         slot.restart_at = None;
-        log!(BASIC, "{what} (pid {pid}) exited ({status}); its interface is gone, not restarting");
+        log!(BASIC, "{what} (pid {pid}) exited ({status}); its interface is down or gone: restarted when it is up");
     }
 }
 

@@ -50,8 +50,10 @@ impl Chunker {
         c
     }
 
-    /// Adds a batch's records. Closed chunks (zero or more: a large batch
-    /// may fill several) go to `closed`.
+    /// Adds a batch's records and returns how many it added, with the
+    /// error that stopped it early if a record was malformed (the records
+    /// before it are kept). Closed chunks (zero or more: a large batch may
+    /// fill several) go to `closed`.
     pub fn add_batch(
         &mut self,
         interface: &str,
@@ -59,10 +61,13 @@ impl Chunker {
         batch: &[u8],
         now: Instant,
         closed: &mut Vec<RawChunk>,
-    ) -> Result<u64, FrameError> {
+    ) -> (u64, Option<FrameError>) {
         let mut added = 0;
         for rec in records(batch) {
-            let rec = rec?;
+            let rec = match rec {
+                Ok(r) => r,
+                Err(e) => return (added, Some(e)),
+            };
             let id = match self.ids.get(interface) {
                 Some(id) => *id,
                 None => {
@@ -93,7 +98,7 @@ impl Chunker {
                 closed.push(self.close());
             }
         }
-        Ok(added)
+        (added, None)
     }
 
     /// Closes the open chunk if its age limit has passed.
@@ -154,8 +159,8 @@ mod tests {
         let mut c = Chunker::new(10_000, Duration::from_secs(1), "t".into());
         let now = Instant::now();
         let mut closed = Vec::new();
-        c.add_batch("eth0", 1, &batch(30, 1000), now, &mut closed).unwrap();
-        c.add_batch("veth1", 1, &batch(5, 100), now, &mut closed).unwrap();
+        assert_eq!(c.add_batch("eth0", 1, &batch(30, 1000), now, &mut closed), (30, None));
+        assert_eq!(c.add_batch("veth1", 1, &batch(5, 100), now, &mut closed), (5, None));
         closed.extend(c.flush());
         let total: u64 = closed.iter().map(|r| r.packets).sum();
         assert_eq!(total, 35);
@@ -180,7 +185,7 @@ mod tests {
         let t0 = Instant::now();
         assert!(c.tick(t0).is_none());
         let mut closed = Vec::new();
-        c.add_batch("eth0", 1, &batch(1, 60), t0, &mut closed).unwrap();
+        assert_eq!(c.add_batch("eth0", 1, &batch(1, 60), t0, &mut closed).0, 1);
         assert!(closed.is_empty());
         assert!(c.tick(t0 + Duration::from_millis(100)).is_none());
         let r = c.tick(t0 + Duration::from_millis(200)).unwrap();
@@ -191,8 +196,11 @@ mod tests {
     #[test]
     fn malformed_batch_is_an_error_not_a_panic() {
         let mut c = Chunker::new(1 << 20, Duration::from_secs(1), "t".into());
-        let mut b = batch(1, 60);
+        let mut b = batch(2, 60);
         b.truncate(b.len() - 1);
-        assert!(c.add_batch("eth0", 1, &b, Instant::now(), &mut Vec::new()).is_err());
+        let (added, err) = c.add_batch("eth0", 1, &b, Instant::now(), &mut Vec::new());
+        assert_eq!(added, 1, "the record before the damage is kept");
+        assert!(err.is_some());
+        assert_eq!(c.pending_packets(), 1);
     }
 }

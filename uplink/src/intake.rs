@@ -39,7 +39,10 @@ impl Filters {
     /// Replaces the expression and sends it to every connected worker.
     /// A collector filter that does not compile is refused; the old one stays.
     pub fn replace(&mut self, expression: String) -> Result<(), String> {
+        // Checked for Ethernet even with no worker connected, so a filter
+        // that cannot compile never becomes the one new workers get.
         let mut programs = std::collections::HashMap::new();
+        programs.insert(1, bpf::compile(&expression, 1).map_err(|e| format!("filter {expression:?}: {e}"))?);
         for (_, lt, _) in &self.workers {
             if !programs.contains_key(lt) {
                 programs.insert(*lt, bpf::compile(&expression, *lt).map_err(|e| format!("filter {expression:?}: {e}"))?);
@@ -101,7 +104,10 @@ fn read_worker(stream: Stream, filters: &Mutex<Filters>, tx: &SyncSender<Intake>
         let buf = decoder.read_buf(256 * 1024);
         let n = match stream.read(buf) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                decoder.commit(256 * 1024, 0);
+                continue;
+            }
             Err(e) => {
                 decoder.commit(256 * 1024, 0);
                 break Err(e.to_string());

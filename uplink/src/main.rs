@@ -53,6 +53,9 @@ fn main() -> ExitCode {
         }
     };
     let _ = slog::init("uplink", cfg.log.level, cfg.log.path.as_deref(), true);
+    // This process holds the key: no core dumps, no ptrace by the workers,
+    // which run as the same uid.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     install_signal_handlers();
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,17 +147,12 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         let wait = chunker.deadline().map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait.min(Duration::from_millis(200))) {
             Ok(Intake::Batch { interface, linktype, count, records }) => {
-                let added = chunker
-                    .add_batch(&interface, linktype, &records, Instant::now(), &mut closed)
-                    .map_err(|e| format!("batch from {interface}: {e}"));
-                match added {
-                    Ok(n) => {
-                        if n != count as u64 {
-                            log!(BASIC, "batch from {interface} announced {count} packets, held {n}");
-                        }
-                        shared.lock().spool.accounting.captured += n;
-                    }
-                    Err(e) => log!(BASIC, "{e}"),
+                let (n, err) = chunker.add_batch(&interface, linktype, &records, Instant::now(), &mut closed);
+                shared.lock().spool.accounting.captured += n;
+                if let Some(e) = err {
+                    log!(BASIC, "batch from {interface}: {e}");
+                } else if n != count as u64 {
+                    log!(BASIC, "batch from {interface} announced {count} packets, held {n}");
                 }
             }
             Ok(Intake::Stats { interface, stats }) => {
@@ -178,9 +176,8 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
             // Whatever is still queued from workers that already left.
             while let Ok(msg) = rx.try_recv() {
                 if let Intake::Batch { interface, linktype, records, .. } = msg {
-                    if let Ok(n) = chunker.add_batch(&interface, linktype, &records, Instant::now(), &mut closed) {
-                        shared.lock().spool.accounting.captured += n;
-                    }
+                    let (n, _) = chunker.add_batch(&interface, linktype, &records, Instant::now(), &mut closed);
+                    shared.lock().spool.accounting.captured += n;
                 }
             }
             closed.extend(chunker.flush());
@@ -202,7 +199,16 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         }
     }
     shared.close();
-    let _ = sender.join();
+    // The sender gives up delivering DELIVER_GRACE after close; a request
+    // hanging on a dead collector could take longer, so bound the wait here.
+    let deadline = Instant::now() + sender::DELIVER_GRACE + Duration::from_secs(1);
+    while !sender.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !sender.is_finished() {
+        shared.abandon();
+        log!(BASIC, "stopping with a request to the collector still in flight");
+    }
     log_stats(&shared, &worker_stats, chunker.pending_packets());
     Ok(())
 }

@@ -16,7 +16,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// After the uplink is told to stop, how long it keeps trying to deliver.
-const DELIVER_GRACE: Duration = Duration::from_secs(5);
+pub const DELIVER_GRACE: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub struct State {
@@ -51,6 +51,16 @@ impl Shared {
         self.wake.notify_all();
     }
 
+    /// Counts everything still held as dropped at exit (the sender is stuck).
+    pub fn abandon(&self) {
+        let mut st = self.lock();
+        let mut lost = std::mem::take(&mut st.in_flight_packets);
+        while let Some(c) = st.spool.pop() {
+            lost += c.packets;
+        }
+        st.spool.accounting.dropped_at_exit += lost;
+    }
+
     /// Sleeps up to `d`, waking early when told to close.
     fn sleep(&self, d: Duration) {
         let st = self.lock();
@@ -64,8 +74,9 @@ pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filt
     let mut collector = match Collector::new(&cfg.collector_host, cfg.collector_port, &cfg.hmac_key, &cfg.sensor_id, epoch, cfg.ca_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
+            // Exit so the supervisor restarts us (and the cause shows in its log).
             log!(BASIC, "error: cannot set up the collector connection: {e}");
-            return;
+            std::process::exit(1);
         }
     };
     let mut registered = false;
