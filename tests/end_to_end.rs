@@ -29,6 +29,8 @@ fn topology(label: &str) -> Topology {
     }
     veth_pair(&host, "h1", "198.18.11.1/24", &p1, "e1", "198.18.11.2/24").unwrap();
     veth_pair(&host, "h2", "198.18.12.1/24", &p2, "e2", "198.18.12.2/24").unwrap();
+    pin_neighbours(&host, "h1", "198.18.11.1", &p1, "e1", "198.18.11.2").unwrap();
+    pin_neighbours(&host, "h2", "198.18.12.1", &p2, "e2", "198.18.12.2").unwrap();
     Topology { host, p1, p2, dir: TestDir::new(label) }
 }
 

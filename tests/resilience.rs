@@ -22,6 +22,8 @@ fn killed_worker_is_restarted_and_other_interfaces_are_undisturbed() {
     let dir = TestDir::new("kill");
     veth_pair(&host, "h1", "198.18.60.1/24", &p1, "e1", "198.18.60.2/24").unwrap();
     veth_pair(&host, "h2", "198.18.61.1/24", &p2, "e2", "198.18.61.2/24").unwrap();
+    pin_neighbours(&host, "h1", "198.18.60.1", &p1, "e1", "198.18.60.2").unwrap();
+    pin_neighbours(&host, "h2", "198.18.61.1", &p2, "e2", "198.18.61.2").unwrap();
     let collector = Collector::start(&host, dir.path()).unwrap();
     let env = base_env(&collector, dir.path());
     let mut sensor = Sensor::start(&host, dir.path(), &env, &["h1", "h2"]).unwrap();
@@ -81,6 +83,7 @@ fn collector_restart_mid_traffic_loses_nothing_and_stores_nothing_twice() {
     }
     let dir = TestDir::new("crestart");
     veth_pair(&host, "h1", "198.18.62.1/24", &peer, "e1", "198.18.62.2/24").unwrap();
+    pin_neighbours(&host, "h1", "198.18.62.1", &peer, "e1", "198.18.62.2").unwrap();
     let mut collector = Collector::start(&host, dir.path()).unwrap();
     let env = base_env(&collector, dir.path());
     let mut sensor = Sensor::start(&host, dir.path(), &env, &["h1"]).unwrap();

@@ -65,8 +65,10 @@ impl InterfaceCapture {
     }
 
     /// Reads what each ring holds now (non-blocking) into `batch`, up to
-    /// `max_bytes` of records. Returns the packets appended.
-    pub fn read_into(&mut self, batch: &mut Vec<u8>, max_bytes: usize) -> Result<u32, String> {
+    /// `max_bytes` of records. Returns the packets appended, and the error
+    /// that stopped a handle (an interface that went away): the packets read
+    /// before it stay in `batch` for the caller to deliver.
+    pub fn read_into(&mut self, batch: &mut Vec<u8>, max_bytes: usize) -> (u32, Option<String>) {
         let mut n = 0u32;
         for h in &mut self.handles {
             let dir = match h.side {
@@ -87,12 +89,15 @@ impl InterfaceCapture {
                         n += 1;
                     }
                     Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
-                    Err(e) => return Err(format!("capture read failed: {e}")),
+                    Err(e) => {
+                        self.forwarded += n as u64;
+                        return (n, Some(format!("capture read failed: {e}")));
+                    }
                 }
             }
         }
         self.forwarded += n as u64;
-        Ok(n)
+        (n, None)
     }
 
     pub fn stats(&mut self) -> CaptureStats {

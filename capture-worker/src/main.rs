@@ -100,17 +100,24 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
         if !stopping {
             link.poll(&fds, timeout);
         }
-        let n = cap.read_into(&mut batch, BATCH_BYTES)?;
+        let (n, failure) = cap.read_into(&mut batch, BATCH_BYTES);
         count += n;
         if n > 0 && first_at.is_none() {
             first_at = Some(Instant::now());
         }
         let due = first_at.is_some_and(|t| t.elapsed() >= BATCH_MAX_AGE);
-        if count > 0 && (batch.len() >= BATCH_BYTES || due || stopping) {
+        if count > 0 && (batch.len() >= BATCH_BYTES || due || stopping || failure.is_some()) {
             link.send(&WorkerMsgRef::Batch(BatchRef { count, records: &batch }))?;
             batch.clear();
             count = 0;
             first_at = None;
+        }
+        if let Some(e) = failure {
+            // What was read is delivered; the supervisor restarts us (or
+            // waits for the interface to come back).
+            let stats = cap.stats();
+            let _ = link.send(&WorkerMsgRef::Stats(&stats));
+            return Err(e);
         }
         for cmd in link.commands()? {
             match cmd {

@@ -214,3 +214,22 @@ pub fn list_namespaces() -> Vec<String> {
         Err(_) => Vec::new(),
     }
 }
+
+fn mac_of(ns: &Netns, ifname: &str) -> Result<String> {
+    let out = ns.ip(&["-o", "link", "show", "dev", ifname])?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(str::to_string)
+        .ok_or_else(|| Error(format!("no MAC address for {ifname} in {out:?}")))
+}
+
+/// Permanent neighbour entries on both ends of a veth, so no ARP traffic
+/// appears at moments a test does not control (a reachability probe just
+/// after a reference capture stopped, say).
+pub fn pin_neighbours(a: &Netns, a_if: &str, a_ip: &str, b: &Netns, b_if: &str, b_ip: &str) -> Result<()> {
+    let (a_mac, b_mac) = (mac_of(a, a_if)?, mac_of(b, b_if)?);
+    a.ip(&["neigh", "replace", b_ip, "lladdr", &b_mac, "dev", a_if, "nud", "permanent"])?;
+    b.ip(&["neigh", "replace", a_ip, "lladdr", &a_mac, "dev", b_if, "nud", "permanent"])?;
+    Ok(())
+}
