@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The sensor as one tool of ../shared/bench/capture-bench:
+#
+#   ../shared/bench/capture-bench -r /tmp/mixed-mtu.pcap --reps 5 tcpdump-B64k \
+#       "ossensor=$PWD/benches/capture-bench-tool.sh {IF} {OUT}"
+#
+# Inside the harness's capture namespace it starts a collector on loopback,
+# detached (setsid) so the harness measures the sensor's processes only, and
+# the sensor on {IF}. On SIGINT it stops the sensor (which delivers what it
+# holds), then the collector, writes every stored frame to {OUT} (pcapng) for
+# the harness to count, and prints the collector's own CPU seconds on stderr.
+# Variables: OSSENSOR_COMPRESSION (zstd|none, passed through), BENCH_KEEP=1
+# keeps the work directory.
+set -uo pipefail
+iface=$1
+out=$2
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${OSSENSOR_BIN_DIR:-$root/target/release}
+# The harness leaves loopback down in its namespace; the collector needs it.
+ip link set lo up
+work=$(mktemp -d /dev/shm/ossensor-bench.XXXXXX)
+chmod 755 "$work"
+key=bench-key-$$
+
+setsid env -i VSENSOR_HMAC_KEY="$key" VSENSOR_LISTEN=127.0.0.1:0 VSENSOR_DATA_DIR="$work/data" \
+  VSENSOR_DEBUG=0 VSENSOR_ROTATE_MB=4096 "$bin/vsensor" >"$work/vsensor.log" 2>&1 </dev/null &
+vs_pid=$!
+port=""
+for _ in $(seq 200); do
+  port=$(sed -n 's/.*vsensor: listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$work/vsensor.log")
+  [[ -n $port ]] && break
+  sleep 0.05
+done
+if [[ -z $port ]]; then
+  cat "$work/vsensor.log" >&2
+  exit 1
+fi
+
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin VSENSOR_HOSTNAME=127.0.0.1 VSENSOR_PORT="$port" \
+  VSENSOR_HMAC_KEY="$key" OSSENSOR_NETWORK_DEVICE="$iface" OSSENSOR_DEBUG=1 \
+  OSSENSOR_CONFIG_PATH="$work/ossensor.cfg" OSSENSOR_RUNTIME_DIR="$work/run" \
+  OSSENSOR_COMPRESSION="${OSSENSOR_COMPRESSION:-zstd}" \
+  "$bin/ossensor" >"$work/ossensor.log" 2>&1 &
+os_pid=$!
+
+# shellcheck disable=SC2317  # called from the trap
+finish() {
+  trap - INT TERM
+  kill -TERM "$os_pid" 2>/dev/null
+  wait "$os_pid"
+  ticks=$(awk '{print $14 + $15}' "/proc/$vs_pid/stat" 2>/dev/null || echo 0)
+  kill -TERM "$vs_pid" 2>/dev/null
+  while kill -0 "$vs_pid" 2>/dev/null; do sleep 0.05; done
+  find "$work/data/sensors" -name '*.pcapng' -print0 | sort -z | xargs -0 cat >"$out"
+  hz=$(getconf CLK_TCK)
+  echo "collector CPU seconds: $(awk -v t="$ticks" -v hz="$hz" 'BEGIN{printf "%.3f", t/hz}')" >&2
+  grep -h 'packets: captured' "$work/ossensor.log" | tail -1 >&2
+  if [[ ${BENCH_KEEP:-0} == 1 ]]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+  exit 0
+}
+trap finish INT TERM
+wait "$os_pid"
+echo "ossensor exited early:" >&2
+tail -20 "$work/ossensor.log" >&2
+exit 1
