@@ -215,6 +215,14 @@ struct Signed {
     nonce: String,
 }
 
+/// Adds a chunk's headers to signed authentication headers.
+fn with_chunk_headers(mut s: Signed, enc: Encoding, raw_len: usize, packets: u64) -> Signed {
+    s.headers.push((chunk::H_ENCODING.into(), enc.as_str().into()));
+    s.headers.push((chunk::H_RAW_LENGTH.into(), raw_len.to_string()));
+    s.headers.push((chunk::H_PACKETS.into(), packets.to_string()));
+    s
+}
+
 #[allow(clippy::too_many_arguments)]
 fn sign(key: &[u8], method: &str, path: &str, sensor: &str, epoch: u64, seq: u64, timestamp: i64, body: &[u8]) -> Signed {
     let nonce = auth::new_nonce();
@@ -285,10 +293,7 @@ async fn send_body(
     raw_len: usize,
     packets: u64,
 ) -> (Resp, String) {
-    let mut s = sign(KEY, "POST", "/v1/chunks", sensor, epoch, seq, now(), body);
-    s.headers.push((chunk::H_ENCODING.into(), enc.as_str().into()));
-    s.headers.push((chunk::H_RAW_LENGTH.into(), raw_len.to_string()));
-    s.headers.push((chunk::H_PACKETS.into(), packets.to_string()));
+    let s = with_chunk_headers(sign(KEY, "POST", "/v1/chunks", sensor, epoch, seq, now(), body), enc, raw_len, packets);
     (c.request("POST", "/v1/chunks", &s.headers, body).await, s.nonce)
 }
 
@@ -403,20 +408,14 @@ async fn bad_signatures_are_refused_and_nothing_is_stored() {
     let raw = section(2, 1);
     let mut body = Vec::new();
     chunk::compress(&raw, 1, &mut body).unwrap();
-    let mut s = sign(b"wrong key", "POST", "/v1/chunks", "evil", 1, 1, now(), &body);
-    s.headers.push((chunk::H_ENCODING.into(), "zstd".into()));
-    s.headers.push((chunk::H_RAW_LENGTH.into(), raw.len().to_string()));
-    s.headers.push((chunk::H_PACKETS.into(), "2".into()));
+    let s = with_chunk_headers(sign(b"wrong key", "POST", "/v1/chunks", "evil", 1, 1, now(), &body), Encoding::Zstd, raw.len(), 2);
     let r = c.request("POST", "/v1/chunks", &s.headers, &body).await;
     assert_eq!(r.status, 401);
     assert!(r.error().contains("signature"), "{}", r.error());
     assert!(!r.headers.contains_key(auth::H_PROOF), "no proof without a valid request");
 
     // Right key, but the body changed after signing.
-    let mut s = sign(KEY, "POST", "/v1/chunks", "evil", 1, 1, now(), b"something else");
-    s.headers.push((chunk::H_ENCODING.into(), "zstd".into()));
-    s.headers.push((chunk::H_RAW_LENGTH.into(), raw.len().to_string()));
-    s.headers.push((chunk::H_PACKETS.into(), "2".into()));
+    let s = with_chunk_headers(sign(KEY, "POST", "/v1/chunks", "evil", 1, 1, now(), b"something else"), Encoding::Zstd, raw.len(), 2);
     assert_eq!(c.request("POST", "/v1/chunks", &s.headers, &body).await.status, 401);
 
     // No authentication headers at all.
@@ -443,10 +442,7 @@ async fn replayed_and_stale_requests_are_refused() {
     let raw = section(2, 1);
     let mut body = Vec::new();
     chunk::compress(&raw, 1, &mut body).unwrap();
-    let mut s = sign(KEY, "POST", "/v1/chunks", "s1", 1, 1, now(), &body);
-    s.headers.push((chunk::H_ENCODING.into(), "zstd".into()));
-    s.headers.push((chunk::H_RAW_LENGTH.into(), raw.len().to_string()));
-    s.headers.push((chunk::H_PACKETS.into(), "2".into()));
+    let s = with_chunk_headers(sign(KEY, "POST", "/v1/chunks", "s1", 1, 1, now(), &body), Encoding::Zstd, raw.len(), 2);
     let r = c.request("POST", "/v1/chunks", &s.headers, &body).await;
     assert_eq!(r.status, 200);
     // The very same bytes again, also on a new connection.
@@ -457,10 +453,7 @@ async fn replayed_and_stale_requests_are_refused() {
     assert!(proof_ok(&c2, &s.nonce, &r), "the refusal of a signed request carries the proof");
 
     // A signed request from ten minutes ago.
-    let mut s = sign(KEY, "POST", "/v1/chunks", "s1", 1, 2, now() - 600, &body);
-    s.headers.push((chunk::H_ENCODING.into(), "zstd".into()));
-    s.headers.push((chunk::H_RAW_LENGTH.into(), raw.len().to_string()));
-    s.headers.push((chunk::H_PACKETS.into(), "2".into()));
+    let s = with_chunk_headers(sign(KEY, "POST", "/v1/chunks", "s1", 1, 2, now() - 600, &body), Encoding::Zstd, raw.len(), 2);
     let r = c.request("POST", "/v1/chunks", &s.headers, &body).await;
     assert_eq!(r.status, 401);
     assert!(r.error().contains("timestamp"), "{}", r.error());
