@@ -22,7 +22,9 @@ work=$(mktemp -d /dev/shm/ossensor-bench.XXXXXX)
 chmod 755 "$work"
 key=bench-key-$$
 
-setsid env -i VSENSOR_HMAC_KEY="$key" VSENSOR_LISTEN=127.0.0.1:0 VSENSOR_DATA_DIR="$work/data" \
+# The harness pins the tool (and so this script) to one CPU; the collector is
+# not part of the sensor, so it runs on the generator's CPU instead.
+setsid taskset -c "${BENCH_COLLECTOR_CPUS:-0}" env -i VSENSOR_HMAC_KEY="$key" VSENSOR_LISTEN=127.0.0.1:0 VSENSOR_DATA_DIR="$work/data" \
   VSENSOR_DEBUG=0 VSENSOR_ROTATE_MB=4096 "$bin/vsensor" >"$work/vsensor.log" 2>&1 </dev/null &
 vs_pid=$!
 port=""
