@@ -286,3 +286,48 @@ fn children_hold_exactly_their_privileges() {
     }
     sensor.stop().unwrap();
 }
+
+#[test]
+fn security_events_reach_syslog_from_every_process() {
+    let prefix = unique_prefix();
+    let ns = Netns::new(&prefix, "audit").unwrap();
+    let peer = Netns::new(&prefix, "peer").unwrap();
+    let dir = TestDir::new("audit");
+    veth_pair(&ns, "v0", "198.18.51.1/24", &peer, "v1", "198.18.51.2/24").unwrap();
+    let collector = Collector::start(&ns, dir.path()).unwrap();
+    // A syslog daemon's socket of our own; the unprivileged children must
+    // be able to write to it, as they can to /dev/log.
+    let sock_path = dir.join("syslog.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_SYSLOG_SOCKET".into(), sock_path.display().to_string()));
+    env.push(("OSSENSOR_LOGFILE_PATH".into(), dir.join("sensor-file.log").display().to_string()));
+    let log = dir.join("audit.log");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut guard = spawn_logged(&mut sensor_command(&ns, &env, &[]), &log).unwrap();
+    let file_log = dir.join("sensor-file.log");
+    wait_until("registration in the log file", Duration::from_secs(30), || {
+        std::fs::read_to_string(&file_log).ok().filter(|t| t.contains("registered with the collector"))
+    })
+    .unwrap();
+    assert!(guard.stop(SIGTERM).unwrap().success());
+
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = listener.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let all = messages.join("\n");
+    for event in ["event=start process=supervisor", "event=child_started", "capabilities=cap_net_raw", "event=collector_registered process=uplink", "event=stop"] {
+        assert!(all.contains(event), "no {event:?} in syslog:\n{all}");
+    }
+    // facility authpriv (10), severity notice (5): <85>
+    assert!(messages.iter().any(|m| m.starts_with("<85>")), "authpriv.notice: {all}");
+    assert!(!all.contains(KEY), "the key reached syslog");
+    // With a log file, standard output stays quiet and the file has it all.
+    let text = std::fs::read_to_string(&file_log).unwrap();
+    assert!(text.contains("ossensor-audit event=start") && text.contains("capture-worker[v0]"), "{text}");
+    assert!(!text.contains(KEY));
+}

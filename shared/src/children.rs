@@ -14,6 +14,18 @@ pub struct LogConfig {
     pub level: u8,
     /// None: standard output.
     pub path: Option<String>,
+    /// The syslog socket for audit events; None: /dev/log.
+    #[serde(default)]
+    pub syslog_socket: Option<String>,
+}
+
+impl LogConfig {
+    pub fn audit(&self) -> crate::log::Audit<'_> {
+        match &self.syslog_socket {
+            Some(p) => crate::log::Audit::SyslogAt(p),
+            None => crate::log::Audit::Syslog,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,23 +37,34 @@ enum Sink {
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
+/// Where audit events go besides the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audit<'a> {
+    Off,
+    /// The system's syslog socket (/dev/log).
+    Syslog,
+    /// A syslog socket at this path (OSSENSOR_SYSLOG_SOCKET).
+    SyslogAt(&'a str),
+}
+
 /// Sets up this process's log. `path` of None, "", "-" or "/dev/stdout"
-/// means standard output. Call once, early; later calls are ignored.
-pub fn init(process: &str, level: u8, path: Option<&str>, audit: bool) -> std::io::Result<()> {
+/// means standard output. Call once, early; later calls are ignored. An
+/// unreachable syslog socket is not an error: audit lines still reach the log.
+pub fn init(process: &str, level: u8, path: Option<&str>, audit: Audit<'_>) -> std::io::Result<()> {
     let sink = match path {
         None | Some("") | Some("-") | Some("/dev/stdout") => Sink::Stdout,
         Some(p) => Sink::File(OpenOptions::new().create(true).append(true).mode(0o640).open(p)?),
     };
-    let audit = if audit {
-        syslog::unix(syslog::Formatter3164 {
-            facility: syslog::Facility::LOG_AUTHPRIV,
-            hostname: None,
-            process: "ossensor".into(),
-            pid: std::process::id(),
-        })
-        .ok()
-    } else {
-        None
+    let formatter = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_AUTHPRIV,
+        hostname: None,
+        process: "ossensor".into(),
+        pid: std::process::id(),
+    };
+    let audit = match audit {
+        Audit::Off => None,
+        Audit::Syslog => syslog::unix(formatter).ok(),
+        Audit::SyslogAt(p) => syslog::unix_custom(formatter, p).ok(),
     };
     let _ = LOGGER.set(Logger { level, process: process.to_string(), sink: Mutex::new(sink), audit: Mutex::new(audit) });
     Ok(())

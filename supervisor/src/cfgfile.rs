@@ -41,6 +41,7 @@ const SIMPLE_KEYS: &[(&str, &str)] = &[
     ("user", "OSSENSOR_USER"),
     ("runtimeDir", "OSSENSOR_RUNTIME_DIR"),
     ("caFile", "VSENSOR_CA_FILE"),
+    ("syslogSocket", "OSSENSOR_SYSLOG_SOCKET"),
 ];
 
 /// The INI key a variable is read from, for error messages under `-c`.
@@ -113,6 +114,7 @@ pub fn render(cfg: &Config) -> String {
     kv("user", cfg.user.as_deref().unwrap_or(""));
     kv("runtimeDir", &cfg.runtime_dir.display().to_string());
     kv("caFile", &path(&cfg.ca_file));
+    kv("syslogSocket", &path(&cfg.syslog_socket));
     s
 }
 

@@ -45,6 +45,7 @@ pub const VARIABLES: &[&str] = &[
     "OSSENSOR_USER",
     "OSSENSOR_RUNTIME_DIR",
     "VSENSOR_CA_FILE",
+    "OSSENSOR_SYSLOG_SOCKET",
 ];
 
 /// Prefixes of variables that look like ours: an unknown one in an env file
@@ -481,6 +482,8 @@ pub struct Config {
     pub runtime_dir: PathBuf,
     /// VSENSOR_CA_FILE.
     pub ca_file: Option<PathBuf>,
+    /// OSSENSOR_SYSLOG_SOCKET: where audit events go; None = /dev/log.
+    pub syslog_socket: Option<PathBuf>,
 }
 
 /// Collects problems while validating; labels them with the config file's
@@ -788,6 +791,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let runtime_dir = c
         .path("OSSENSOR_RUNTIME_DIR", true)
         .unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into());
+    let syslog_socket = c.path("OSSENSOR_SYSLOG_SOCKET", true);
     let ca_file = c.path("VSENSOR_CA_FILE", false);
     if let Some(p) = &ca_file {
         let check = std::fs::metadata(p).and_then(|m| {
@@ -834,6 +838,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         user,
         runtime_dir,
         ca_file,
+        syslog_socket,
     })
 }
 
@@ -926,6 +931,7 @@ impl Config {
         LogConfig {
             level: self.debug,
             path: self.logfile.as_ref().map(|p| p.display().to_string()),
+            syslog_socket: self.syslog_socket.as_ref().map(|p| p.display().to_string()),
         }
     }
 
@@ -969,7 +975,7 @@ impl Config {
         format!(
             "collector={}:{} key={} sensor_id={} devices={} include={:?} exclude={:?} any={} bpf={:?} \
              debug={} logfile={} antigena={} antigena_period={}s spool={}MiB compression={} \
-             capture_buffer={}MiB user={} runtime_dir={} ca_file={} config_path={}",
+             capture_buffer={}MiB user={} runtime_dir={} ca_file={} syslog={} config_path={}",
             self.collector_host,
             self.collector_port,
             self.hmac_key,
@@ -989,6 +995,7 @@ impl Config {
             self.user.as_deref().unwrap_or("(default)"),
             self.runtime_dir.display(),
             opt(&self.ca_file, "(none)"),
+            opt(&self.syslog_socket, "/dev/log"),
             self.config_path.display(),
         )
     }
@@ -1702,7 +1709,8 @@ mod tests {
             w.log,
             LogConfig {
                 level: 3,
-                path: Some("/var/log/o.log".into())
+                path: Some("/var/log/o.log".into()),
+                syslog_socket: None,
             }
         );
         let u = c.uplink_config("/s");

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _ = slog::init("uplink", cfg.log.level, cfg.log.path.as_deref(), true);
+    let _ = slog::init("uplink", cfg.log.level, cfg.log.path.as_deref(), cfg.log.audit());
     // This process holds the key: no core dumps, no ptrace by the workers,
     // which run as the same uid.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };

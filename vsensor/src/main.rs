@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = log::init("vsensor", config.debug, config.logfile.as_deref(), true) {
+    if let Err(e) = log::init("vsensor", config.debug, config.logfile.as_deref(), log::Audit::Syslog) {
         eprintln!("vsensor: VSENSOR_LOGFILE_PATH: cannot open {:?}: {e}", config.logfile.as_deref().unwrap_or(""));
         return ExitCode::from(2);
     }
