@@ -105,6 +105,12 @@ fn stored_frames_equal_tcpdump_per_interface() {
     assert!(got.iter().any(|f| f.data.len() > 1514), "GSO frames above the MTU are kept whole");
     assert!(got.iter().all(|f| f.direction == 1 || f.direction == 2), "every frame carries its direction");
     assert!(got.iter().all(|f| f.orig_len as usize == f.data.len()), "no frame truncated");
+    for iface in ["h1", "h2"] {
+        // Both directions in time order, as analysis tools expect.
+        let ts: Vec<u64> = got.iter().filter(|f| f.interface == iface).map(|f| f.ts_ns).collect();
+        let disorder = ts.windows(2).filter(|w| w[1] < w[0]).count();
+        assert_eq!(disorder, 0, "{iface}: {disorder} frames stored before an older one");
+    }
     for f in collector.files() {
         let n = tshark_count(&f);
         assert!(n > 0, "{} holds frames", f.display());

@@ -7,8 +7,12 @@
 use ossensor_shared::bpf::{self, BpfInsn, Side};
 use ossensor_shared::ipc::{push_record, CaptureStats};
 use ossensor_shared::pcapng::Direction;
+use crate::merge::DirectionMerge;
 use pcap::{Active, Capture, Precision};
 use std::os::fd::{AsRawFd, RawFd};
+
+/// TPACKET_V3 block timeout.
+pub const RING_TIMEOUT_MS: i32 = 10;
 
 pub struct Handle {
     pub side: Side,
@@ -35,9 +39,10 @@ impl InterfaceCapture {
                 .snaplen(bpf::SNAPLEN as i32)
                 .buffer_size(ring_bytes.min(i32::MAX as u64) as i32)
                 .precision(Precision::Nano)
-                // A ring block reaches us when full or after this many ms, so
-                // sparse traffic is not held.
-                .timeout(50)
+                // A ring block reaches us when full or after this many ms
+                // (empty blocks never wake us), so sparse traffic is not
+                // held, and the direction merge's hold stays short.
+                .timeout(RING_TIMEOUT_MS)
                 .open()
                 .map_err(|e| format!("cannot open {interface} for capture: {e}"))?
                 .setnonblock()
@@ -64,13 +69,15 @@ impl InterfaceCapture {
         Ok(())
     }
 
-    /// Reads what each ring holds now (non-blocking) into `batch`, up to
-    /// `max_bytes` of records. Returns the packets appended, and the error
-    /// that stopped a handle (an interface that went away): the packets read
-    /// before it stay in `batch` for the caller to deliver.
-    pub fn read_into(&mut self, batch: &mut Vec<u8>, max_bytes: usize) -> (u32, Option<String>) {
+    /// Reads what each ring holds now (non-blocking) into its queue of the
+    /// direction merge, up to `max_bytes` queued per direction. Returns the
+    /// packets read, and the error that stopped a handle (an interface that
+    /// went away): the packets read before it stay queued for delivery.
+    pub fn read_into(&mut self, merge: &mut DirectionMerge, max_bytes: usize) -> (u32, Option<String>) {
         let mut n = 0u32;
-        for h in &mut self.handles {
+        for (h, queue) in self.handles.iter_mut().zip(merge.queues.iter_mut()) {
+            let batch = queue.tail();
+            let before = n;
             let dir = match h.side {
                 Side::Received => Direction::Inbound,
                 Side::Sent => Direction::Outbound,
@@ -90,11 +97,13 @@ impl InterfaceCapture {
                     }
                     Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
                     Err(e) => {
+                        queue.appended(n - before);
                         self.forwarded += n as u64;
                         return (n, Some(format!("capture read failed: {e}")));
                     }
                 }
             }
+            queue.appended(n - before);
         }
         self.forwarded += n as u64;
         (n, None)

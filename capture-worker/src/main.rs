@@ -7,9 +7,11 @@
 
 mod capture;
 mod link;
+mod merge;
 
 use capture::InterfaceCapture;
 use link::Link;
+use merge::DirectionMerge;
 use ossensor_shared::children::{read_from_stdin, WorkerConfig, CHILD_MARKER};
 use ossensor_shared::ipc::{BatchRef, UplinkMsg, WorkerMsgRef};
 use ossensor_shared::log::{self as slog, BASIC, STATS};
@@ -23,6 +25,9 @@ const BATCH_BYTES: usize = 1 << 20;
 /// ...or when its first packet is this old.
 const BATCH_MAX_AGE: Duration = Duration::from_millis(50);
 const STATS_EVERY: Duration = Duration::from_secs(1);
+/// How long a packet of one direction waits for the other direction's ring
+/// (a few ring timeouts), so the two are sent in time order.
+const MERGE_HOLD: Duration = Duration::from_millis(3 * capture::RING_TIMEOUT_MS as u64);
 const STATS_LOG_EVERY: Duration = Duration::from_secs(10);
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -86,6 +91,7 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
     log!(BASIC, "filter attached ({} instructions)", program.len());
 
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + ossensor_shared::bpf::SNAPLEN as usize + 64);
+    let mut merge = DirectionMerge::new(MERGE_HOLD.as_nanos() as u64);
     let mut count: u32 = 0;
     let mut first_at: Option<Instant> = None;
     let mut last_stats = Instant::now();
@@ -93,16 +99,21 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
     let fds = cap.fds();
     loop {
         let stopping = STOP.load(Ordering::Relaxed);
-        let timeout = match first_at {
+        let mut timeout = match first_at {
             Some(t) => BATCH_MAX_AGE.saturating_sub(t.elapsed()),
             None => STATS_EVERY,
         };
+        if merge.held() > 0 {
+            timeout = timeout.min(MERGE_HOLD / 2);
+        }
         if !stopping {
             link.poll(&fds, timeout);
         }
-        let (n, failure) = cap.read_into(&mut batch, BATCH_BYTES);
-        count += n;
-        if n > 0 && first_at.is_none() {
+        let (n, failure) = cap.read_into(&mut merge, BATCH_BYTES);
+        let drain_all = stopping || failure.is_some();
+        let moved = merge.drain_into(&mut batch, ossensor_shared::timefmt::now_ns(), BATCH_BYTES, drain_all);
+        count += moved;
+        if moved > 0 && first_at.is_none() {
             first_at = Some(Instant::now());
         }
         let due = first_at.is_some_and(|t| t.elapsed() >= BATCH_MAX_AGE);
@@ -144,7 +155,7 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
                 last_stats_log = Instant::now();
             }
         }
-        if stopping && n == 0 && count == 0 {
+        if stopping && n == 0 && count == 0 && merge.held() == 0 {
             let stats = cap.stats();
             log!(
                 BASIC,
