@@ -927,7 +927,8 @@ fn valid_user(u: &str) -> bool {
 }
 
 impl Config {
-    fn log(&self) -> LogConfig {
+    /// How every process logs: level, destination, syslog socket.
+    pub fn log(&self) -> LogConfig {
         LogConfig {
             level: self.debug,
             path: self.logfile.as_ref().map(|p| p.display().to_string()),

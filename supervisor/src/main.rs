@@ -43,8 +43,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     let log_path = cfg.logfile.as_ref().map(|p| p.display().to_string());
-    let children_log = cfg.uplink_config("").log;
-    if let Err(e) = slog::init("supervisor", cfg.debug, log_path.as_deref(), children_log.audit()) {
+    if let Err(e) = slog::init("supervisor", cfg.debug, log_path.as_deref(), cfg.log().audit()) {
         return fail(&format!("OSSENSOR_LOGFILE_PATH={:?}: {e}", log_path.unwrap_or_default()));
     }
     for w in &raw.warnings {
