@@ -22,11 +22,16 @@ work=$(mktemp -d /dev/shm/ossensor-bench.XXXXXX)
 chmod 755 "$work"
 key=bench-key-$$
 
-# The harness pins the tool (and so this script) to one CPU; the collector is
-# not part of the sensor, so it runs on the generator's CPU instead.
-setsid taskset -c "${BENCH_COLLECTOR_CPUS:-0}" env -i VSENSOR_HMAC_KEY="$key" VSENSOR_LISTEN=127.0.0.1:0 VSENSOR_DATA_DIR="$work/data" \
-  VSENSOR_DEBUG=0 VSENSOR_ROTATE_MB=4096 "$bin/vsensor" >"$work/vsensor.log" 2>&1 </dev/null &
-vs_pid=$!
+# The harness measures this script's process tree and pins it to one CPU;
+# the collector is not part of the sensor, so it is started from a subshell
+# that exits at once (it is then nobody's child here: not measured) and on
+# the generator's CPU.
+(
+  setsid taskset -c "${BENCH_COLLECTOR_CPUS:-0}" env -i VSENSOR_HMAC_KEY="$key" VSENSOR_LISTEN=127.0.0.1:0 \
+    VSENSOR_DATA_DIR="$work/data" VSENSOR_DEBUG=0 VSENSOR_ROTATE_MB=4096 "$bin/vsensor" >"$work/vsensor.log" 2>&1 </dev/null &
+  echo $! >"$work/vsensor.pid"
+)
+vs_pid=$(cat "$work/vsensor.pid")
 port=""
 for _ in $(seq 200); do
   port=$(sed -n 's/.*vsensor: listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$work/vsensor.log")
@@ -48,6 +53,14 @@ os_pid=$!
 # shellcheck disable=SC2317  # called from the trap
 finish() {
   trap - INT TERM
+  # Per-process and per-thread CPU (user+system seconds since start), for
+  # the profile (BENCH_KEEP=1 keeps it in the harness's tool.err).
+  for t in /proc/"$os_pid"/task/* $(pgrep -P "$os_pid" | sed 's|^|/proc/|; s|$|/task/*|'); do
+    for s in $t; do
+      [[ -r $s/stat ]] && awk -v hz="$(getconf CLK_TCK)" -v c="$(cat "$s/comm")" \
+        '{sub(/.*\) /,""); printf "cpu %s %.2f s\n", c, ($12+$13)/hz}' "$s/stat" >&2
+    done
+  done
   kill -TERM "$os_pid" 2>/dev/null
   wait "$os_pid"
   ticks=$(awk '{print $14 + $15}' "/proc/$vs_pid/stat" 2>/dev/null || echo 0)

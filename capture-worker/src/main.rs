@@ -28,6 +28,10 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 /// How long a packet of one direction waits for the other direction's ring
 /// (a few ring timeouts), so the two are sent in time order.
 const MERGE_HOLD: Duration = Duration::from_millis(3 * capture::RING_TIMEOUT_MS as u64);
+/// Bound on what one direction's merge queue holds. It must exceed what
+/// arrives during MERGE_HOLD (about 15 MB at 4 Gbit/s), or the worker stops
+/// short of draining its ring and poll() keeps waking it for nothing.
+const MERGE_QUEUE_BYTES: usize = 16 << 20;
 const STATS_LOG_EVERY: Duration = Duration::from_secs(10);
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -109,7 +113,7 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
         if !stopping {
             link.poll(&fds, timeout);
         }
-        let (n, failure) = cap.read_into(&mut merge, BATCH_BYTES);
+        let (n, failure) = cap.read_into(&mut merge, MERGE_QUEUE_BYTES);
         let drain_all = stopping || failure.is_some();
         let moved = merge.drain_into(&mut batch, ossensor_shared::timefmt::now_ns(), BATCH_BYTES, drain_all);
         count += moved;
