@@ -12,7 +12,7 @@ mod merge;
 use capture::InterfaceCapture;
 use link::Link;
 use merge::DirectionMerge;
-use ossensor_shared::children::{read_from_stdin, WorkerConfig, CHILD_MARKER};
+use ossensor_shared::children::{child_config, WorkerConfig};
 use ossensor_shared::ipc::{BatchRef, UplinkMsg, WorkerMsgRef};
 use ossensor_shared::log::{self as slog, BASIC, STATS};
 use ossensor_shared::log;
@@ -41,14 +41,10 @@ extern "C" fn on_stop(_: libc::c_int) {
 }
 
 fn main() -> ExitCode {
-    if std::env::var_os(CHILD_MARKER).is_none() {
-        eprintln!("ossensor-capture-worker is started by the ossensor supervisor, not by hand");
-        return ExitCode::from(2);
-    }
-    let cfg: WorkerConfig = match read_from_stdin() {
+    let cfg: WorkerConfig = match child_config("ossensor-capture-worker") {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ossensor-capture-worker: {e}");
+            eprintln!("{e}");
             return ExitCode::from(2);
         }
     };

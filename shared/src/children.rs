@@ -61,6 +61,16 @@ pub struct UplinkConfig {
     pub log: LogConfig,
 }
 
+/// A child's start: refuses to run unless the supervisor started it, then
+/// reads its configuration from standard input. The error is the line to
+/// print before exiting with status 2.
+pub fn child_config<T: for<'de> Deserialize<'de>>(binary: &str) -> Result<T, String> {
+    if std::env::var_os(CHILD_MARKER).is_none() {
+        return Err(format!("{binary} is started by the ossensor supervisor, not by hand"));
+    }
+    read_from_stdin().map_err(|e| format!("{binary}: {e}"))
+}
+
 /// Reads a child's configuration from standard input (bounded).
 pub fn read_from_stdin<T: for<'de> Deserialize<'de>>() -> Result<T, String> {
     let mut buf = Vec::new();

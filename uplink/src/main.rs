@@ -17,7 +17,7 @@ mod spool;
 
 use chunker::{Chunker, RawChunk};
 use intake::{Filters, Intake};
-use ossensor_shared::children::{read_from_stdin, UplinkConfig, CHILD_MARKER};
+use ossensor_shared::children::{child_config, UplinkConfig};
 use ossensor_shared::ipc::CaptureStats;
 use ossensor_shared::log::{self as slog, BASIC, CHUNKS, STATS};
 use ossensor_shared::{bpf, chunk, log};
@@ -41,14 +41,10 @@ const STATS_LOG_EVERY: Duration = Duration::from_secs(10);
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
-    if std::env::var_os(CHILD_MARKER).is_none() {
-        eprintln!("ossensor-uplink is started by the ossensor supervisor, not by hand");
-        return ExitCode::from(2);
-    }
-    let cfg: UplinkConfig = match read_from_stdin() {
+    let cfg: UplinkConfig = match child_config("ossensor-uplink") {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ossensor-uplink: {e}");
+            eprintln!("{e}");
             return ExitCode::from(2);
         }
     };

@@ -215,6 +215,22 @@ struct Signed {
     nonce: String,
 }
 
+/// A collector on a fresh data directory and a client connected to it.
+async fn started() -> (tempfile::TempDir, Server, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let c = Client::connect(server.addr).await;
+    (dir, server, c)
+}
+
+/// A section of `packets` packets on one interface, and its zstd body.
+fn zstd_chunk(packets: usize) -> (Vec<u8>, Vec<u8>) {
+    let raw = section(packets, 1);
+    let mut body = Vec::new();
+    chunk::compress(&raw, 1, &mut body).unwrap();
+    (raw, body)
+}
+
 /// Adds a chunk's headers to signed authentication headers.
 fn with_chunk_headers(mut s: Signed, enc: Encoding, raw_len: usize, packets: u64) -> Signed {
     s.headers.push((chunk::H_ENCODING.into(), enc.as_str().into()));
@@ -317,9 +333,7 @@ fn all_bytes(data_dir: &Path, sensor: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn register_answers_with_filter_and_a_proof_bound_to_the_served_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
-    let mut c = Client::connect(server.addr).await;
+    let (dir, server, mut c) = started().await;
     assert_eq!(c.cert_sha256, server.cert_sha256, "the hash the collector binds is the one it serves");
     // The same certificate file is reused, and is what sensors may pin.
     let pem = std::fs::read_to_string(dir.path().join("tls/cert.pem")).unwrap();
@@ -361,9 +375,7 @@ async fn register_answers_with_filter_and_a_proof_bound_to_the_served_certificat
 
 #[tokio::test]
 async fn chunks_are_stored_exactly_once_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
-    let mut c = Client::connect(server.addr).await;
+    let (dir, server, mut c) = started().await;
     register(&mut c, "s1", 1).await;
 
     let a = section(5, 1);
@@ -402,12 +414,8 @@ async fn chunks_are_stored_exactly_once_in_order() {
 
 #[tokio::test]
 async fn bad_signatures_are_refused_and_nothing_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
-    let mut c = Client::connect(server.addr).await;
-    let raw = section(2, 1);
-    let mut body = Vec::new();
-    chunk::compress(&raw, 1, &mut body).unwrap();
+    let (dir, server, mut c) = started().await;
+    let (raw, body) = zstd_chunk(2);
     let s = with_chunk_headers(sign(b"wrong key", "POST", "/v1/chunks", "evil", 1, 1, now(), &body), Encoding::Zstd, raw.len(), 2);
     let r = c.request("POST", "/v1/chunks", &s.headers, &body).await;
     assert_eq!(r.status, 401);
@@ -436,12 +444,8 @@ async fn bad_signatures_are_refused_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn replayed_and_stale_requests_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
-    let mut c = Client::connect(server.addr).await;
-    let raw = section(2, 1);
-    let mut body = Vec::new();
-    chunk::compress(&raw, 1, &mut body).unwrap();
+    let (dir, server, mut c) = started().await;
+    let (raw, body) = zstd_chunk(2);
     let s = with_chunk_headers(sign(KEY, "POST", "/v1/chunks", "s1", 1, 1, now(), &body), Encoding::Zstd, raw.len(), 2);
     let r = c.request("POST", "/v1/chunks", &s.headers, &body).await;
     assert_eq!(r.status, 200);
@@ -463,9 +467,7 @@ async fn replayed_and_stale_requests_are_refused() {
 
 #[tokio::test]
 async fn malformed_chunks_get_400_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
-    let mut c = Client::connect(server.addr).await;
+    let (dir, server, mut c) = started().await;
     let raw = section(4, 1);
 
     // Not pcapng.
@@ -508,9 +510,7 @@ async fn malformed_chunks_get_400_with_the_reason() {
 
 #[tokio::test]
 async fn oversize_bodies_get_413_without_being_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
-    let mut c = Client::connect(server.addr).await;
+    let (dir, server, mut c) = started().await;
     let s = sign(KEY, "POST", "/v1/chunks", "s1", 1, 1, now(), b"");
     // Declare one byte over the limit and send only the head: the answer
     // must come without the body.
