@@ -43,6 +43,10 @@ if [[ -z $port ]]; then
   exit 1
 fi
 
+# Everything on this namespace's loopback is sensor <-> collector traffic:
+# its byte count (both directions, headers included) is what the sensor
+# costs in bandwidth.
+lo_tx0=$(cat /sys/class/net/lo/statistics/tx_bytes)
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin VSENSOR_HOSTNAME=127.0.0.1 VSENSOR_PORT="$port" \
   VSENSOR_HMAC_KEY="$key" OSSENSOR_NETWORK_DEVICE="$iface" OSSENSOR_DEBUG=1 \
   OSSENSOR_CONFIG_PATH="$work/ossensor.cfg" OSSENSOR_RUNTIME_DIR="$work/run" \
@@ -63,12 +67,15 @@ finish() {
   done
   kill -TERM "$os_pid" 2>/dev/null
   wait "$os_pid"
+  lo_tx1=$(cat /sys/class/net/lo/statistics/tx_bytes)
   ticks=$(awk '{print $14 + $15}' "/proc/$vs_pid/stat" 2>/dev/null || echo 0)
   kill -TERM "$vs_pid" 2>/dev/null
   while kill -0 "$vs_pid" 2>/dev/null; do sleep 0.05; done
   find "$work/data/sensors" -name '*.pcapng' -print0 | sort -z | xargs -0 cat >"$out"
   hz=$(getconf CLK_TCK)
   echo "collector CPU seconds: $(awk -v t="$ticks" -v hz="$hz" 'BEGIN{printf "%.3f", t/hz}')" >&2
+  # Read by benches/goal_table.py.
+  echo "BENCHX wire_bytes=$((lo_tx1 - lo_tx0))" >&2
   grep -h 'packets: captured' "$work/ossensor.log" | tail -1 >&2
   if [[ ${BENCH_KEEP:-0} == 1 ]]; then echo "kept $work" >&2; else rm -rf "$work"; fi
   exit 0
