@@ -60,14 +60,12 @@ pub fn list_in(dir: &Path) -> io::Result<Vec<Interface>> {
         };
         let read =
             |f: &str| std::fs::read_to_string(entry.path().join(f)).map(|s| s.trim().to_string());
+        // An interface being deleted makes its sysfs files fail with
+        // ENOENT, ENODEV or EINVAL: it is gone, skip it. Only a failure to
+        // list the directory itself is an error.
         let (ifindex, kind, flags) = match (read("ifindex"), read("type"), read("flags")) {
             (Ok(i), Ok(t), Ok(f)) => (i, t, f),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e))
-                if e.kind() == io::ErrorKind::NotFound =>
-            {
-                continue
-            }
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(e),
+            _ => continue,
         };
         let bad = |what: &str, v: &str| {
             io::Error::new(
@@ -697,6 +695,11 @@ mod tests {
         mk("lo", "1", "772", "0x9");
         mk("weird", "3", "1", "0x8"); // IFF_LOOPBACK without the type, down
         std::fs::create_dir(dir.path().join("vanishing")).unwrap();
+        // Mid-deletion, sysfs reads fail with other errors than ENOENT
+        // (EINVAL, ENODEV); a directory read as a file stands in for them.
+        mk("dying", "4", "1", "0x1003");
+        std::fs::remove_file(dir.path().join("dying/flags")).unwrap();
+        std::fs::create_dir(dir.path().join("dying/flags")).unwrap();
         let got = list_in(dir.path()).unwrap();
         assert_eq!(
             got,

@@ -127,7 +127,7 @@ impl Supervisor {
             started(&mut self.uplink, "uplink", Role::Uplink, self.who, result, now);
         }
         let due: Vec<String> = self.workers.iter().filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now)).map(|(n, _)| n.clone()).collect();
-        let present = interfaces::list_system().unwrap_or_default();
+        let Some(present) = present_interfaces() else { return };
         for name in due {
             let slot = self.workers.get_mut(&name).expect("present");
             if !present.iter().any(|i| i.name == name && i.is_up) {
@@ -152,10 +152,12 @@ impl Supervisor {
     /// Collects every child that exited and schedules its restart.
     fn reap(&mut self) {
         let now = Instant::now();
-        let present = interfaces::list_system().unwrap_or_default();
+        // Without a listing, assume the interface is still usable: the
+        // restart checks again before starting the worker.
+        let present = present_interfaces();
         reap_slot(&mut self.uplink, "uplink", now, true);
         for (name, slot) in &mut self.workers {
-            let usable = present.iter().any(|i| &i.name == name && i.is_up);
+            let usable = present.as_ref().is_none_or(|p| p.iter().any(|i| &i.name == name && i.is_up));
             reap_slot(slot, &format!("capture-worker for {name}"), now, usable);
         }
     }
@@ -163,13 +165,7 @@ impl Supervisor {
     /// Starts workers for interfaces that appeared and passes the rules;
     /// retires workers whose interface vanished.
     fn rescan(&mut self) {
-        let present = match interfaces::list_system() {
-            Ok(p) => p,
-            Err(e) => {
-                log!(BASIC, "cannot list interfaces: {e}");
-                return;
-            }
-        };
+        let Some(present) = present_interfaces() else { return };
         if self.cfg.devices.any {
             let default_if = interfaces::read_default_route_interface();
             for iface in &present {
@@ -225,6 +221,22 @@ impl Supervisor {
         log!(BASIC, "stopped");
         Ok(())
     }
+}
+
+/// The interfaces now, retried briefly: a listing can fail while the
+/// kernel is changing them. None (logged) if it keeps failing; callers then
+/// change nothing and act on the next event.
+fn present_interfaces() -> Option<Vec<interfaces::Interface>> {
+    let mut last = None;
+    for _ in 0..3 {
+        match interfaces::list_system() {
+            Ok(p) => return Some(p),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    log!(BASIC, "cannot list interfaces: {}", last.map_or(String::new(), |e| e.to_string()));
+    None
 }
 
 fn started(slot: &mut Slot, what: &str, role: Role, who: Identity, result: Result<Child, String>, now: Instant) {
