@@ -106,10 +106,13 @@ fn stored_frames_equal_tcpdump_per_interface() {
     assert!(got.iter().all(|f| f.direction == 1 || f.direction == 2), "every frame carries its direction");
     assert!(got.iter().all(|f| f.orig_len as usize == f.data.len()), "no frame truncated");
     for iface in ["h1", "h2"] {
-        // Both directions in time order, as analysis tools expect.
+        // Both directions merged in time order, as analysis tools expect. A
+        // single kernel ring itself shows steps back of a few microseconds
+        // (packets received on different CPUs; tcpdump's file has them too);
+        // an unmerged answer before its request steps back by 0.3-6 ms.
         let ts: Vec<u64> = got.iter().filter(|f| f.interface == iface).map(|f| f.ts_ns).collect();
-        let disorder = ts.windows(2).filter(|w| w[1] < w[0]).count();
-        assert_eq!(disorder, 0, "{iface}: {disorder} frames stored before an older one");
+        let worst = ts.windows(2).filter(|w| w[1] < w[0]).map(|w| w[0] - w[1]).max().unwrap_or(0);
+        assert!(worst <= 100_000, "{iface}: a frame stored {worst} ns before an older one");
     }
     for f in collector.files() {
         let n = tshark_count(&f);

@@ -69,11 +69,11 @@ impl InterfaceCapture {
         Ok(())
     }
 
-    /// Reads what each ring holds now (non-blocking) into its queue of the
-    /// direction merge, up to `max_bytes` queued per direction. Returns the
-    /// packets read, and the error that stopped a handle (an interface that
-    /// went away): the packets read before it stay queued for delivery.
-    pub fn read_into(&mut self, merge: &mut DirectionMerge, max_bytes: usize) -> (u32, Option<String>) {
+    /// Reads everything each ring holds now (non-blocking; at most the ring's
+    /// size) into its queue of the direction merge. Returns the packets
+    /// read, and the error that stopped a handle (an interface that went
+    /// away): the packets read before it stay queued for delivery.
+    pub fn read_into(&mut self, merge: &mut DirectionMerge) -> (u32, Option<String>) {
         let mut n = 0u32;
         for (h, queue) in self.handles.iter_mut().zip(merge.queues.iter_mut()) {
             let batch = queue.tail();
@@ -82,7 +82,7 @@ impl InterfaceCapture {
                 Side::Received => Direction::Inbound,
                 Side::Sent => Direction::Outbound,
             };
-            while batch.len() < max_bytes {
+            loop {
                 match h.cap.next_packet() {
                     Ok(p) => {
                         let ts = p.header.ts.tv_sec as u64 * 1_000_000_000 + p.header.ts.tv_usec as u64;

@@ -25,12 +25,12 @@ const BATCH_BYTES: usize = 1 << 20;
 /// ...or when its first packet is this old.
 const BATCH_MAX_AGE: Duration = Duration::from_millis(50);
 const STATS_EVERY: Duration = Duration::from_secs(1);
-/// How long a packet of one direction waits for the other direction's ring
-/// (a few ring timeouts), so the two are sent in time order.
-const MERGE_HOLD: Duration = Duration::from_millis(3 * capture::RING_TIMEOUT_MS as u64);
-/// Bound on what one direction's merge queue holds. It must exceed what
-/// arrives during MERGE_HOLD (about 15 MB at 4 Gbit/s), or the worker stops
-/// short of draining its ring and poll() keeps waking it for nothing.
+/// How long a packet of one direction waits for the other direction's ring,
+/// so the two are sent in time order: ten ring timeouts, as a ring block's
+/// timer can fire late on a busy machine (30 ms proved too short).
+const MERGE_HOLD: Duration = Duration::from_millis(10 * capture::RING_TIMEOUT_MS as u64);
+/// Beyond this, a direction's queue sends without waiting for the hold
+/// (bounded memory under a one-directional flood).
 const MERGE_QUEUE_BYTES: usize = 16 << 20;
 const STATS_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -91,7 +91,7 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
     log!(BASIC, "filter attached ({} instructions)", program.len());
 
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + ossensor_shared::bpf::SNAPLEN as usize + 64);
-    let mut merge = DirectionMerge::new(MERGE_HOLD.as_nanos() as u64);
+    let mut merge = DirectionMerge::new(MERGE_HOLD.as_nanos() as u64, MERGE_QUEUE_BYTES);
     let mut count: u32 = 0;
     let mut first_at: Option<Instant> = None;
     let mut last_stats = Instant::now();
@@ -104,12 +104,14 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
             None => STATS_EVERY,
         };
         if merge.held() > 0 {
-            timeout = timeout.min(MERGE_HOLD / 2);
+            timeout = timeout.min(MERGE_HOLD / 4);
         }
         if !stopping {
             link.poll(&fds, timeout);
         }
-        let (n, failure) = cap.read_into(&mut merge, MERGE_QUEUE_BYTES);
+        // Always drain the rings (a ring left half read keeps poll() waking
+        // us); the merge bounds what it holds.
+        let (n, failure) = cap.read_into(&mut merge);
         let drain_all = stopping || failure.is_some();
         let moved = merge.drain_into(&mut batch, ossensor_shared::timefmt::now_ns(), BATCH_BYTES, drain_all);
         count += moved;

@@ -7,7 +7,10 @@
 //! both queues hold packets, the older front is safe to send (the other
 //! handle can only deliver newer ones); while one queue is empty, the other's
 //! front waits until it is older than `hold` (longer than the ring timeout),
-//! after which nothing older can still arrive. Pure: `now` is passed in.
+//! after which nothing older can still arrive. A queue holding more than
+//! `max_queue_bytes` sends its front at once, so memory stays bounded and
+//! the worker always drains its rings; order can then suffer, only under a
+//! one-directional flood. Pure: `now` is passed in.
 
 use ossensor_shared::ipc::RECORD_HEADER;
 
@@ -56,16 +59,21 @@ impl RecordQueue {
     pub fn len(&self) -> usize {
         self.packets
     }
+
+    fn bytes(&self) -> usize {
+        self.buf.len() - self.start
+    }
 }
 
 pub struct DirectionMerge {
     pub queues: [RecordQueue; 2],
     hold_ns: u64,
+    max_queue_bytes: usize,
 }
 
 impl DirectionMerge {
-    pub fn new(hold_ns: u64) -> DirectionMerge {
-        DirectionMerge { queues: Default::default(), hold_ns }
+    pub fn new(hold_ns: u64, max_queue_bytes: usize) -> DirectionMerge {
+        DirectionMerge { queues: Default::default(), hold_ns, max_queue_bytes }
     }
 
     /// Moves every record that is safe to send, oldest first, to `out`
@@ -75,10 +83,11 @@ impl DirectionMerge {
         let mut moved = 0;
         let safe_before = now_ns.saturating_sub(self.hold_ns);
         while out.len() < max_bytes {
+            let over = |q: &RecordQueue| q.bytes() > self.max_queue_bytes;
             let pick = match (self.queues[0].front(), self.queues[1].front()) {
                 (Some((a, la)), Some((b, lb))) => if a <= b { (0, la) } else { (1, lb) },
-                (Some((a, la)), None) if all || a < safe_before => (0, la),
-                (None, Some((b, lb))) if all || b < safe_before => (1, lb),
+                (Some((a, la)), None) if all || a < safe_before || over(&self.queues[0]) => (0, la),
+                (None, Some((b, lb))) if all || b < safe_before || over(&self.queues[1]) => (1, lb),
                 _ => break,
             };
             self.queues[pick.0].move_front(out, pick.1);
@@ -110,7 +119,7 @@ mod tests {
 
     #[test]
     fn both_sides_merge_in_order_and_a_lone_side_waits_for_the_hold() {
-        let mut m = DirectionMerge::new(30);
+        let mut m = DirectionMerge::new(30, usize::MAX);
         push(&mut m, 0, 10);
         push(&mut m, 0, 40);
         push(&mut m, 1, 20);
@@ -124,8 +133,22 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_sends_without_waiting() {
+        // Each record here is 21 bytes; a bound of 42 lets two wait.
+        let mut m = DirectionMerge::new(1_000, 42);
+        push(&mut m, 0, 1);
+        push(&mut m, 0, 2);
+        let mut out = Vec::new();
+        assert_eq!(m.drain_into(&mut out, 10, usize::MAX, false), 0, "under the bound: waits for the hold");
+        push(&mut m, 0, 3);
+        assert_eq!(m.drain_into(&mut out, 10, usize::MAX, false), 1, "over the bound: sends down to it");
+        assert_eq!(times(&out), vec![1]);
+        assert_eq!(m.held(), 2);
+    }
+
+    #[test]
     fn stopping_drains_everything() {
-        let mut m = DirectionMerge::new(1_000);
+        let mut m = DirectionMerge::new(1_000, usize::MAX);
         push(&mut m, 1, 5);
         push(&mut m, 0, 7);
         let mut out = Vec::new();
@@ -143,7 +166,7 @@ mod tests {
             let (mut a, mut b) = (a, b);
             a.sort();
             b.sort();
-            let mut m = DirectionMerge::new(100);
+            let mut m = DirectionMerge::new(100, usize::MAX);
             let mut out = Vec::new();
             // Feed in rounds. The rings' guarantee, modelled: at "now",
             // every packet older than now - hold has been delivered, so now
