@@ -12,7 +12,7 @@ use pcap::{Active, Capture, Precision};
 use std::os::fd::{AsRawFd, RawFd};
 
 /// TPACKET_V3 block timeout.
-pub const RING_TIMEOUT_MS: i32 = 10;
+pub const RING_TIMEOUT_MS: i32 = 2;
 
 pub struct Handle {
     pub side: Side,

@@ -27,12 +27,13 @@ const BATCH_MAX_AGE: Duration = Duration::from_millis(50);
 const STATS_EVERY: Duration = Duration::from_secs(1);
 /// How long a packet of one direction waits for the other direction's ring,
 /// so the two are sent in time order: ten ring timeouts, as a ring block's
-/// timer can fire late on a busy machine (30 ms proved too short).
+/// timer can fire late on a busy machine (three proved too few).
 const MERGE_HOLD: Duration = Duration::from_millis(10 * capture::RING_TIMEOUT_MS as u64);
 /// Beyond this, a direction's queue sends without waiting for the hold:
 /// bounded memory under a one-directional flood, where the other ring is
-/// idle anyway (4 MiB is 10 ms at 3.2 Gbit/s, one ring timeout).
-const MERGE_QUEUE_BYTES: usize = 4 << 20;
+/// idle anyway. 8 MiB is 8 ms at 8 Gbit/s, four ring timeouts: long enough
+/// for the other ring's partial block to arrive when both directions flow.
+const MERGE_QUEUE_BYTES: usize = 8 << 20;
 const STATS_LOG_EVERY: Duration = Duration::from_secs(10);
 
 static STOP: AtomicBool = AtomicBool::new(false);
