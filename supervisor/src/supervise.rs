@@ -127,6 +127,9 @@ impl Supervisor {
             started(&mut self.uplink, "uplink", Role::Uplink, self.who, result, now);
         }
         let due: Vec<String> = self.workers.iter().filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now)).map(|(n, _)| n.clone()).collect();
+        if due.is_empty() {
+            return; // this runs on every wake-up: no /sys scan unless needed
+        }
         let Some(present) = present_interfaces() else { return };
         for name in due {
             let slot = self.workers.get_mut(&name).expect("present");
