@@ -34,14 +34,6 @@ fn topology(label: &str) -> Topology {
     Topology { host, p1, p2, dir: TestDir::new(label) }
 }
 
-/// The filter the sensor ends up with, as it logs it at registration.
-fn effective_filter(sensor: &Sensor) -> String {
-    let log = sensor.guard.log();
-    let line = log.lines().find(|l| l.contains("effective filter: ")).expect("registration line");
-    let quoted = &line[line.find("effective filter: ").unwrap() + "effective filter: ".len()..];
-    serde_json::from_str::<String>(quoted.trim()).expect("the filter is logged as a quoted string")
-}
-
 fn by_interface(frames: &[Frame]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for f in frames {
@@ -56,7 +48,7 @@ fn stored_frames_equal_tcpdump_per_interface() {
     let collector = Collector::start(&t.host, t.dir.path()).unwrap();
     let env = base_env(&collector, t.dir.path());
     let mut sensor = Sensor::start(&t.host, t.dir.path(), &env, &["h1", "h2"]).unwrap();
-    let filter = effective_filter(&sensor);
+    let filter = sensor.effective_filter();
     assert!(filter.contains("127.0.0.1") && filter.contains(&collector.port.to_string()), "{filter}");
 
     let dumps = [
@@ -129,7 +121,7 @@ fn user_bpf_is_combined_with_the_collector_filter() {
     let mut env = base_env(&collector, t.dir.path());
     env.push(("BPF".into(), "udp".into()));
     let mut sensor = Sensor::start(&t.host, t.dir.path(), &env, &["h1", "h2"]).unwrap();
-    let filter = effective_filter(&sensor);
+    let filter = sensor.effective_filter();
     assert!(filter.starts_with("(not (tcp and") && filter.ends_with(") and (udp)"), "{filter}");
     let _dns = Dnsmasq::start(&t.host, "198.18.11.1", &[("svc.example.test", "198.18.11.2")], t.dir.path()).unwrap();
     let www = t.dir.join("www");

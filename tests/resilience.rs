@@ -87,11 +87,7 @@ fn collector_restart_mid_traffic_loses_nothing_and_stores_nothing_twice() {
     let mut collector = Collector::start(&host, dir.path()).unwrap();
     let env = base_env(&collector, dir.path());
     let mut sensor = Sensor::start(&host, dir.path(), &env, &["h1"]).unwrap();
-    let filter = {
-        let log = sensor.guard.log();
-        let line = log.lines().find(|l| l.contains("effective filter: ")).unwrap().to_string();
-        serde_json::from_str::<String>(line.split("effective filter: ").nth(1).unwrap().trim()).unwrap()
-    };
+    let filter = sensor.effective_filter();
     let reference = Tcpdump::start(&host, "h1", Some(&filter), dir.path()).unwrap();
 
     // Numbered UDP datagrams and pings for about 4 s; the collector is

@@ -151,6 +151,16 @@ impl Sensor {
         Ok(())
     }
 
+    /// The filter the sensor ended up with, as the uplink logs it at
+    /// registration (a quoted string).
+    pub fn effective_filter(&self) -> String {
+        const MARK: &str = "effective filter: ";
+        let log = self.guard.log();
+        let line = log.lines().find(|l| l.contains(MARK)).expect("a registration line in the sensor's log");
+        let quoted = &line[line.find(MARK).expect("marker") + MARK.len()..];
+        serde_json::from_str(quoted.trim()).expect("the filter is logged as a quoted string")
+    }
+
     /// The pid of the live child whose start line matches `what`
     /// ("uplink" or "capture-worker for IF"): the last one started.
     pub fn child_pid(&self, what: &str) -> Option<i32> {
