@@ -13,7 +13,7 @@ use capture::InterfaceCapture;
 use link::Link;
 use merge::DirectionMerge;
 use ossensor_shared::children::{child_config, WorkerConfig};
-use ossensor_shared::ipc::{BatchRef, UplinkMsg, WorkerMsgRef};
+use ossensor_shared::ipc::{UplinkMsg, WorkerMsgRef};
 use ossensor_shared::log::{self as slog, BASIC, STATS};
 use ossensor_shared::log;
 use std::process::ExitCode;
@@ -35,6 +35,11 @@ const MERGE_HOLD: Duration = Duration::from_millis(10 * capture::RING_TIMEOUT_MS
 /// for the other ring's partial block to arrive when both directions flow.
 const MERGE_QUEUE_BYTES: usize = 8 << 20;
 const STATS_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Tests count allocations (merge.rs shows none per packet).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: ossensor_shared::alloc_count::Counting = ossensor_shared::alloc_count::Counting;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -122,7 +127,7 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
         }
         let due = first_at.is_some_and(|t| t.elapsed() >= BATCH_MAX_AGE);
         if count > 0 && (batch.len() >= BATCH_BYTES || due || stopping || failure.is_some()) {
-            link.send(&WorkerMsgRef::Batch(BatchRef { count, records: &batch }))?;
+            link.send_batch(count, &batch)?;
             batch.clear();
             count = 0;
             first_at = None;

@@ -156,6 +156,46 @@ mod tests {
         assert_eq!(times(&out), vec![5, 7]);
     }
 
+    /// Goal 6 of issue 3: the worker's per-packet path (ring → direction
+    /// queue → batch → frame header) allocates nothing once its buffers have
+    /// grown to their working size.
+    #[test]
+    fn steady_state_allocates_nothing_per_packet() {
+        use ossensor_shared::alloc_count::allocations_on_this_thread;
+        use ossensor_shared::ipc::batch_frame_header;
+        let payload = vec![0x5a; 1514];
+        let mut m = DirectionMerge::new(1_000, 8 << 20);
+        let mut batch = Vec::with_capacity((1 << 20) + 70_000);
+        let mut ts = 0u64;
+        let mut run = |rounds: usize, m: &mut DirectionMerge, batch: &mut Vec<u8>| -> u64 {
+            let mut packets = 0;
+            for round in 0..rounds {
+                // One ring read: about 700 packets of mixed sizes, both directions.
+                for i in 0..700 {
+                    ts += 1_000;
+                    let side = (i + round) % 3 % 2;
+                    let len = [60, 1514, 590, 1514, 98][i % 5];
+                    push_record(m.queues[side].tail(), ts, len as u32, &payload[..len], Direction::Inbound);
+                    m.queues[side].appended(1);
+                    packets += 1;
+                }
+                m.drain_into(batch, ts + 1_000_000_000, 1 << 20, false);
+                if batch.len() >= 1 << 20 || round % 7 == 6 {
+                    let header = batch_frame_header(0, batch.len()).unwrap();
+                    std::hint::black_box(&header);
+                    batch.clear();
+                }
+            }
+            packets
+        };
+        run(50, &mut m, &mut batch); // the buffers grow to their working size
+        let before = allocations_on_this_thread();
+        let packets = run(300, &mut m, &mut batch);
+        let allocations = allocations_on_this_thread() - before;
+        println!("worker path: {allocations} allocations for {packets} packets");
+        assert_eq!(allocations, 0, "the worker's hot path allocated {allocations} times for {packets} packets");
+    }
+
     proptest! {
         #[test]
         fn output_is_ordered_complete_and_bounded(

@@ -101,6 +101,15 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // What the uplink does: one context kept across chunks.
+    g.bench_function(BenchmarkId::new("zstd_reused_context", -3), |b| {
+        let mut z = chunk::ChunkCompressor::new(-3).unwrap();
+        b.iter(|| {
+            for ch in &chunks {
+                black_box(z.compress(black_box(ch)).unwrap());
+            }
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("sign_request_1MiB_body");

@@ -70,9 +70,29 @@ impl fmt::Display for ChunkError {
 
 impl std::error::Error for ChunkError {}
 
+/// Compresses one chunk with a fresh zstd context (tools and benches; the
+/// uplink keeps a [`ChunkCompressor`]).
 pub fn compress(raw: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Result<()> {
     out.clear();
     zstd::stream::copy_encode(raw, &mut *out, level)
+}
+
+/// A zstd context kept across chunks: creating one per chunk allocates and
+/// touches its tables every time.
+pub struct ChunkCompressor {
+    zstd: zstd::bulk::Compressor<'static>,
+}
+
+impl ChunkCompressor {
+    pub fn new(level: i32) -> std::io::Result<ChunkCompressor> {
+        Ok(ChunkCompressor { zstd: zstd::bulk::Compressor::new(level)? })
+    }
+
+    /// Compresses `raw` into a new body (a single zstd frame, the same
+    /// format [`compress`] writes).
+    pub fn compress(&mut self, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.zstd.compress(raw)
+    }
 }
 
 /// Decodes and checks a chunk body: decompresses at most `declared_raw`
@@ -137,6 +157,18 @@ mod tests {
         assert_eq!(back, raw);
         assert_eq!(sum.packets, 10);
         assert_eq!(decode(Encoding::Identity, &raw, raw.len(), 10).unwrap().0, raw);
+    }
+
+    #[test]
+    fn a_reused_context_writes_what_the_collector_decodes() {
+        let mut z = ChunkCompressor::new(-3).unwrap();
+        for n in [1, 50, 7] {
+            let raw = raw_section(n);
+            let body = z.compress(&raw).unwrap();
+            let (back, sum) = decode(Encoding::Zstd, &body, raw.len(), n as u64).unwrap();
+            assert_eq!(back, raw);
+            assert_eq!(sum.packets, n as u64);
+        }
     }
 
     #[test]

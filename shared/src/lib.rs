@@ -10,7 +10,9 @@
 //! - [`bpf`]: classic BPF programs: compiling filters, the direction guard.
 //! - [`log`]: the level-based log every process writes, and the syslog audit trail.
 //! - [`timefmt`]: UTC timestamps for log lines and file names.
+//! - [`alloc_count`]: a counting allocator for the tests of the hot path.
 
+pub mod alloc_count;
 pub mod auth;
 pub mod bpf;
 pub mod children;

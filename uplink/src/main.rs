@@ -30,6 +30,11 @@ use std::sync::mpsc::{sync_channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Tests count allocations (see `hot_path_allocations_are_per_batch_and_per_chunk`).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: ossensor_shared::alloc_count::Counting = ossensor_shared::alloc_count::Counting;
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop(_: libc::c_int) {
@@ -128,6 +133,10 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
 
     let mut chunker = Chunker::new(cfg.chunk_bytes, Duration::from_millis(cfg.chunk_max_age_ms), format!("ossensor {}", ossensor_shared::VERSION));
     let mut seq: u64 = 0;
+    let mut compressor = match cfg.compression_level {
+        Some(level) => Some(chunk::ChunkCompressor::new(level).map_err(|e| format!("zstd level {level}: {e}"))?),
+        None => None,
+    };
     let mut connected: BTreeMap<Arc<str>, usize> = BTreeMap::new();
     let mut worker_stats: BTreeMap<Arc<str>, CaptureStats> = BTreeMap::new();
     let mut closed: Vec<RawChunk> = Vec::new();
@@ -179,7 +188,7 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         }
         for raw in closed.drain(..) {
             seq += 1;
-            let spooled = compress(raw, seq, cfg.compression_level);
+            let spooled = compress(raw, seq, compressor.as_mut());
             let dropped = shared.push(spooled);
             if !dropped.is_empty() {
                 log!(BASIC, "spool full ({} MiB): dropped the oldest chunks {:?}", cfg.spool_bytes >> 20, dropped);
@@ -208,14 +217,12 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
     Ok(())
 }
 
-fn compress(raw: RawChunk, seq: u64, level: Option<i32>) -> SpooledChunk {
+/// Compresses a closed chunk (when compression is on) into the body that
+/// moves to the spool; a chunk zstd fails on is sent as is.
+fn compress(raw: RawChunk, seq: u64, compressor: Option<&mut chunk::ChunkCompressor>) -> SpooledChunk {
     let raw_len = raw.pcapng.len();
-    // The body is moved into the spool: compress straight into it (sized
-    // for this traffic's ratio, about a third) rather than copy it out of a
-    // reused buffer.
-    let mut compressed_body = Vec::with_capacity(raw_len / 2);
-    let (body, compressed) = match level {
-        Some(l) if chunk::compress(&raw.pcapng, l, &mut compressed_body).is_ok() => (compressed_body, true),
+    let (body, compressed) = match compressor.map(|z| z.compress(&raw.pcapng)) {
+        Some(Ok(body)) => (body, true),
         _ => (raw.pcapng, false),
     };
     log!(
@@ -256,4 +263,65 @@ fn log_stats(shared: &Shared, workers: &BTreeMap<Arc<str>, CaptureStats>, in_ope
         st.spool.len(),
         st.spool.bytes() / 1024
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ossensor_shared::alloc_count::allocations_on_this_thread;
+    use ossensor_shared::ipc::{encode_frame, push_record, BatchRef, FrameDecoder, WorkerMsg, WorkerMsgRef};
+    use ossensor_shared::pcapng::Direction;
+
+    /// Goal 6 of issue 3: from the worker's frames to compressed chunks
+    /// (frame decoding, pcapng building, compression), the uplink allocates
+    /// per batch and per chunk, never per packet.
+    #[test]
+    fn hot_path_allocations_are_per_batch_and_per_chunk() {
+        // Frames as a worker sends them: about 1 MiB batches of mixed sizes.
+        let payload: Vec<u8> = (0..1514u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut wire = Vec::new();
+        let (mut packets, mut ts) = (0u64, 0u64);
+        for _ in 0..40 {
+            let mut records = Vec::new();
+            let mut count = 0;
+            while records.len() < 1 << 20 {
+                ts += 1_000;
+                let len = [60, 1514, 590, 1514, 98][(ts / 1_000 % 5) as usize];
+                push_record(&mut records, ts, len as u32, &payload[..len], Direction::Inbound);
+                count += 1;
+            }
+            encode_frame(&WorkerMsgRef::Batch(BatchRef { count, records: &records }), &mut wire).unwrap();
+            packets += count as u64;
+        }
+
+        let mut chunker = Chunker::new(1 << 20, Duration::from_secs(3600), "t".into());
+        let mut decoder = FrameDecoder::new();
+        let mut closed = Vec::new();
+        let mut compressor = chunk::ChunkCompressor::new(-3).unwrap();
+        let (mut seq, mut chunks) = (0, 0);
+        let now = Instant::now();
+        let before = allocations_on_this_thread();
+        for piece in wire.chunks(256 * 1024) {
+            // As intake reads the socket.
+            let buf = decoder.read_buf(piece.len());
+            buf.copy_from_slice(piece);
+            while let Some(msg) = decoder.next::<WorkerMsg>().unwrap() {
+                let WorkerMsg::Batch(b) = msg else { panic!("only batches were sent") };
+                chunker.add_batch("eth0", 1, &b.records, now, &mut closed);
+            }
+            for raw in closed.drain(..) {
+                seq += 1;
+                chunks += 1;
+                std::hint::black_box(compress(raw, seq, Some(&mut compressor)));
+            }
+        }
+        let allocations = allocations_on_this_thread() - before;
+        let per_packet = allocations as f64 / packets as f64;
+        println!("uplink path: {allocations} allocations for {packets} packets in 40 batches and {chunks} chunks ({per_packet:.4} per packet)");
+        assert!(chunks >= 40);
+        assert!(
+            per_packet < 0.02,
+            "{allocations} allocations for {packets} packets: something allocates per packet"
+        );
+    }
 }
