@@ -9,7 +9,9 @@
 # the sensor on {IF}. On SIGINT it stops the sensor (which delivers what it
 # holds), then the collector, writes every stored frame to {OUT} (pcapng) for
 # the harness to count, and prints the collector's own CPU seconds on stderr.
-# Variables: OSSENSOR_COMPRESSION (zstd|none, passed through), BENCH_KEEP=1
+# Variables: OSSENSOR_COMPRESSION (zstd|none) and OSSENSOR_CAPTURE_BUFFER_MB
+# (passed through), BENCH_COLLECTOR_CPUS (default 0), BENCH_STRACE=1 (counts
+# syscalls: see below), BENCH_KEEP=1
 # keeps the work directory.
 set -uo pipefail
 iface=$1
@@ -51,20 +53,44 @@ env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin VSENSOR_HOSTNAME=127.0.0.1 VSENSOR_POR
   VSENSOR_HMAC_KEY="$key" OSSENSOR_NETWORK_DEVICE="$iface" OSSENSOR_DEBUG=1 \
   OSSENSOR_CONFIG_PATH="$work/ossensor.cfg" OSSENSOR_RUNTIME_DIR="$work/run" \
   OSSENSOR_COMPRESSION="${OSSENSOR_COMPRESSION:-zstd}" \
+  ${OSSENSOR_CAPTURE_BUFFER_MB:+OSSENSOR_CAPTURE_BUFFER_MB=$OSSENSOR_CAPTURE_BUFFER_MB} \
   "$bin/ossensor" >"$work/ossensor.log" 2>&1 &
 os_pid=$!
+
+# BENCH_STRACE=1: count every syscall of the sensor's processes (all
+# threads) from the moment its capture-worker runs, for syscalls per packet.
+# Run the harness with a longer --settle so strace is attached before the
+# replay starts.
+st_pid=""
+if [[ ${BENCH_STRACE:-0} == 1 ]]; then
+  for _ in $(seq 100); do
+    pgrep -P "$os_pid" -f ossensor-capture-worker >/dev/null && break
+    sleep 0.02
+  done
+  pids=$(printf -- '-p %s ' "$os_pid" $(pgrep -P "$os_pid"))
+  # shellcheck disable=SC2086  # one -p per process
+  strace -c -f -qq -o "$work/strace.txt" $pids 2>"$work/strace.err" &
+  st_pid=$!
+fi
 
 # shellcheck disable=SC2317  # called from the trap
 finish() {
   trap - INT TERM
-  # Per-process and per-thread CPU (user+system seconds since start), for
-  # the profile (BENCH_KEEP=1 keeps it in the harness's tool.err).
+  # Per-process and per-thread CPU (user+system seconds since start) and
+  # minor page faults, for the profile (BENCH_KEEP=1 keeps it in the harness's tool.err).
   for t in /proc/"$os_pid"/task/* $(pgrep -P "$os_pid" | sed 's|^|/proc/|; s|$|/task/*|'); do
     for s in $t; do
       [[ -r $s/stat ]] && awk -v hz="$(getconf CLK_TCK)" -v c="$(cat "$s/comm")" \
-        '{sub(/.*\) /,""); printf "cpu %s %.2f s\n", c, ($12+$13)/hz}' "$s/stat" >&2
+        '{sub(/.*\) /,""); printf "cpu %s %.2f s (usr %.2f sys %.2f) minflt %d\n", c, ($12+$13)/hz, $12/hz, $13/hz, $8}' "$s/stat" >&2
     done
   done
+  if [[ -n $st_pid ]]; then
+    kill -INT "$st_pid" 2>/dev/null
+    wait "$st_pid"
+    # The summary's last line: "100.00 seconds usecs/call calls errors total".
+    echo "BENCHX syscalls=$(awk '$NF == "total" {print $4}' "$work/strace.txt")" >&2
+    cat "$work/strace.txt" >&2
+  fi
   kill -TERM "$os_pid" 2>/dev/null
   wait "$os_pid"
   lo_tx1=$(cat /sys/class/net/lo/statistics/tx_bytes)

@@ -366,7 +366,7 @@ mod tests {
                           logfile=/dev/stdout\nuseAntigena=true\nuseWebsocket=true\nsendAntigenaActionDelta=5\n\
                           blacklist_device=veth1234,veth5678\nbpf=not port 80\n# ossensor extensions\n";
         assert!(text.starts_with(want_start), "{text}");
-        assert!(text.contains("\nsensorId=node1\nspoolMB=64\ncompression=zstd:-3\ncaptureBufferMB=32\nuser=\nruntimeDir=/run/ossensor\ncaFile=\n"), "{text}");
+        assert!(text.contains("\nsensorId=node1\nspoolMB=64\ncompression=zstd:-3\ncaptureBufferMB=64\nuser=\nruntimeDir=/run/ossensor\ncaFile=\n"), "{text}");
     }
 
     #[test]

@@ -776,7 +776,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             }
         },
     };
-    let ring_bytes = c.number("OSSENSOR_CAPTURE_BUFFER_MB", 32, 2, 2048, "a size in MiB") * MIB;
+    let ring_bytes = c.number("OSSENSOR_CAPTURE_BUFFER_MB", 64, 2, 2048, "a size in MiB") * MIB;
     let user = c.get("OSSENSOR_USER").map(|v| {
         let t = v.trim();
         if !valid_user(t) {
