@@ -1366,7 +1366,7 @@ mod tests {
         assert_eq!(c.bpf, "");
         assert_eq!(c.spool_bytes, 64 * MIB);
         assert_eq!(c.compression, Some(DEFAULT_ZSTD_LEVEL));
-        assert_eq!(c.ring_bytes, 32 * MIB);
+        assert_eq!(c.ring_bytes, 64 * MIB);
         assert_eq!(c.user, None);
         assert_eq!(c.runtime_dir, Path::new("/run/ossensor"));
         assert_eq!(c.ca_file, None);
