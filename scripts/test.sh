@@ -27,7 +27,7 @@ cargo build --manifest-path fuzz/Cargo.toml
 
 step "shellcheck"
 if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck scripts/*.sh scripts/bench benches/*.sh .ci/run
+  shellcheck scripts/*.sh scripts/bench scripts/bench-latency benches/*.sh .ci/run
 else
   echo "shellcheck not installed; skipped (scripts/deps.sh installs it)"
 fi

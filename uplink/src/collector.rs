@@ -1,4 +1,5 @@
-//! The uplink's HTTPS client to the collector (ureq over rustls).
+//! The uplink's HTTPS client to the collector (ureq over rustls, through
+//! [`crate::tls_stream`], which writes a chunk in a few large writes).
 //!
 //! Trust works without certificate management: the TLS verifier records the
 //! SHA-256 of whatever certificate the collector presents (still checking the
@@ -249,7 +250,7 @@ impl Collector {
 
 fn agent(tls: &Arc<rustls::ClientConfig>) -> ureq::Agent {
     ureq::AgentBuilder::new()
-        .tls_config(tls.clone())
+        .tls_connector(Arc::new(crate::tls_stream::CoalescingTls(tls.clone())))
         .timeout_connect(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .max_idle_connections_per_host(2)

@@ -14,6 +14,7 @@ mod collector;
 mod intake;
 mod sender;
 mod spool;
+mod tls_stream;
 
 use chunker::{Chunker, RawChunk};
 use intake::{Filters, Intake};
