@@ -126,3 +126,51 @@ for i in range(400):\n    s.sendto(b'seq-%05d' % i, ('198.18.62.1', 7000)); time
         tshark_count(&f);
     }
 }
+
+/// The sensor pins the certificate that proved the key. A collector that
+/// comes back with another certificate gets nothing until it proves the key
+/// again; then delivery resumes, with nothing lost.
+#[test]
+fn new_collector_certificate_is_pinned_only_after_it_proves_the_key() {
+    let prefix = unique_prefix();
+    let host = Netns::new(&prefix, "host").unwrap();
+    let peer = Netns::new(&prefix, "peer").unwrap();
+    for ns in [&host, &peer] {
+        ns.disable_ipv6().unwrap();
+    }
+    let dir = TestDir::new("newcert");
+    veth_pair(&host, "h1", "198.18.63.1/24", &peer, "e1", "198.18.63.2/24").unwrap();
+    pin_neighbours(&host, "h1", "198.18.63.1", &peer, "e1", "198.18.63.2").unwrap();
+    let mut collector = Collector::start(&host, dir.path()).unwrap();
+    let first = collector.guard.wait_for_line("fingerprint", Duration::from_secs(5)).unwrap();
+    let env = base_env(&collector, dir.path());
+    let mut sensor = Sensor::start(&host, dir.path(), &env, &["h1"]).unwrap();
+    let mut udp = UdpListener::start(&host, "198.18.63.1", 7000, dir.path()).unwrap();
+    let send = |from: u32, to: u32| {
+        let script = format!(
+            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             for i in range({from},{to}):\n    s.sendto(b'cert-%05d' % i, ('198.18.63.1', 7000)); time.sleep(0.01)\n"
+        );
+        let mut p = peer.spawn(&["python3", "-c", &script], dir.join(format!("udp-{from}.log"))).unwrap();
+        assert!(p.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    };
+    send(0, 50);
+    udp.wait_for(b"cert-00049", Duration::from_secs(5)).unwrap();
+    collector.restart_with_new_certificate(&host, Duration::from_millis(500)).unwrap();
+    let second = collector.guard.wait_for_line("fingerprint", Duration::from_secs(5)).unwrap();
+    assert_ne!(first, second, "the collector made a new certificate");
+    send(50, 100);
+    udp.wait_for(b"cert-00099", Duration::from_secs(5)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let numbered = || {
+        collector.frames().unwrap().iter().filter(|f| f.data.windows(5).any(|w| w == b"cert-")).count()
+    };
+    while numbered() < 100 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    sensor.stop().unwrap();
+    let log = sensor.guard.log();
+    assert!(log.contains("collector certificate differs from the one that proved the key"), "the new certificate was noticed:\n{log}");
+    assert!(log.contains("dropped (spool full 0, refused 0, at exit 0)"), "nothing dropped:\n{log}");
+    assert_eq!(numbered(), 100, "every datagram stored once, before and after the new certificate");
+}

@@ -51,11 +51,27 @@ impl Collector {
     /// Stops with SIGTERM (must exit 0) and starts again on the same port
     /// and data directory.
     pub fn restart(&mut self, ns: &Netns, down_for: Duration) -> Result<()> {
+        self.restart_with(ns, down_for, |_| Ok(()))
+    }
+
+    /// As [`Collector::restart`], with a new self-signed certificate (the
+    /// old one deleted while the collector is down).
+    pub fn restart_with_new_certificate(&mut self, ns: &Netns, down_for: Duration) -> Result<()> {
+        self.restart_with(ns, down_for, |data| {
+            for f in ["tls/cert.pem", "tls/key.pem"] {
+                std::fs::remove_file(data.join(f)).map_err(|e| Error::new(format!("{f}: {e}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn restart_with(&mut self, ns: &Netns, down_for: Duration, while_down: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         assert_eq!(ns.name(), self.ns_name);
         let st = self.guard.stop(libc::SIGTERM)?;
         if !st.success() {
             return Err(Error::new(format!("collector exited with {st} on SIGTERM:\n{}", self.guard.log())));
         }
+        while_down(&self.data_dir)?;
         std::thread::sleep(down_for);
         self.restarts += 1;
         let log = self.log.with_extension(format!("{}.log", self.restarts));
