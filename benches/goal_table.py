@@ -97,8 +97,11 @@ def main(out):
 
     rss = [int(r["rss_kb"]) / 1024 for r in by_rep(a, "ossensor").values()]
     budget = 64 + 64  # MiB: the goal's 64 plus the default capture buffers (OSSENSOR_CAPTURE_BUFFER_MB=64)
-    goal(f"4. peak RSS ≤ 64 MiB + capture buffers ({budget} MiB by default)", span(rss, "{:.0f}") + " MiB", "–",
+    goal(f"4. peak RSS ≤ 64 MiB + capture buffers ({budget} MiB by default), mixed-mtu", span(rss, "{:.0f}") + " MiB", "–",
          (max(rss) <= budget) if rss else None)
+    rss_b = [int(r["rss_kb"]) / 1024 for r in by_rep(b, "ossensor").values()]
+    goal(f"4. peak RSS, mixed (GSO) topspeed (the spool fills: see notes)", span(rss_b, "{:.0f}") + " MiB", "–",
+         (max(rss_b) <= budget) if rss_b else None)
     lat = read(out, "latency.log")
     m = re.findall(r"GOAL5 packets=(\d+) pps=\S+ p50_ms=(\S+) p90_ms=\S+ p99_ms=(\S+) max_ms=(\S+) missing=(\d+)", lat)
     if m:
