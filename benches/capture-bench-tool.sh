@@ -9,10 +9,10 @@
 # the sensor on {IF}. On SIGINT it stops the sensor (which delivers what it
 # holds), then the collector, writes every stored frame to {OUT} (pcapng) for
 # the harness to count, and prints the collector's own CPU seconds on stderr.
-# Variables: OSSENSOR_COMPRESSION (zstd|none) and OSSENSOR_CAPTURE_BUFFER_MB
-# (passed through), BENCH_COLLECTOR_CPUS (default 0), BENCH_STRACE=1 (counts
-# syscalls: see below), BENCH_KEEP=1
-# keeps the work directory.
+# Variables: OSSENSOR_COMPRESSION (zstd|none), OSSENSOR_CAPTURE_BUFFER_MB and
+# ANTIGENA_ENABLED (passed through); BENCH_COLLECTOR_CPUS (default 0);
+# BENCH_STRACE=1 counts syscalls (see below); BENCH_KEEP=1 keeps the work
+# directory.
 set -uo pipefail
 iface=$1
 out=$2
@@ -54,6 +54,7 @@ env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin VSENSOR_HOSTNAME=127.0.0.1 VSENSOR_POR
   OSSENSOR_CONFIG_PATH="$work/ossensor.cfg" OSSENSOR_RUNTIME_DIR="$work/run" \
   OSSENSOR_COMPRESSION="${OSSENSOR_COMPRESSION:-zstd}" \
   ${OSSENSOR_CAPTURE_BUFFER_MB:+OSSENSOR_CAPTURE_BUFFER_MB=$OSSENSOR_CAPTURE_BUFFER_MB} \
+  ${ANTIGENA_ENABLED:+ANTIGENA_ENABLED=$ANTIGENA_ENABLED} \
   "$bin/ossensor" >"$work/ossensor.log" 2>&1 &
 os_pid=$!
 

@@ -8,6 +8,7 @@ use ossensor_shared::bpf::{self, BpfInsn, Side};
 use ossensor_shared::ipc::{push_record, CaptureStats};
 use ossensor_shared::pcapng::Direction;
 use crate::merge::DirectionMerge;
+use crate::respond::Responder;
 use pcap::{Active, Capture, Precision};
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -73,7 +74,7 @@ impl InterfaceCapture {
     /// size) into its queue of the direction merge. Returns the packets
     /// read, and the error that stopped a handle (an interface that went
     /// away): the packets read before it stay queued for delivery.
-    pub fn read_into(&mut self, merge: &mut DirectionMerge) -> (u32, Option<String>) {
+    pub fn read_into(&mut self, merge: &mut DirectionMerge, mut responder: Option<&mut Responder>) -> (u32, Option<String>) {
         let mut n = 0u32;
         for (h, queue) in self.handles.iter_mut().zip(merge.queues.iter_mut()) {
             let batch = queue.tail();
@@ -91,6 +92,9 @@ impl InterfaceCapture {
                                 continue;
                             }
                             h.discard_before_ns = u64::MAX;
+                        }
+                        if let Some(r) = responder.as_deref_mut() {
+                            r.observe(ts, p.data);
                         }
                         push_record(batch, ts, p.header.len, p.data, dir);
                         n += 1;
@@ -119,6 +123,11 @@ impl InterfaceCapture {
             }
         }
         s
+    }
+
+    /// Sends one frame on the interface (response actions).
+    pub fn inject(&mut self, frame: &[u8]) -> Result<(), String> {
+        self.handles[0].cap.sendpacket(frame).map_err(|e| e.to_string())
     }
 
     pub fn fds(&self) -> [RawFd; 2] {

@@ -87,8 +87,15 @@ impl Link {
                 return Err("stopped before the uplink sent a filter".into());
             }
             self.poll(&[], Duration::from_millis(200));
+            let mut filter = None;
             for cmd in self.commands()? {
-                let UplinkMsg::SetFilter { program } = cmd;
+                match cmd {
+                    UplinkMsg::SetFilter { program } => filter = Some(program),
+                    // Kept for the caller, which applies them once capturing.
+                    other => self.pending.push(other),
+                }
+            }
+            if let Some(program) = filter {
                 return Ok(program);
             }
         }

@@ -8,6 +8,7 @@
 mod capture;
 mod link;
 mod merge;
+mod respond;
 
 use capture::InterfaceCapture;
 use link::Link;
@@ -35,6 +36,8 @@ const MERGE_HOLD: Duration = Duration::from_millis(10 * capture::RING_TIMEOUT_MS
 /// for the other ring's partial block to arrive when both directions flow.
 const MERGE_QUEUE_BYTES: usize = 8 << 20;
 const STATS_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often response actions expire and quiet flows are re-probed.
+const ACTION_TICK: Duration = Duration::from_millis(50);
 
 /// Tests count allocations (merge.rs shows none per packet).
 #[cfg(test)]
@@ -97,6 +100,16 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
     cap.attach(&program, true)?;
     log!(BASIC, "filter attached ({} instructions)", program.len());
 
+    let mut responder = if cfg.respond {
+        let r = respond::Responder::new(&cfg.interface, cap.linktype);
+        if r.is_none() {
+            log!(BASIC, "{}: response actions cannot be enforced on link type {} (Ethernet only)", cfg.interface, cap.linktype);
+        }
+        r
+    } else {
+        None
+    };
+    let mut last_action_tick = Instant::now();
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + ossensor_shared::bpf::SNAPLEN as usize + 64);
     let mut merge = DirectionMerge::new(MERGE_HOLD.as_nanos() as u64, MERGE_QUEUE_BYTES);
     let mut count: u32 = 0;
@@ -118,7 +131,14 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
         }
         // Always drain the rings (a ring left half read keeps poll() waking
         // us); the merge bounds what it holds.
-        let (n, failure) = cap.read_into(&mut merge);
+        let (n, failure) = cap.read_into(&mut merge, responder.as_mut());
+        if let Some(r) = responder.as_mut() {
+            if last_action_tick.elapsed() >= ACTION_TICK {
+                r.tick(ossensor_shared::timefmt::now_ns());
+                last_action_tick = Instant::now();
+            }
+            r.send(|frame| cap.inject(frame));
+        }
         let drain_all = stopping || failure.is_some();
         let moved = merge.drain_into(&mut batch, ossensor_shared::timefmt::now_ns(), BATCH_BYTES, drain_all);
         count += moved;
@@ -145,11 +165,22 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
                     Ok(()) => log!(BASIC, "new filter attached ({} instructions)", program.len()),
                     Err(e) => log!(BASIC, "refused a filter from the uplink: {e}"),
                 },
+                UplinkMsg::Actions { actions } => match responder.as_mut() {
+                    Some(r) => {
+                        r.set_actions(ossensor_shared::timefmt::now_ns(), &actions);
+                        r.send(|frame| cap.inject(frame));
+                    }
+                    None if actions.is_empty() => {}
+                    None => log!(BASIC, "{}: {} response actions not enforced here", cfg.interface, actions.len()),
+                },
             }
         }
         if last_stats.elapsed() >= STATS_EVERY || stopping {
             let stats = cap.stats();
             link.send(&WorkerMsgRef::Stats(&stats))?;
+            if let Some(r) = responder.as_ref().filter(|r| !r.stats().is_empty()) {
+                link.send(&WorkerMsgRef::ActionStats(r.stats().iter().map(|(id, s)| (*id, *s)).collect()))?;
+            }
             last_stats = Instant::now();
             if last_stats_log.elapsed() >= STATS_LOG_EVERY {
                 log!(

@@ -35,6 +35,10 @@ pub struct WorkerConfig {
     pub socket_path: String,
     /// Kernel ring size for each of the interface's two capture handles.
     pub ring_bytes: u64,
+    /// Enforce response actions (ANTIGENA_ENABLED): track TCP flows and send
+    /// resets on this interface. False: the worker never sends a packet.
+    #[serde(default)]
+    pub respond: bool,
     pub log: LogConfig,
 }
 
@@ -58,7 +62,16 @@ pub struct UplinkConfig {
     /// Pin the collector to a CA (PEM file) instead of trusting on first
     /// proof; None = accept the certificate whose holder proves the key.
     pub ca_file: Option<String>,
+    /// Keep the WebSocket for response actions (ANTIGENA_ENABLED), and
+    /// report what they did every this many seconds.
+    #[serde(default)]
+    pub actions: Option<ActionsConfig>,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionsConfig {
+    pub report_every_secs: u32,
 }
 
 /// A child's start: refuses to run unless the supervisor started it, then

@@ -1,5 +1,6 @@
 //! JSON control messages between sensor and collector (docs/protocol.md).
 
+use crate::response::{ActionStats, Target};
 use serde::{Deserialize, Serialize};
 
 pub const PATH_REGISTER: &str = "/v1/register";
@@ -45,6 +46,76 @@ pub struct ChunkAck {
     pub stored: bool,
 }
 
+/// `GET /v1/actions/ws`: the sensor's WebSocket for response actions. The
+/// upgrade request is signed like every other request (empty body).
+pub const PATH_ACTIONS_WS: &str = "/v1/actions/ws";
+/// The operators' API (bearer token): `GET`/`POST` here, `DELETE .../{id}`.
+pub const PATH_OPERATOR_ACTIONS: &str = "/v1/operator/actions";
+
+/// One response action as the collector pushes it: the time left rather
+/// than an end time, so the sensor's clock need not agree with ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedAction {
+    pub id: u64,
+    pub target: Target,
+    pub expires_in_ms: u64,
+}
+
+/// Collector → sensor on the WebSocket (JSON text messages).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToSensor {
+    /// Every action in force for this sensor; sent on connection and on
+    /// every change. An action missing from the set is over.
+    Actions { actions: Vec<PushedAction> },
+}
+
+/// What one action did on one sensor: cumulative since the sensor's uplink
+/// started (the collector keeps the latest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionReport {
+    pub id: u64,
+    #[serde(flatten)]
+    pub stats: ActionStats,
+}
+
+/// Sensor → collector on the WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromSensor {
+    /// Every ANTIGENA_TIME_PERIOD seconds while an action is known.
+    Report { actions: Vec<ActionReport> },
+}
+
+/// `POST /v1/operator/actions` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAction {
+    pub target: Target,
+    pub for_seconds: u64,
+}
+
+/// An action as the operators' API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionView {
+    pub id: u64,
+    pub target: Target,
+    /// RFC 3339 UTC.
+    pub created: String,
+    pub until: String,
+    /// "active", "expired" or "cancelled".
+    pub state: String,
+    /// Latest report per sensor id.
+    pub reports: std::collections::BTreeMap<String, SensorReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SensorReport {
+    /// When the report arrived (RFC 3339 UTC).
+    pub at: String,
+    #[serde(flatten)]
+    pub stats: ActionStats,
+}
+
 /// Body of every 4xx/5xx answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -88,5 +159,19 @@ mod tests {
         assert!(!valid_sensor_id(""));
         assert!(valid_sensor_id(&sensor_id_from_hostname("../weird host")));
         assert!(valid_sensor_id(&sensor_id_from_hostname("")));
+    }
+
+    #[test]
+    fn action_messages_are_tagged_json() {
+        let m = ToSensor::Actions {
+            actions: vec![PushedAction { id: 3, target: Target::Quarantine { host: "198.18.0.9".parse().unwrap() }, expires_in_ms: 5000 }],
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(text, r#"{"type":"actions","actions":[{"id":3,"target":{"quarantine":{"host":"198.18.0.9"}},"expires_in_ms":5000}]}"#);
+        assert_eq!(serde_json::from_str::<ToSensor>(&text).unwrap(), m);
+        let r: FromSensor = serde_json::from_str(r#"{"type":"report","actions":[{"id":3,"connections_reset":1,"connections_refused":0,"resets_sent":2,"probes_sent":2}]}"#).unwrap();
+        let FromSensor::Report { actions } = r;
+        assert_eq!(actions[0].stats.resets_sent, 2);
+        assert!(serde_json::from_str::<FromSensor>(r#"{"type":"exec","cmd":"rm"}"#).is_err());
     }
 }

@@ -12,6 +12,7 @@
 
 use crate::bpf::BpfInsn;
 use crate::pcapng::Direction;
+use crate::response::{Action, ActionStats};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -29,6 +30,8 @@ pub enum WorkerMsg {
     Batch(Batch),
     /// Cumulative capture counters since the worker attached its filter.
     Stats(CaptureStats),
+    /// Cumulative counters of each response action on this interface.
+    ActionStats(Vec<(u64, ActionStats)>),
 }
 
 /// Uplink → worker: narrow, typed commands only.
@@ -37,6 +40,9 @@ pub enum UplinkMsg {
     /// Attach this classic BPF program (already compiled for the worker's
     /// link type) as the kernel filter.
     SetFilter { program: Vec<BpfInsn> },
+    /// The response actions in force now (the whole set: an action missing
+    /// from it is over). The worker resets only flows it has seen itself.
+    Actions { actions: Vec<Action> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +58,7 @@ pub enum WorkerMsgRef<'a> {
     Hello { interface: &'a str, ifindex: u32, linktype: i32, pid: u32 },
     Batch(BatchRef<'a>),
     Stats(&'a CaptureStats),
+    ActionStats(Vec<(u64, ActionStats)>),
 }
 
 #[derive(Serialize)]
@@ -284,6 +291,24 @@ mod tests {
             assert_eq!(&frame[BATCH_FRAME_HEADER..], &recs[..]);
         }
         assert_eq!(batch_frame_header(1, MAX_FRAME), Err(FrameError::TooLarge(MAX_FRAME + 16)));
+    }
+
+    #[test]
+    fn actions_and_their_stats_cross_the_socket() {
+        use crate::response::{Action, ActionStats, Endpoint, Target};
+        let ep = |ip: &str, port| Endpoint { ip: ip.parse().unwrap(), port };
+        let actions = vec![
+            Action { id: 1, target: Target::Block { a: ep("198.18.0.1", None), b: ep("2001:db8::2", Some(443)) }, until_ns: 9 },
+            Action { id: 2, target: Target::Quarantine { host: "198.18.0.3".parse().unwrap() }, until_ns: u64::MAX },
+        ];
+        let mut wire = Vec::new();
+        encode_frame(&UplinkMsg::Actions { actions: actions.clone() }, &mut wire).unwrap();
+        let stats = vec![(1, ActionStats { connections_reset: 1, connections_refused: 2, resets_sent: 3, probes_sent: 4 })];
+        encode_frame(&WorkerMsgRef::ActionStats(stats.clone()), &mut wire).unwrap();
+        let mut d = FrameDecoder::new();
+        d.push(&wire);
+        assert_eq!(d.next::<UplinkMsg>().unwrap(), Some(UplinkMsg::Actions { actions }));
+        assert_eq!(d.next::<WorkerMsg>().unwrap(), Some(WorkerMsg::ActionStats(stats)));
     }
 
     #[test]

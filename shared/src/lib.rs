@@ -7,6 +7,8 @@
 //! - [`chunk`]: the compressed chunk envelope that crosses the network.
 //! - [`auth`]: HMAC request authentication, the collector's proof, the replay window.
 //! - [`control`]: JSON control messages (registration, acknowledgements, errors).
+//! - [`response`]: response actions: which resets and probes to send for the segments seen.
+//! - [`tcpseg`]: TCP segments in Ethernet frames: parsing them, building resets and probes.
 //! - [`bpf`]: classic BPF programs: compiling filters, the direction guard.
 //! - [`log`]: the level-based log every process writes, and the syslog audit trail.
 //! - [`timefmt`]: UTC timestamps for log lines and file names.
@@ -21,6 +23,8 @@ pub mod control;
 pub mod ipc;
 pub mod log;
 pub mod pcapng;
+pub mod response;
+pub mod tcpseg;
 pub mod timefmt;
 
 /// The version every process reports (log level 0, registration).

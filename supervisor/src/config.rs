@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ossensor_shared::children::{LogConfig, UplinkConfig, WorkerConfig};
+use ossensor_shared::children::{ActionsConfig, LogConfig, UplinkConfig, WorkerConfig};
 
 use crate::{cfgfile, envfile};
 
@@ -950,6 +950,7 @@ impl Config {
             interface: interface.to_string(),
             socket_path: socket_path.to_string(),
             ring_bytes: self.ring_bytes / 2,
+            respond: self.antigena_enabled,
             log: self.log(),
         }
     }
@@ -968,6 +969,7 @@ impl Config {
             chunk_bytes: CHUNK_BYTES,
             chunk_max_age_ms: CHUNK_MAX_AGE_MS,
             ca_file: self.ca_file.as_ref().map(|p| p.display().to_string()),
+            actions: self.antigena_enabled.then_some(ActionsConfig { report_every_secs: self.antigena_period_secs }),
             log: self.log(),
         }
     }

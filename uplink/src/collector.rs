@@ -111,6 +111,8 @@ impl fmt::Display for SendError {
 }
 
 pub struct Collector {
+    host: String,
+    port: u16,
     base_url: String,
     key: Vec<u8>,
     pub sensor_id: String,
@@ -137,6 +139,8 @@ impl Collector {
         let tls = Arc::new(tls);
         let host_part = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
         Ok(Collector {
+            host: host.to_string(),
+            port,
             base_url: format!("https://{host_part}:{port}"),
             key: key.as_bytes().to_vec(),
             sensor_id: sensor_id.to_string(),
@@ -166,6 +170,20 @@ impl Collector {
             .map_err(|e| SendError::Refused { status, reason: format!("unreadable registration answer: {e}") })?;
         self.verifier.state.lock().unwrap_or_else(|e| e.into_inner()).pinned = Some(cert);
         Ok(resp)
+    }
+
+    /// What the response-action WebSocket needs, once a certificate is pinned.
+    pub fn dialer(&self) -> Option<crate::actions::Dialer> {
+        let pinned = self.verifier.state.lock().unwrap_or_else(|e| e.into_inner()).pinned?;
+        Some(crate::actions::Dialer {
+            host: self.host.clone(),
+            port: self.port,
+            tls: self.tls.clone(),
+            key: self.key.clone(),
+            sensor_id: self.sensor_id.clone(),
+            epoch: self.epoch,
+            pinned,
+        })
     }
 
     pub fn pinned_fingerprint(&self) -> Option<String> {

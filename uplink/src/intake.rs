@@ -10,6 +10,7 @@ use ossensor_shared::bpf::{self};
 use ossensor_shared::ipc::{encode_frame, CaptureStats, FrameDecoder, UplinkMsg, WorkerMsg};
 use ossensor_shared::log;
 use ossensor_shared::log::BASIC;
+use ossensor_shared::response::{Action, ActionStats};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
@@ -19,14 +20,17 @@ use std::sync::{Arc, Mutex};
 pub enum Intake {
     Batch { interface: Arc<str>, linktype: i32, count: u32, records: Vec<u8> },
     Stats { interface: Arc<str>, stats: CaptureStats },
+    ActionStats { interface: Arc<str>, stats: Vec<(u64, ActionStats)> },
     Connected { interface: Arc<str> },
     Disconnected { interface: Arc<str> },
 }
 
-/// The filter in force and the workers to tell when it changes.
+/// The filter and the response actions in force, and the workers to tell
+/// when they change.
 #[derive(Default)]
 pub struct Filters {
     expression: String,
+    actions: Vec<Action>,
     workers: Vec<(u64, i32, UnixStream)>,
     next_id: u64,
 }
@@ -57,6 +61,21 @@ impl Filters {
 
     pub fn expression(&self) -> &str {
         &self.expression
+    }
+
+    /// Replaces the set of response actions and sends it to every worker.
+    pub fn set_actions(&mut self, actions: Vec<Action>) {
+        self.actions = actions;
+        let msg = self.actions_msg();
+        for (_, _, stream) in &mut self.workers {
+            let _ = send(stream, &msg);
+        }
+    }
+
+    /// The actions still in force, as a command for a worker.
+    fn actions_msg(&self) -> UplinkMsg {
+        let now = ossensor_shared::timefmt::now_ns();
+        UplinkMsg::Actions { actions: self.actions.iter().filter(|a| a.until_ns > now).copied().collect() }
     }
 }
 
@@ -132,6 +151,9 @@ fn read_worker(stream: Stream, filters: &Mutex<Filters>, tx: &SyncSender<Intake>
                         let program = bpf::compile(f.expression(), linktype)
                             .map_err(|e| format!("filter {:?} for link type {linktype}: {e}", f.expression()))?;
                         send(&mut stream, &UplinkMsg::SetFilter { program }).map_err(|e| e.to_string())?;
+                        if !f.actions.is_empty() {
+                            send(&mut stream, &f.actions_msg()).map_err(|e| e.to_string())?;
+                        }
                         let id = f.next_id;
                         f.next_id += 1;
                         f.workers.push((id, linktype, stream.try_clone().map_err(|e| e.to_string())?));
@@ -145,6 +167,9 @@ fn read_worker(stream: Stream, filters: &Mutex<Filters>, tx: &SyncSender<Intake>
                     }
                     (WorkerMsg::Stats(stats), Some((iface, _, _))) => {
                         let _ = tx.send(Intake::Stats { interface: iface.clone(), stats });
+                    }
+                    (WorkerMsg::ActionStats(stats), Some((iface, _, _))) => {
+                        let _ = tx.send(Intake::ActionStats { interface: iface.clone(), stats });
                     }
                     (_, _) => {
                         failed = Some("worker broke the protocol (data before hello, or a second hello)".into());

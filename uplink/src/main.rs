@@ -9,6 +9,7 @@
 //! supervisor stops the workers first; the uplink then drains what they
 //! sent, closes the last chunk, and delivers the spool before exiting.
 
+mod actions;
 mod chunker;
 mod collector;
 mod intake;
@@ -137,15 +138,27 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
     }
 
     let shared = Arc::new(Shared::new(cfg.spool_bytes));
+    let actions = Arc::new(actions::ActionsShared::default());
     let sender = {
         let shared = shared.clone();
         let cfg = cfg.clone();
         let filters = filters.clone();
+        let actions = actions.clone();
         std::thread::Builder::new()
             .name("sender".into())
-            .spawn(move || sender::run(&cfg, epoch, &shared, &filters))
+            .spawn(move || sender::run(&cfg, epoch, &shared, &filters, &actions))
             .map_err(|e| e.to_string())?
     };
+    if let Some(a) = &cfg.actions {
+        let every = Duration::from_secs(a.report_every_secs.max(1) as u64);
+        let (actions, filters) = (actions.clone(), filters.clone());
+        std::thread::Builder::new()
+            .name("actions".into())
+            .spawn(move || actions::run(&actions, &filters, every, &STOP))
+            .map_err(|e| e.to_string())?;
+    } else {
+        log!(BASIC, "response actions off (ANTIGENA_ENABLED=false): no WebSocket, nothing is ever sent on a captured interface");
+    }
 
     let mut chunker = Chunker::new(cfg.chunk_bytes, Duration::from_millis(cfg.chunk_max_age_ms), format!("ossensor {}", ossensor_shared::VERSION));
     let mut seq: u64 = 0;
@@ -177,6 +190,9 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
             }
             Ok(Intake::Stats { interface, stats }) => {
                 worker_stats.insert(interface, stats);
+            }
+            Ok(Intake::ActionStats { interface, stats }) => {
+                actions.stats.lock().unwrap_or_else(|e| e.into_inner()).insert(interface, stats.into_iter().collect());
             }
             Ok(Intake::Connected { interface }) => *connected.entry(interface).or_default() += 1,
             Ok(Intake::Disconnected { interface }) => {

@@ -4,6 +4,7 @@
 //! spool for good only when the collector acknowledged it, or refused it as
 //! malformed (counted).
 
+use crate::actions::ActionsShared;
 use crate::collector::{Collector, SendError};
 use crate::intake::Filters;
 use crate::spool::{Spool, SpooledChunk};
@@ -70,7 +71,7 @@ impl Shared {
     }
 }
 
-pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filters>) {
+pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filters>, actions: &ActionsShared) {
     let mut collector = match Collector::new(&cfg.collector_host, cfg.collector_port, &cfg.hmac_key, &cfg.sensor_id, epoch, cfg.ca_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -109,6 +110,7 @@ pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filt
                     backoff = Duration::from_millis(250);
                     let effective = bpf::combine(&resp.filter, &cfg.bpf);
                     let fp = collector.pinned_fingerprint().unwrap_or_default();
+                    *actions.dialer.lock().unwrap_or_else(|e| e.into_inner()) = collector.dialer();
                     log!(BASIC, "registered with the collector (certificate {fp}); effective filter: {effective:?}");
                     audit(AuditSeverity::Notice, "collector_registered", &[("certificate_sha256", &fp), ("filter", &effective)]);
                     if let Err(e) = filters.lock().unwrap_or_else(|e| e.into_inner()).replace(effective) {

@@ -11,6 +11,7 @@
 //!
 //! Nothing is stored or changed on any refusal.
 
+use crate::actions::Book;
 use crate::registry::Registry;
 use crate::store::{AppendOutcome, Store};
 use http_body_util::{BodyExt, Full, Limited};
@@ -25,6 +26,7 @@ use ossensor_shared::{log, timefmt};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +48,17 @@ pub struct App {
     pub registry: StdMutex<Registry>,
     pub store: Arc<Store>,
     refusals: StdMutex<HashMap<(IpAddr, &'static str), Instant>>,
+    /// Response actions (kept in `DATA_DIR/actions.json`).
+    pub actions: StdMutex<Book>,
+    /// Bumped on every change of the set in force; each sensor's WebSocket
+    /// watches it.
+    actions_version: tokio::sync::watch::Sender<u64>,
+    /// Reports arrived since the book was last written.
+    actions_dirty: AtomicBool,
+    /// Open response-action channels per sensor.
+    ws_open: StdMutex<std::collections::BTreeMap<String, usize>>,
+    /// The bearer token of the operators' API.
+    pub operator_token: String,
 }
 
 /// The two ends of the connection a request came on.
@@ -58,14 +71,14 @@ pub struct Conn {
 /// A request turned away: status, a short kind (for rate-limited logging)
 /// and the reason the client reads.
 #[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    kind: &'static str,
-    reason: String,
-    audit: bool,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) kind: &'static str,
+    pub(crate) reason: String,
+    pub(crate) audit: bool,
 }
 
-fn refusal(status: StatusCode, kind: &'static str, reason: impl Into<String>) -> Refusal {
+pub(crate) fn refusal(status: StatusCode, kind: &'static str, reason: impl Into<String>) -> Refusal {
     Refusal { status, kind, reason: reason.into(), audit: false }
 }
 
@@ -138,7 +151,7 @@ impl AuthHeaders {
 }
 
 /// Reads the body, never more than [`chunk::MAX_BODY`] bytes.
-async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Refusal> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Refusal> {
     let too_large = |n: String| {
         refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -187,15 +200,15 @@ fn unix_now() -> i64 {
     (timefmt::now_ns() / 1_000_000_000) as i64
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("control messages serialize")
 }
 
-fn error_body(reason: &str) -> Vec<u8> {
+pub(crate) fn error_body(reason: &str) -> Vec<u8> {
     json(&ErrorBody { error: reason.to_string() })
 }
 
-fn response(status: StatusCode, body: Vec<u8>, content_type: &'static str, proof: Option<String>) -> Resp {
+pub(crate) fn response(status: StatusCode, body: Vec<u8>, content_type: &'static str, proof: Option<String>) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -206,7 +219,7 @@ fn response(status: StatusCode, body: Vec<u8>, content_type: &'static str, proof
 }
 
 impl App {
-    pub fn new(key: Vec<u8>, cert_sha256: [u8; 32], registry: Registry, store: Arc<Store>) -> App {
+    pub fn new(key: Vec<u8>, cert_sha256: [u8; 32], registry: Registry, store: Arc<Store>, actions: Book, operator_token: String) -> App {
         App {
             key,
             cert_sha256,
@@ -214,12 +227,57 @@ impl App {
             registry: StdMutex::new(registry),
             store,
             refusals: StdMutex::new(HashMap::new()),
+            actions: StdMutex::new(actions),
+            actions_version: tokio::sync::watch::Sender::new(0),
+            actions_dirty: AtomicBool::new(false),
+            ws_open: StdMutex::new(Default::default()),
+            operator_token,
         }
+    }
+
+    /// Tells every sensor's WebSocket to send the set in force again.
+    pub fn actions_changed(&self) {
+        self.actions_version.send_modify(|v| *v += 1);
+    }
+
+    pub fn actions_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.actions_version.subscribe()
+    }
+
+    /// A report changed the book: written by the periodic driver.
+    pub fn actions_reported(&self) {
+        self.actions_dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Writes the book if reports changed it.
+    pub fn save_actions_if_reported(&self) -> std::io::Result<()> {
+        if self.actions_dirty.swap(false, Ordering::Relaxed) {
+            self.actions.lock().unwrap_or_else(|e| e.into_inner()).save()?;
+        }
+        Ok(())
+    }
+
+    pub fn set_ws_connected(&self, sensor: &str, open: bool) {
+        let mut m = self.ws_open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(sensor.to_string()).or_default();
+        if open {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(sensor);
+            }
+        }
+    }
+
+    /// Sensors with an open response-action channel.
+    pub fn ws_connected(&self) -> Vec<String> {
+        self.ws_open.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
     }
 
     /// Logs a refusal at level 0 (and audits authentication failures), at
     /// most once a minute per source and kind.
-    fn note_refusal(&self, conn: &Conn, sensor: Option<&str>, r: &Refusal) {
+    pub(crate) fn note_refusal(&self, conn: &Conn, sensor: Option<&str>, r: &Refusal) {
         let now = Instant::now();
         {
             let mut seen = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,12 +321,16 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Result
     let path = req.uri().path().to_string();
     let sensor = req.headers().get(auth::H_SENSOR).and_then(|v| v.to_str().ok()).unwrap_or("-").chars().take(64).collect::<String>();
     let seq = req.headers().get(auth::H_SEQ).and_then(|v| v.to_str().ok()).unwrap_or("-").chars().take(24).collect::<String>();
-    let resp = route(&app, &conn, req).await;
+    let resp = if path.starts_with(control::PATH_OPERATOR_ACTIONS) {
+        crate::operator::handle(&app, &conn, req).await
+    } else {
+        route(&app, &conn, req).await
+    };
     log!(log::SENDS, "{method} {path} from {} sensor {sensor} seq {seq}: {}", conn.remote, resp.status().as_u16());
     Ok(resp)
 }
 
-async fn route(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
+async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     if !path.starts_with("/v1/") {
         let r = match (path.as_str(), req.method()) {
@@ -283,7 +345,7 @@ async fn route(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
         return response(r.status, error_body(&r.reason), "application/json", None);
     }
 
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let headers = match AuthHeaders::parse(&parts.headers) {
         Ok(h) => h,
         Err(r) => {
@@ -338,6 +400,17 @@ async fn route(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
         Ok(()) => match (parts.method.clone(), path.as_str()) {
             (Method::POST, control::PATH_REGISTER) => register(app, conn, &headers, &body).await,
             (Method::POST, control::PATH_CHUNKS) => chunks(app, conn, &headers, &parts.headers, body).await,
+            (Method::GET, control::PATH_ACTIONS_WS) => {
+                let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+                match upgrade.and_then(|u| crate::ws::accept(app.clone(), headers.sensor.clone(), &parts.headers, u)) {
+                    Some(resp) => return resp,
+                    None => Err(refusal(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        "a WebSocket upgrade is expected (Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)",
+                    )),
+                }
+            }
             (m, control::PATH_REGISTER | control::PATH_CHUNKS) => {
                 Err(refusal(StatusCode::METHOD_NOT_ALLOWED, "method", format!("{m} not allowed on {path} (POST)")))
             }

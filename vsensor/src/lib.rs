@@ -4,19 +4,27 @@
 //! - [`config`]: environment and flags, raw → validated.
 //! - [`tls`]: the served certificate (operator's, or self-signed once) and its SHA-256.
 //! - [`server`]: accept loop (listener and shutdown passed in), periodic driver.
-//! - [`api`]: authenticate, then route `/v1/register` and `/v1/chunks`.
+//! - [`api`]: authenticate, then route `/v1/register`, `/v1/chunks` and `/v1/actions/ws`.
+//! - [`action_cli`]: `vsensor action ...`, the operators' command line.
+//! - [`actions`]: the book of response actions (`actions.json`).
+//! - [`operator`]: the operators' API for actions (bearer token in `operator.json`).
+//! - [`ws`]: the sensors' WebSocket: actions pushed, reports received.
 //! - [`registry`]: the known sensors, `registry.json`.
 //! - [`store`]: pure rotation/retention policy and the files on disk.
 //!
 //! The protocol logic itself (signatures, replay window, chunk checks,
 //! pcapng) lives in the sans-IO crate `ossensor-shared`.
 
+pub mod action_cli;
+pub mod actions;
 pub mod api;
 pub mod config;
+pub mod operator;
 pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +35,7 @@ use tokio::net::TcpListener;
 pub struct Collector {
     app: Arc<api::App>,
     tls: tls::TlsIdentity,
+    data_dir: std::path::PathBuf,
 }
 
 impl Collector {
@@ -46,8 +55,10 @@ impl Collector {
         };
         let store = store::Store::open(&config.data_dir, limits)
             .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?;
-        let app = Arc::new(api::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store)));
-        Ok(Collector { app, tls })
+        let book = actions::Book::open(&config.data_dir).map_err(|e| format!("cannot read the response actions: {e}"))?;
+        let token = operator::load_or_make_token(&config.data_dir)?;
+        let app = Arc::new(api::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store), book, token));
+        Ok(Collector { app, tls, data_dir: config.data_dir.clone() })
     }
 
     /// SHA-256 of the leaf certificate served (what sensors may pin).
@@ -57,6 +68,13 @@ impl Collector {
 
     pub fn tls_identity(&self) -> &tls::TlsIdentity {
         &self.tls
+    }
+
+    /// Writes `DATA_DIR/operator.json` (this collector's local URL and the
+    /// operators' token) for `vsensor action`.
+    pub fn write_operator_file(&self, listening: std::net::SocketAddr) -> Result<(), String> {
+        let f = operator::OperatorFile { url: operator::local_url(listening), token: self.app.operator_token.clone() };
+        operator::write_file(&self.data_dir, &f).map_err(|e| format!("cannot write {}: {e}", self.data_dir.join(operator::OPERATOR_FILE).display()))
     }
 
     /// Serves on `listener` until `shutdown` completes; then drains

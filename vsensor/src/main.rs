@@ -8,6 +8,23 @@ use vsensor::config::{Invocation, RawConfig, TlsSource, HELP};
 use vsensor::{tls, Collector};
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("action") {
+        return match vsensor::action_cli::run(&args[1..], |k| std::env::var(k).ok()) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(vsensor::action_cli::CliError::Usage(m)) => {
+                eprint!("vsensor action: {m}");
+                ExitCode::from(2)
+            }
+            Err(vsensor::action_cli::CliError::Failed(m)) => {
+                eprintln!("vsensor action: {m}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let raw = match RawConfig::from_process() {
         Ok(Invocation::Run(raw)) => raw,
         Ok(Invocation::Help) => {
@@ -85,6 +102,7 @@ async fn run(config: vsensor::config::Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {} (VSENSOR_LISTEN): {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    collector.write_operator_file(addr)?;
     let listen = addr.to_string();
     log::audit(
         AuditSeverity::Notice,

@@ -99,7 +99,8 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
         .keep_alive(true)
-        .serve_connection(TokioIo::new(tls), service);
+        .serve_connection(TokioIo::new(tls), service)
+        .with_upgrades();
     tokio::pin!(http);
     tokio::select! {
         r = http.as_mut() => {
@@ -141,6 +142,10 @@ pub async fn periodic(app: Arc<App>) {
         }
         if closed_any {
             api::spawn_retention(app.store.clone());
+        }
+        let app2 = app.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || app2.save_actions_if_reported()).await {
+            log!(log::BASIC, "cannot write the response actions: {e}");
         }
         if last_stats.elapsed() >= STATS_INTERVAL {
             last_stats = tokio::time::Instant::now();

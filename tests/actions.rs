@@ -1,0 +1,182 @@
+//! Response actions end to end, with real TCP connections through a bridge
+//! the sensor watches: the collector's operator command (`vsensor action`),
+//! the WebSocket push, the worker's resets, and the reports back.
+//!
+//! Topology (all in namespaces of the test):
+//!   cli 198.18.64.1 (c0) --veth-- cv -+- br0 (sensor namespace,
+//!   srv 198.18.64.2 (s0) --veth-- sv -+   198.18.64.254, collector on lo)
+
+use ossensor_suite::sensor::{base_env, Collector, Sensor};
+use ossensor_suite::*;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const CLI: &str = "198.18.64.1";
+const SRV: &str = "198.18.64.2";
+
+struct Bed {
+    cli: Netns,
+    srv: Netns,
+    sen: Netns,
+}
+
+fn bed() -> Bed {
+    let prefix = unique_prefix();
+    let (cli, srv, sen) = (Netns::new(&prefix, "cli").unwrap(), Netns::new(&prefix, "srv").unwrap(), Netns::new(&prefix, "sen").unwrap());
+    for ns in [&cli, &srv, &sen] {
+        ns.disable_ipv6().unwrap();
+    }
+    sen.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
+    for (ns, end, port, cidr) in [(&cli, "c0", "cv", "198.18.64.1/24"), (&srv, "s0", "sv", "198.18.64.2/24")] {
+        ns.ip(&["link", "add", end, "type", "veth", "peer", "name", port, "netns", sen.name()]).unwrap();
+        ns.ip(&["addr", "add", cidr, "dev", end]).unwrap();
+        ns.ip(&["link", "set", end, "up"]).unwrap();
+        sen.ip(&["link", "set", port, "master", "br0"]).unwrap();
+        sen.ip(&["link", "set", port, "up"]).unwrap();
+    }
+    sen.ip(&["addr", "add", "198.18.64.254/24", "dev", "br0"]).unwrap();
+    sen.ip(&["link", "set", "br0", "up"]).unwrap();
+    Bed { cli, srv, sen }
+}
+
+fn script() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tcpends.py").display().to_string()
+}
+
+/// The JSON events a tcpends.py process printed so far.
+fn events(p: &ProcessGuard) -> Vec<Value> {
+    p.log().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `vsensor action ARGS` in the sensor's namespace; its stdout.
+fn action(bed: &Bed, collector: &Collector, args: &[&str]) -> String {
+    let mut cmd = bed.sen.exec(bin("vsensor").to_str().unwrap());
+    cmd.arg("action").args(args).env_clear().env("VSENSOR_DATA_DIR", &collector.data_dir);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "vsensor action {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn ended(p: &ProcessGuard) -> Option<Value> {
+    events(p).into_iter().find(|e| e["event"] == "ended")
+}
+
+fn server_end(server: &ProcessGuard, port: u64) -> Option<String> {
+    events(server).into_iter().find(|e| e["event"] == "server_ended" && e["peer_port"] == port).map(|e| e["how"].as_str().unwrap().to_string())
+}
+
+fn local_port(p: &ProcessGuard) -> u64 {
+    events(p).iter().find(|e| e["event"] == "connected").and_then(|e| e["local_port"].as_u64()).expect("connected")
+}
+
+fn probe(bed: &Bed, dir: &TestDir, n: usize, port: u16) -> bool {
+    let mut p = bed.cli.spawn(&["python3", &script(), "probe", SRV, &port.to_string()], dir.join(format!("probe-{n}.log"))).unwrap();
+    p.wait_timeout(Duration::from_secs(10)).unwrap().success()
+}
+
+#[test]
+fn block_kills_busy_and_idle_connections_refuses_new_ones_and_reports() {
+    let bed = bed();
+    let dir = TestDir::new("actions");
+    let collector = Collector::start(&bed.sen, dir.path()).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "br0".into()));
+    env.push(("OSSENSOR_DEBUG".into(), "3".into()));
+    env.push(("ANTIGENA_TIME_PERIOD".into(), "1".into()));
+    let mut sensor = Sensor::start(&bed.sen, dir.path(), &env, &["br0"]).unwrap();
+    sensor.guard.wait_for_line("response actions: connected", Duration::from_secs(20)).unwrap();
+
+    let mut server = bed.srv.spawn(&["python3", &script(), "server", SRV, "7000", "7001"], dir.join("server.log")).unwrap();
+    server.wait_for_line("listening", Duration::from_secs(10)).unwrap();
+    let mut busy = bed.cli.spawn(&["python3", &script(), "busy", SRV, "7000", "busy"], dir.join("busy.log")).unwrap();
+    let mut idle = bed.cli.spawn(&["python3", &script(), "idle", SRV, "7000", "idle"], dir.join("idle.log")).unwrap();
+    let mut other = bed.cli.spawn(&["python3", &script(), "busy", SRV, "7001", "other"], dir.join("other.log")).unwrap();
+    for p in [&mut busy, &mut idle, &mut other] {
+        p.wait_for_line("echoed", Duration::from_secs(10)).unwrap();
+    }
+    // The idle connection is quiet from here on: only a probe can learn
+    // its numbers now.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let id = action(&bed, &collector, &["block", "--src", CLI, "--dst", SRV, "--dport", "7000", "--for", "4"]);
+    let id: u64 = id.trim().parse().expect("the new action's id");
+    let created = Instant::now();
+    wait_until("both blocked clients reset", Duration::from_secs(3), || ended(&busy).is_some() && ended(&idle).is_some());
+    for (name, p) in [("busy", &busy), ("idle", &idle)] {
+        assert_eq!(ended(p).unwrap()["how"], "ECONNRESET", "{name} client: {:?}", events(p));
+        let port = local_port(p);
+        wait_until("the server's end reset", Duration::from_secs(2), || server_end(&server, port).is_some());
+        assert_eq!(server_end(&server, port).unwrap(), "ECONNRESET", "{name} connection, server end");
+    }
+
+    // New connections during the action cannot exchange data.
+    for n in 0..3 {
+        assert!(!probe(&bed, &dir, n, 7000), "a new connection survived the block: {:?}", std::fs::read_to_string(dir.join(format!("probe-{n}.log"))));
+    }
+    // The unrelated connection (another port) is untouched.
+    assert!(ended(&other).is_none(), "unrelated connection ended: {:?}", events(&other));
+
+    // After the action, new connections work again.
+    let left = Duration::from_secs(4).saturating_sub(created.elapsed()) + Duration::from_millis(300);
+    std::thread::sleep(left);
+    assert!(probe(&bed, &dir, 10, 7000), "new connections work once the action is over");
+    assert!(ended(&other).is_none(), "unrelated connection ended: {:?}", events(&other));
+
+    // The sensor's report reached the collector.
+    let mut report = Value::Null;
+    wait_until("a report on the collector", Duration::from_secs(5), || {
+        let list: Value = serde_json::from_str(&action(&bed, &collector, &["list", "--json"])).unwrap();
+        report = list["actions"].as_array().unwrap().iter().find(|a| a["id"] == id).map(|a| a["reports"]["test-sensor"].clone()).unwrap_or(Value::Null);
+        report["connections_reset"].as_u64().unwrap_or(0) >= 2
+    });
+    assert!(report["connections_refused"].as_u64().unwrap() >= 3, "{report}");
+    let table = action(&bed, &collector, &["list"]);
+    assert!(table.contains(&format!("block {CLI} <-> {SRV}:7000")), "{table}");
+
+    let log = sensor.guard.log();
+    assert!(log.contains(&format!("action {id} applied")), "level 3 shows the action applied");
+    assert!(log.contains("reset sent to"), "level 3 shows each reset sent");
+    assert!(log.contains(&format!("action {id} expired")), "level 3 shows the expiry");
+    sensor.stop().unwrap();
+    other.kill();
+    server.kill();
+}
+
+#[test]
+fn with_antigena_disabled_nothing_is_sent() {
+    let bed = bed();
+    let dir = TestDir::new("noaction");
+    let collector = Collector::start(&bed.sen, dir.path()).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "br0".into()));
+    env.push(("ANTIGENA_ENABLED".into(), "false".into()));
+    let mut sensor = Sensor::start(&bed.sen, dir.path(), &env, &["br0"]).unwrap();
+    let mac = String::from_utf8(bed.sen.run(&["cat", "/sys/class/net/br0/address"]).unwrap().stdout).unwrap();
+    let watch = Tcpdump::start(&bed.sen, "cv", Some(&format!("tcp and ether src {}", mac.trim())), dir.path()).unwrap();
+
+    let mut server = bed.srv.spawn(&["python3", &script(), "server", SRV, "7000"], dir.join("server.log")).unwrap();
+    server.wait_for_line("listening", Duration::from_secs(10)).unwrap();
+    let mut busy = bed.cli.spawn(&["python3", &script(), "busy", SRV, "7000", "busy"], dir.join("busy.log")).unwrap();
+    busy.wait_for_line("echoed", Duration::from_secs(10)).unwrap();
+    action(&bed, &collector, &["block", "--src", CLI, "--dst", SRV, "--for", "3"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(probe(&bed, &dir, 0, 7000), "new connections work: nothing enforces");
+    assert!(ended(&busy).is_none(), "the connection lives: {:?}", events(&busy));
+    let sent = watch.stop_and_read().unwrap();
+    assert!(sent.is_empty(), "the sensor sent {} TCP frames", sent.len());
+    let log = sensor.guard.log();
+    assert!(log.contains("response actions off"), "{log}");
+    assert!(!log.contains("response actions: connected"), "no WebSocket");
+    sensor.stop().unwrap();
+    busy.kill();
+    server.kill();
+}

@@ -1,0 +1,210 @@
+//! Response actions on the collector: the book of actions operators
+//! created (kept in `DATA_DIR/actions.json`, so a restart keeps them), the
+//! set in force that every connected sensor receives, and the latest report
+//! of each sensor per action. No I/O but the file; the clock is passed in.
+
+use ossensor_shared::control::{ActionView, PushedAction, SensorReport};
+use ossensor_shared::response::{ActionStats, Target};
+use ossensor_shared::timefmt;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Longest action: one year.
+pub const MAX_SECONDS: u64 = 366 * 24 * 3600;
+/// Actions kept in the book (finished ones are dropped oldest first).
+const MAX_KEPT: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    id: u64,
+    target: Target,
+    created_ns: u64,
+    until_ns: u64,
+    cancelled_ns: Option<u64>,
+    reports: BTreeMap<String, Report>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Report {
+    at_ns: u64,
+    stats: ActionStats,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    next_id: u64,
+    actions: Vec<Entry>,
+}
+
+pub struct Book {
+    path: PathBuf,
+    next_id: u64,
+    entries: BTreeMap<u64, Entry>,
+}
+
+impl Book {
+    /// Reads `DATA_DIR/actions.json` (absent: an empty book).
+    pub fn open(data_dir: &Path) -> Result<Book, String> {
+        let path = data_dir.join("actions.json");
+        let saved: Saved = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let entries: BTreeMap<u64, Entry> = saved.actions.into_iter().map(|e| (e.id, e)).collect();
+        let next_id = saved.next_id.max(entries.keys().next_back().map_or(1, |id| id + 1));
+        Ok(Book { path, next_id, entries })
+    }
+
+    /// A new action for `seconds` from `now_ns`; returns its id.
+    pub fn create(&mut self, now_ns: u64, target: Target, seconds: u64) -> Result<u64, String> {
+        if seconds == 0 || seconds > MAX_SECONDS {
+            return Err(format!("for_seconds must be from 1 to {MAX_SECONDS}, not {seconds}"));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let until_ns = now_ns.saturating_add(seconds * 1_000_000_000);
+        self.entries.insert(id, Entry { id, target, created_ns: now_ns, until_ns, cancelled_ns: None, reports: BTreeMap::new() });
+        self.trim(now_ns);
+        Ok(id)
+    }
+
+    /// Ends an action now. None: no such action; Some(false): already over.
+    pub fn cancel(&mut self, now_ns: u64, id: u64) -> Option<bool> {
+        let e = self.entries.get_mut(&id)?;
+        if e.cancelled_ns.is_some() || e.until_ns <= now_ns {
+            return Some(false);
+        }
+        e.cancelled_ns = Some(now_ns);
+        Some(true)
+    }
+
+    /// What sensors must enforce now.
+    pub fn in_force(&self, now_ns: u64) -> Vec<PushedAction> {
+        self.entries
+            .values()
+            .filter(|e| e.cancelled_ns.is_none() && e.until_ns > now_ns)
+            .map(|e| PushedAction { id: e.id, target: e.target, expires_in_ms: (e.until_ns - now_ns).div_ceil(1_000_000) })
+            .collect()
+    }
+
+    /// When the set in force changes next by itself (an expiry).
+    pub fn next_expiry(&self, now_ns: u64) -> Option<u64> {
+        self.entries.values().filter(|e| e.cancelled_ns.is_none() && e.until_ns > now_ns).map(|e| e.until_ns).min()
+    }
+
+    /// Keeps a sensor's latest counters for the actions it knows; ids the
+    /// book does not hold are ignored. Returns how many were recorded.
+    pub fn report(&mut self, now_ns: u64, sensor: &str, reports: &[(u64, ActionStats)]) -> usize {
+        let mut n = 0;
+        for (id, stats) in reports {
+            if let Some(e) = self.entries.get_mut(id) {
+                e.reports.insert(sensor.to_string(), Report { at_ns: now_ns, stats: *stats });
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn view(&self, now_ns: u64) -> Vec<ActionView> {
+        self.entries
+            .values()
+            .map(|e| ActionView {
+                id: e.id,
+                target: e.target,
+                created: timefmt::rfc3339_millis(e.created_ns),
+                until: timefmt::rfc3339_millis(e.cancelled_ns.unwrap_or(e.until_ns)),
+                state: if e.cancelled_ns.is_some() {
+                    "cancelled"
+                } else if e.until_ns <= now_ns {
+                    "expired"
+                } else {
+                    "active"
+                }
+                .to_string(),
+                reports: e
+                    .reports
+                    .iter()
+                    .map(|(s, r)| (s.clone(), SensorReport { at: timefmt::rfc3339_millis(r.at_ns), stats: r.stats }))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Writes the book (temporary file, fsync, rename).
+    pub fn save(&self) -> std::io::Result<()> {
+        let saved = Saved { next_id: self.next_id, actions: self.entries.values().cloned().collect() };
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(&saved).expect("serialisable"))?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    /// Drops the oldest finished actions beyond MAX_KEPT.
+    fn trim(&mut self, now_ns: u64) {
+        while self.entries.len() > MAX_KEPT {
+            let oldest_done = self.entries.values().find(|e| e.cancelled_ns.is_some() || e.until_ns <= now_ns).map(|e| e.id);
+            match oldest_done {
+                Some(id) => {
+                    self.entries.remove(&id);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Target {
+        Target::Quarantine { host: "198.18.5.5".parse().unwrap() }
+    }
+
+    #[test]
+    fn actions_expire_cancel_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Book::open(dir.path()).unwrap();
+        let s = 1_000_000_000;
+        let a = b.create(0, host(), 10).unwrap();
+        let c = b.create(0, host(), 20).unwrap();
+        assert_ne!(a, c);
+        assert_eq!(b.in_force(s).len(), 2);
+        assert_eq!(b.in_force(s)[0].expires_in_ms, 9_000);
+        assert_eq!(b.next_expiry(s), Some(10 * s));
+        assert_eq!(b.cancel(2 * s, c), Some(true));
+        assert_eq!(b.cancel(2 * s, c), Some(false));
+        assert_eq!(b.cancel(2 * s, 99), None);
+        assert_eq!(b.report(3 * s, "node1", &[(a, ActionStats { resets_sent: 2, ..Default::default() }), (99, ActionStats::default())]), 1);
+        b.save().unwrap();
+
+        let b = Book::open(dir.path()).unwrap();
+        let v = b.view(11 * s);
+        assert_eq!((v[0].state.as_str(), v[1].state.as_str()), ("expired", "cancelled"));
+        assert_eq!(v[0].reports["node1"].stats.resets_sent, 2);
+        assert!(b.in_force(11 * s).is_empty());
+        let mut b = b;
+        assert!(b.create(0, host(), 1).unwrap() > c, "ids are never reused");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Book::open(dir.path()).unwrap();
+        assert!(b.create(0, host(), 0).unwrap_err().contains("for_seconds must be from 1"));
+        assert!(b.create(0, host(), MAX_SECONDS + 1).is_err());
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("actions.json"), b"{not json").unwrap();
+        assert!(Book::open(dir.path()).err().unwrap().contains("actions.json"));
+    }
+}

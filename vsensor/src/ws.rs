@@ -1,0 +1,103 @@
+//! The sensors' WebSocket for response actions (`GET /v1/actions/ws`, signed
+//! like every request; see `api::route`). On connection, and whenever the
+//! set changes, the collector sends every action in force; the sensor sends
+//! reports, which go into the book. Pings every 20 s find dead peers.
+
+use crate::api::{response, App, Resp};
+use futures_util::{SinkExt, StreamExt};
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
+use hyper::StatusCode;
+use hyper_util::rt::TokioIo;
+use ossensor_shared::control::{FromSensor, ToSensor};
+use ossensor_shared::{log, timefmt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// Largest message a sensor may send (a report of many actions).
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// Answers an authenticated upgrade request with 101 and serves the socket
+/// once hyper hands it over. `None` if the request is not a WebSocket
+/// upgrade (the caller answers 400).
+pub fn accept(app: Arc<App>, sensor: String, headers: &HeaderMap, on_upgrade: hyper::upgrade::OnUpgrade) -> Option<Resp> {
+    let wants = headers.get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = headers.get("sec-websocket-key")?;
+    if !wants || headers.get("sec-websocket-version").and_then(|v| v.to_str().ok()) != Some("13") {
+        return None;
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+                config.max_message_size = Some(MAX_MESSAGE);
+                config.max_frame_size = Some(MAX_MESSAGE);
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                serve(app, sensor, ws).await;
+            }
+            Err(e) => log!(log::SENDS, "WebSocket upgrade failed: {e}"),
+        }
+    });
+    let mut r = response(StatusCode::SWITCHING_PROTOCOLS, Vec::new(), "text/plain", None);
+    let h = r.headers_mut();
+    h.remove(hyper::header::CONTENT_TYPE);
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert("sec-websocket-accept", HeaderValue::from_str(&accept).expect("base64"));
+    Some(r)
+}
+
+async fn serve(app: Arc<App>, sensor: String, ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) {
+    let (mut tx, mut rx) = ws.split();
+    let mut changed = app.actions_watch();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    app.set_ws_connected(&sensor, true);
+    log!(log::BASIC, "sensor {sensor}: response-action channel open");
+    let why = loop {
+        // Send the set now (first pass, or after a change).
+        let set = app.actions.lock().unwrap_or_else(|e| e.into_inner()).in_force(timefmt::now_ns());
+        let n = set.len();
+        let text = serde_json::to_string(&ToSensor::Actions { actions: set }).expect("serialisable");
+        if let Err(e) = tx.send(Message::text(text)).await {
+            break e.to_string();
+        }
+        log!(log::ACTIONS, "sensor {sensor}: sent {n} actions in force");
+        let next = loop {
+            tokio::select! {
+                c = changed.changed() => break if c.is_ok() { None } else { Some("stopping".to_string()) },
+                _ = ping.tick() => {
+                    if let Err(e) = tx.send(Message::Ping(Vec::new().into())).await {
+                        break Some(e.to_string());
+                    }
+                }
+                msg = rx.next() => match msg {
+                    None => break Some("closed".into()),
+                    Some(Err(e)) => break Some(e.to_string()),
+                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<FromSensor>(t.as_str()) {
+                        Ok(FromSensor::Report { actions }) => {
+                            let pairs: Vec<_> = actions.iter().map(|a| (a.id, a.stats)).collect();
+                            app.actions.lock().unwrap_or_else(|e| e.into_inner()).report(timefmt::now_ns(), &sensor, &pairs);
+                            app.actions_reported();
+                            for a in &actions {
+                                log!(log::ACTIONS, "sensor {sensor}: action {} report: {} connections reset, {} refused, {} resets, {} probes", a.id, a.stats.connections_reset, a.stats.connections_refused, a.stats.resets_sent, a.stats.probes_sent);
+                            }
+                        }
+                        Err(e) => log!(log::BASIC, "sensor {sensor}: ignored a malformed message on the action channel: {e}"),
+                    },
+                    Some(Ok(Message::Close(_))) => break Some("closed by the sensor".into()),
+                    Some(Ok(_)) => {}
+                },
+            }
+        };
+        if let Some(why) = next {
+            break why;
+        }
+    };
+    app.set_ws_connected(&sensor, false);
+    log!(log::BASIC, "sensor {sensor}: response-action channel closed ({why})");
+}
