@@ -17,6 +17,8 @@ set -uo pipefail
 iface=$1
 out=$2
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$root/benches/lib.sh"
 bin=${OSSENSOR_BIN_DIR:-$root/target/release}
 # The harness leaves loopback down in its namespace; the collector needs it.
 ip link set lo up
@@ -34,16 +36,7 @@ key=bench-key-$$
   echo $! >"$work/vsensor.pid"
 )
 vs_pid=$(cat "$work/vsensor.pid")
-port=""
-for _ in $(seq 200); do
-  port=$(sed -n 's/.*vsensor: listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$work/vsensor.log")
-  [[ -n $port ]] && break
-  sleep 0.05
-done
-if [[ -z $port ]]; then
-  cat "$work/vsensor.log" >&2
-  exit 1
-fi
+port=$(collector_port "$work/vsensor.log") || exit 1
 
 # Everything on this namespace's loopback is sensor <-> collector traffic:
 # its byte count (both directions, headers included) is what the sensor

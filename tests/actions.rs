@@ -180,3 +180,42 @@ fn with_antigena_disabled_nothing_is_sent() {
     busy.kill();
     server.kill();
 }
+
+/// A connection that ends on the sensor's own host, seen on a plain veth
+/// (no bridge to loop frames back): the RST the worker sends leaves on the
+/// wire and never reaches the local socket, so the supervisor destroys that
+/// socket through the kernel (as `ss -K` does): the local server reads
+/// ECONNABORTED, the remote client the kernel's reset.
+#[test]
+fn a_connection_ending_on_the_sensor_host_is_destroyed_locally() {
+    let prefix = unique_prefix();
+    let (cli, sen) = (Netns::new(&prefix, "cli").unwrap(), Netns::new(&prefix, "sen").unwrap());
+    for ns in [&cli, &sen] {
+        ns.disable_ipv6().unwrap();
+    }
+    veth_pair(&cli, "c0", "198.18.65.1/24", &sen, "l0", "198.18.65.254/24").unwrap();
+    let dir = TestDir::new("localkill");
+    let collector = Collector::start(&sen, dir.path()).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "l0".into()));
+    env.push(("OSSENSOR_DEBUG".into(), "3".into()));
+    let mut sensor = Sensor::start(&sen, dir.path(), &env, &["l0"]).unwrap();
+    sensor.guard.wait_for_line("response actions: connected", Duration::from_secs(20)).unwrap();
+
+    let mut server = sen.spawn(&["python3", &script(), "server", "198.18.65.254", "7002"], dir.join("server.log")).unwrap();
+    server.wait_for_line("listening", Duration::from_secs(10)).unwrap();
+    let mut busy = cli.spawn(&["python3", &script(), "busy", "198.18.65.254", "7002", "busy"], dir.join("busy.log")).unwrap();
+    busy.wait_for_line("echoed", Duration::from_secs(10)).unwrap();
+    let mut cmd = sen.exec(bin("vsensor").to_str().unwrap());
+    cmd.args(["action", "quarantine", "--host", "198.18.65.1", "--for", "3"]).env_clear().env("VSENSOR_DATA_DIR", &collector.data_dir);
+    assert!(cmd.output().unwrap().status.success());
+    wait_until("the client reset", Duration::from_secs(3), || ended(&busy).is_some());
+    assert_eq!(ended(&busy).unwrap()["how"], "ECONNRESET", "{:?}", events(&busy));
+    let port = local_port(&busy);
+    wait_until("the local server's end", Duration::from_secs(2), || server_end(&server, port).is_some());
+    let log = sensor.guard.log();
+    assert_eq!(server_end(&server, port).unwrap(), "ECONNABORTED", "destroyed by the kernel, not reset by a packet:\n{log}");
+    assert!(log.contains(&format!("local socket 198.18.65.254:7002 <-> 198.18.65.1:{port}: destroyed")), "{log}");
+    sensor.stop().unwrap();
+    server.kill();
+}

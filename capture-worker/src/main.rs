@@ -101,7 +101,7 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
     log!(BASIC, "filter attached ({} instructions)", program.len());
 
     let mut responder = if cfg.respond {
-        let r = respond::Responder::new(&cfg.interface, cap.linktype);
+        let r = respond::Responder::new(&cfg.interface, cap.linktype, cfg.destroy_fd);
         if r.is_none() {
             log!(BASIC, "{}: response actions cannot be enforced on link type {} (Ethernet only)", cfg.interface, cap.linktype);
         }

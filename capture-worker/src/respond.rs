@@ -4,17 +4,26 @@
 //! probes it decides. The uplink only says which actions are in force;
 //! every packet sent here is a RST or an empty ACK built from a flow this
 //! worker saw itself, so a compromised uplink cannot make it send anything
-//! else.
+//! else. For a flow that ends on this host, the supervisor is also asked to
+//! destroy the local socket (a RST on the wire never reaches it).
 
 use ossensor_shared::log::{self as slog, ACTIONS};
 use ossensor_shared::response::{Action, ActionStats, Enforcer, Injection, Reason};
 use ossensor_shared::tcpseg::{self, LINKTYPE_ETHERNET, RST};
 use ossensor_shared::log;
-use std::collections::BTreeMap;
+use ossensor_shared::sockdiag;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 /// Flows remembered per interface (for quiet connections): about 100 bytes
 /// each.
 const MAX_FLOWS: usize = 65_536;
+/// How often the host's own addresses are read again.
+const LOCAL_REFRESH: Duration = Duration::from_secs(5);
+/// How long to wait for the supervisor to destroy a local socket.
+const DESTROY_WAIT_MS: i32 = 50;
 
 pub struct Responder {
     enforcer: Enforcer,
@@ -22,22 +31,95 @@ pub struct Responder {
     decided: Vec<Injection>,
     frame: Vec<u8>,
     interface: String,
+    local: Option<LocalSockets>,
+}
+
+/// Connections that end on this host: a RST on the wire never reaches the
+/// local socket, so the supervisor (which holds CAP_NET_ADMIN) is asked to
+/// destroy it, over the channel it passed us.
+struct LocalSockets {
+    channel: OwnedFd,
+    addresses: Vec<IpAddr>,
+    refreshed: Instant,
+    /// Asked recently: not asked again within a second.
+    asked: HashMap<((IpAddr, u16), (IpAddr, u16)), Instant>,
+}
+
+impl LocalSockets {
+    fn refresh(&mut self) {
+        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+            self.addresses = addrs
+                .filter_map(|a| a.address)
+                .filter_map(|s| {
+                    s.as_sockaddr_in().map(|v| IpAddr::from(v.ip())).or_else(|| s.as_sockaddr_in6().map(|v| IpAddr::from(v.ip())))
+                })
+                .collect();
+        }
+        self.refreshed = Instant::now();
+        self.asked.retain(|_, t| t.elapsed() < Duration::from_secs(1));
+        // Answers that came after their wait: drop them.
+        let mut b = [0u8; 64];
+        while unsafe { libc::recv(self.channel.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) } > 0 {}
+    }
+
+    /// If one end of `ends` is on this host, asks the supervisor to destroy
+    /// that socket and waits (briefly) for the answer, so the socket is
+    /// gone before any packet of ours makes a peer answer it. Returns the
+    /// (local, remote) pair and the errno (0: destroyed), or None.
+    fn destroy_if_local(&mut self, ends: [(IpAddr, u16); 2]) -> Option<((IpAddr, u16), (IpAddr, u16), i32)> {
+        let (local, remote) = if self.addresses.contains(&ends[0].0) {
+            (ends[0], ends[1])
+        } else if self.addresses.contains(&ends[1].0) {
+            (ends[1], ends[0])
+        } else {
+            return None;
+        };
+        if self.asked.get(&(local, remote)).is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return None;
+        }
+        let req = sockdiag::encode_worker_request(local, remote)?;
+        self.asked.insert((local, remote), Instant::now());
+        let fd = self.channel.as_raw_fd();
+        if unsafe { libc::send(fd, req.as_ptr().cast(), req.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) } != req.len() as isize {
+            return Some((local, remote, std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)));
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let mut answer = [0u8; 4];
+        let errno = if unsafe { libc::poll(&mut pfd, 1, DESTROY_WAIT_MS) } == 1
+            && unsafe { libc::recv(fd, answer.as_mut_ptr().cast(), 4, libc::MSG_DONTWAIT) } == 4
+        {
+            i32::from_ne_bytes(answer)
+        } else {
+            libc::ETIMEDOUT
+        };
+        Some((local, remote, errno))
+    }
 }
 
 impl Responder {
     /// None when the link type cannot carry what we would send (only
     /// Ethernet can).
-    pub fn new(interface: &str, linktype: i32) -> Option<Responder> {
+    /// `destroy_fd`: the supervisor's socket-destroy channel, if it gave one.
+    pub fn new(interface: &str, linktype: i32, destroy_fd: Option<i32>) -> Option<Responder> {
         if linktype != LINKTYPE_ETHERNET {
             return None;
         }
         let own_mac = interface_mac(interface).unwrap_or([0; 6]);
+        // SAFETY: the supervisor passed this descriptor for us alone; it is
+        // checked to be open before it is owned.
+        let channel = destroy_fd.filter(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        let local = channel.map(|channel| {
+            let mut l = LocalSockets { channel, addresses: Vec::new(), refreshed: Instant::now(), asked: HashMap::new() };
+            l.refresh();
+            l
+        });
         Some(Responder {
             enforcer: Enforcer::new(own_mac, MAX_FLOWS),
             linktype,
             decided: Vec::new(),
             frame: Vec::with_capacity(80),
             interface: interface.to_string(),
+            local,
         })
     }
 
@@ -68,6 +150,9 @@ impl Responder {
     }
 
     pub fn tick(&mut self, now_ns: u64) {
+        if let Some(l) = self.local.as_mut().filter(|l| l.refreshed.elapsed() >= LOCAL_REFRESH) {
+            l.refresh();
+        }
         for id in self.enforcer.tick(now_ns, &mut self.decided) {
             log!(ACTIONS, "{}: action {id} expired", self.interface);
         }
@@ -79,6 +164,16 @@ impl Responder {
 
     /// Sends what the enforcer decided, with `inject`.
     pub fn send(&mut self, mut inject: impl FnMut(&[u8]) -> Result<(), String>) {
+        // Local sockets first: destroyed before our packets reach a peer.
+        let matched: Vec<_> = self.enforcer.take_matched().collect();
+        if let Some(l) = self.local.as_mut() {
+            for m in matched {
+                if let Some((local, remote, errno)) = l.destroy_if_local(m.ends) {
+                    let how = if errno == 0 { "destroyed".to_string() } else { format!("not destroyed: {}", std::io::Error::from_raw_os_error(errno)) };
+                    log!(ACTIONS, "{}: action {}: local socket {}:{} <-> {}:{} {how}", self.interface, m.action, local.0, local.1, remote.0, remote.1);
+                }
+            }
+        }
         for d in self.decided.drain(..) {
             if tcpseg::build(&d.segment, &mut self.frame).is_none() {
                 continue;

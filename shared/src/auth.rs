@@ -75,6 +75,34 @@ pub fn sign(key: &[u8], meta: &RequestMeta) -> String {
     hex::encode(m.finalize().into_bytes())
 }
 
+impl RequestMeta {
+    /// A request's metadata, stamped now (`now_ns`) with a fresh nonce.
+    pub fn new(method: &str, path: &str, sensor_id: &str, epoch: u64, seq: u64, now_ns: u64, body: &[u8]) -> RequestMeta {
+        RequestMeta {
+            method: method.into(),
+            path: path.into(),
+            sensor_id: sensor_id.into(),
+            epoch,
+            seq,
+            timestamp: (now_ns / 1_000_000_000) as i64,
+            nonce: new_nonce(),
+            body_sha256: sha256(body),
+        }
+    }
+
+    /// The authentication headers of this request, signed with `key`.
+    pub fn signed_headers(&self, key: &[u8]) -> [(&'static str, String); 6] {
+        [
+            (H_SENSOR, self.sensor_id.clone()),
+            (H_EPOCH, self.epoch.to_string()),
+            (H_SEQ, self.seq.to_string()),
+            (H_TIMESTAMP, self.timestamp.to_string()),
+            (H_NONCE, self.nonce.clone()),
+            (H_SIGNATURE, sign(key, self)),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
     MissingHeader(&'static str),

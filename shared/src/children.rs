@@ -39,6 +39,10 @@ pub struct WorkerConfig {
     /// resets on this interface. False: the worker never sends a packet.
     #[serde(default)]
     pub respond: bool,
+    /// The fd of the socket-destroy channel to the supervisor (for
+    /// connections that end on this host), if it gave one.
+    #[serde(default)]
+    pub destroy_fd: Option<i32>,
     pub log: LogConfig,
 }
 

@@ -8,6 +8,7 @@
 //! - [`auth`]: HMAC request authentication, the collector's proof, the replay window.
 //! - [`control`]: JSON control messages (registration, acknowledgements, errors).
 //! - [`response`]: response actions: which resets and probes to send for the segments seen.
+//! - [`sockdiag`]: destroying local sockets: the worker's request, the kernel's netlink message.
 //! - [`tcpseg`]: TCP segments in Ethernet frames: parsing them, building resets and probes.
 //! - [`bpf`]: classic BPF programs: compiling filters, the direction guard.
 //! - [`log`]: the level-based log every process writes, and the syslog audit trail.
@@ -24,6 +25,7 @@ pub mod ipc;
 pub mod log;
 pub mod pcapng;
 pub mod response;
+pub mod sockdiag;
 pub mod tcpseg;
 pub mod timefmt;
 

@@ -119,6 +119,11 @@ struct Flow {
     reset_by: Option<u64>,
     probed_at_ns: Option<u64>,
     rsts: u32,
+    /// The action this flow was last reported under in `matched`.
+    matched_by: Option<u64>,
+    /// A RST went by since its last other segment: probably over. Not
+    /// reset or probed again by a new action, and forgotten soon.
+    closed: bool,
 }
 
 /// Resets are not repeated at the same number more often than this.
@@ -131,11 +136,22 @@ const REPROBE_NS: u64 = 600_000_000;
 const MAX_RSTS_PER_FLOW: u32 = 64;
 /// Flows quiet for this long are forgotten.
 const FLOW_IDLE_NS: u64 = 300_000_000_000;
+/// Flows that ended with a reset are forgotten after this.
+const CLOSED_KEEP_NS: u64 = 2_000_000_000;
 /// Probes go far outside any window, so they never change state.
 const PROBE_OFFSET: u32 = 1 << 30;
 
+/// A flow an action covers, once per (flow, action): the shell destroys
+/// the local socket when one end is on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched {
+    pub action: u64,
+    pub ends: [(IpAddr, u16); 2],
+}
+
 pub struct Enforcer {
     own_mac: [u8; 6],
+    matched: Vec<Matched>,
     flows: HashMap<FlowKey, Flow>,
     max_flows: usize,
     actions: Vec<Action>,
@@ -146,7 +162,7 @@ pub struct Enforcer {
 impl Enforcer {
     /// `own_mac`: the interface's MAC, the source of everything sent.
     pub fn new(own_mac: [u8; 6], max_flows: usize) -> Enforcer {
-        Enforcer { own_mac, flows: HashMap::new(), max_flows, actions: Vec::new(), stats: BTreeMap::new(), ip_id: 1 }
+        Enforcer { own_mac, matched: Vec::new(), flows: HashMap::new(), max_flows, actions: Vec::new(), stats: BTreeMap::new(), ip_id: 1 }
     }
 
     pub fn actions(&self) -> &[Action] {
@@ -161,6 +177,11 @@ impl Enforcer {
         self.flows.len()
     }
 
+    /// Flows newly covered by an action since the last call.
+    pub fn take_matched(&mut self) -> std::vec::Drain<'_, Matched> {
+        self.matched.drain(..)
+    }
+
     /// Puts `action` in force (replacing one with the same id) and probes
     /// the known flows it matches, so quiet connections die too.
     pub fn apply(&mut self, now_ns: u64, action: Action, out: &mut Vec<Injection>) {
@@ -170,7 +191,8 @@ impl Enforcer {
         }
         self.actions.push(action);
         self.stats.entry(action.id).or_default();
-        let keys: Vec<FlowKey> = self.flows.keys().copied().filter(|k| action.target.matches(k.ends[0], k.ends[1])).collect();
+        let keys: Vec<FlowKey> =
+            self.flows.iter().filter(|(k, f)| !f.closed && action.target.matches(k.ends[0], k.ends[1])).map(|(k, _)| *k).collect();
         for key in keys {
             // Reset at once at the numbers last seen (exact unless the flow
             // moved since), and probe: if they were stale, the answers to
@@ -178,6 +200,8 @@ impl Enforcer {
             if let Some(flow) = self.flows.get_mut(&key) {
                 flow.reset_by = None;
                 flow.rsts = 0;
+                flow.matched_by = Some(action.id);
+                self.matched.push(Matched { action: action.id, ends: key.ends });
                 let mut sent = 0;
                 for to in 0..2 {
                     if let Some(seq) = flow.ends[to].rcv_nxt {
@@ -211,11 +235,14 @@ impl Enforcer {
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Injection>) -> Vec<u64> {
         let expired: Vec<u64> = self.actions.iter().filter(|a| a.until_ns <= now_ns).map(|a| a.id).collect();
         self.actions.retain(|a| a.until_ns > now_ns);
-        self.flows.retain(|_, f| now_ns.saturating_sub(f.last_seen_ns) < FLOW_IDLE_NS);
+        self.flows.retain(|_, f| {
+            let quiet = now_ns.saturating_sub(f.last_seen_ns);
+            quiet < FLOW_IDLE_NS && !(f.closed && quiet >= CLOSED_KEEP_NS)
+        });
         let due: Vec<(FlowKey, u64)> = self
             .flows
             .iter()
-            .filter(|(_, f)| f.reset_by.is_none() && f.probed_at_ns.is_some_and(|t| now_ns.saturating_sub(t) >= REPROBE_NS))
+            .filter(|(_, f)| !f.closed && f.reset_by.is_none() && f.probed_at_ns.is_some_and(|t| now_ns.saturating_sub(t) >= REPROBE_NS))
             .filter_map(|(k, _)| self.action_for(k).map(|a| (*k, a.id)))
             .collect();
         for (key, id) in due {
@@ -227,16 +254,20 @@ impl Enforcer {
     /// Learns from one captured segment and, if an action covers its flow,
     /// says what to send.
     pub fn observe(&mut self, now_ns: u64, seg: &Segment, out: &mut Vec<Injection>) {
-        // Resets (ours included) teach nothing we act on.
+        let (key, from) = key_of(seg);
+        // A reset (ours or an end's) teaches no numbers; it says the flow is
+        // probably over.
         if seg.has(RST) {
+            if let Some(f) = self.flows.get_mut(&key) {
+                f.closed = true;
+            }
             return;
         }
-        let (key, from) = key_of(seg);
         if !self.flows.contains_key(&key) {
             if self.flows.len() >= self.max_flows {
                 self.evict_oldest();
             }
-            self.flows.insert(key, Flow { ends: [End::default(); 2], last_seen_ns: now_ns, reset_by: None, probed_at_ns: None, rsts: 0 });
+            self.flows.insert(key, Flow { ends: [End::default(); 2], last_seen_ns: now_ns, reset_by: None, probed_at_ns: None, rsts: 0, matched_by: None, closed: false });
         }
         let flow = self.flows.get_mut(&key).expect("inserted above");
         let to = 1 - from;
@@ -244,17 +275,19 @@ impl Enforcer {
             return; // our own probe, seen by the capture
         }
         flow.last_seen_ns = now_ns;
+        flow.closed = false;
         if seg.has(SYN) {
             // A new connection on this 4-tuple starts from new numbers
             // (which may be "before" the old ones): forget the old ones.
-            let keep_peer = seg.has(ACK);
             flow.ends[from] = End::default();
-            if !keep_peer {
-                flow.ends[to] = End::default();
-            }
             flow.ends[to].rcv_nxt = None;
-            flow.reset_by = None;
-            flow.rsts = 0;
+            if !seg.has(ACK) {
+                // The opening SYN: a connection the actions have not met.
+                flow.ends[to] = End::default();
+                flow.reset_by = None;
+                flow.rsts = 0;
+                flow.matched_by = None;
+            }
         }
         let sender = &mut flow.ends[from];
         sender.mac = seg.src_mac;
@@ -268,6 +301,10 @@ impl Enforcer {
             return;
         };
         let flow = self.flows.get_mut(&key).expect("present");
+        if flow.matched_by != Some(action.id) {
+            flow.matched_by = Some(action.id);
+            self.matched.push(Matched { action: action.id, ends: key.ends });
+        }
         if flow.rsts >= MAX_RSTS_PER_FLOW {
             return;
         }
@@ -580,6 +617,47 @@ mod tests {
         e.observe(20, &seg(false, 5011, 1011, ACK | FIN, 0), &mut out);
         assert_eq!(find(&out, cli())[0].seq, 5012, "the client expects the FIN's successor");
         assert!(find(&out, srv()).is_empty(), "1011 went to the server at apply");
+    }
+
+    #[test]
+    fn covered_flows_are_reported_once_per_action() {
+        let mut e = Enforcer::new(SENSOR, 100);
+        let mut out = Vec::new();
+        established(&mut e, &mut out);
+        e.apply(10, block_port(1, u64::MAX), &mut out);
+        let m: Vec<Matched> = e.take_matched().collect();
+        assert_eq!(m, vec![Matched { action: 1, ends: [cli(), srv()] }]);
+        e.observe(20, &seg(true, 1011, 5011, ACK, 0), &mut out);
+        assert_eq!(e.take_matched().count(), 0, "already reported");
+        // A new connection on the same 4-tuple is reported again.
+        e.observe(30, &seg(true, 90, 0, SYN, 0), &mut out);
+        e.observe(31, &seg(false, 70, 91, SYN | ACK, 0), &mut out);
+        assert_eq!(e.take_matched().count(), 1);
+    }
+
+    #[test]
+    fn a_reset_flow_is_left_alone_by_later_actions_and_forgotten() {
+        let mut e = Enforcer::new(SENSOR, 100);
+        let mut out = Vec::new();
+        established(&mut e, &mut out);
+        e.apply(10, block_port(1, u64::MAX), &mut out);
+        assert!(!out.is_empty());
+        // Our reset to the server, seen by the capture.
+        let mut ours = seg(true, 1011, 0, RST, 0);
+        ours.src_mac = SENSOR;
+        e.observe(11, &ours, &mut out);
+        out.clear();
+        e.apply(20, block_port(2, u64::MAX), &mut out);
+        assert!(out.is_empty(), "a flow that ended is not reset or probed again: {out:?}");
+        e.tick(11 + CLOSED_KEEP_NS, &mut out);
+        assert_eq!(e.flows(), 0);
+        // But a flow that goes on after a reset is live again.
+        established(&mut e, &mut out);
+        e.observe(30, &ours, &mut out);
+        e.observe(31, &seg(false, 5011, 1011, ACK, 0), &mut out);
+        out.clear();
+        e.apply(40, block_port(3, u64::MAX), &mut out);
+        assert!(!out.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::privileges::{drop_in_child, Identity, Role};
 use ossensor_shared::children::CHILD_MARKER;
 use serde::Serialize;
 use std::io::Write;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,7 +29,9 @@ pub enum Output<'a> {
     File(&'a std::fs::File),
 }
 
-pub fn spawn<C: Serialize>(role: Role, who: Identity, config: &C, output: Output<'_>) -> Result<Child, String> {
+/// Starts `role`. `fd3`: a descriptor the child finds as its fd 3 (a
+/// worker's socket-destroy channel).
+pub fn spawn<C: Serialize>(role: Role, who: Identity, config: &C, output: Output<'_>, fd3: Option<RawFd>) -> Result<Child, String> {
     let name = match role {
         Role::CaptureWorker => "ossensor-capture-worker",
         Role::Uplink => "ossensor-uplink",
@@ -53,7 +56,12 @@ pub fn spawn<C: Serialize>(role: Role, who: Identity, config: &C, output: Output
     // SAFETY: the supervisor is single-threaded when it forks, and the
     // closure only makes system calls.
     unsafe {
-        cmd.pre_exec(move || drop_in_child(role, who));
+        cmd.pre_exec(move || {
+            if let Some(fd) = fd3 {
+                pass_as_fd3(fd)?;
+            }
+            drop_in_child(role, who)
+        });
     }
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", path.display()))?;
     let json = serde_json::to_vec(config).map_err(|e| e.to_string())?;
@@ -65,4 +73,18 @@ pub fn spawn<C: Serialize>(role: Role, who: Identity, config: &C, output: Output
     }
     drop(stdin);
     Ok(child)
+}
+
+/// In the child, before exec: `fd` becomes fd 3, kept across exec.
+fn pass_as_fd3(fd: RawFd) -> std::io::Result<()> {
+    let rc = if fd == 3 {
+        // Already there: only clear close-on-exec.
+        unsafe { libc::fcntl(3, libc::F_SETFD, 0) }
+    } else {
+        unsafe { libc::dup2(fd, 3) }
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -951,6 +951,7 @@ impl Config {
             socket_path: socket_path.to_string(),
             ring_bytes: self.ring_bytes / 2,
             respond: self.antigena_enabled,
+            destroy_fd: None,
             log: self.log(),
         }
     }

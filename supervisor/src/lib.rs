@@ -9,6 +9,7 @@
 //! - [`children`]: starting a child with its configuration on stdin.
 //! - [`restart`]: restart backoff.
 //! - [`netlink`]: wake-ups when interfaces come and go.
+//! - [`sockdestroy`]: destroying local sockets for the workers (response actions).
 //! - [`supervise`]: the event loop, restarts and ordered shutdown.
 
 pub mod cfgfile;
@@ -19,4 +20,5 @@ pub mod children;
 pub mod netlink;
 pub mod privileges;
 pub mod restart;
+pub mod sockdestroy;
 pub mod supervise;

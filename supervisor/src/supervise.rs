@@ -12,6 +12,7 @@ use crate::interfaces;
 use crate::netlink::LinkWatch;
 use crate::privileges::{Identity, Role};
 use crate::restart::Backoff;
+use crate::sockdestroy::{self, Channel, Destroyer};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -19,7 +20,7 @@ use ossensor_shared::log::{audit, AuditSeverity, BASIC};
 use ossensor_shared::log;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ const UPLINK_STOP_GRACE: Duration = Duration::from_secs(12);
 
 struct Slot {
     child: Option<Child>,
+    /// A worker's socket-destroy channel (response actions), our end.
+    destroys: Option<Channel>,
     backoff: Backoff,
     /// When to start again (None while running or retired).
     restart_at: Option<Instant>,
@@ -38,7 +41,7 @@ struct Slot {
 
 impl Slot {
     fn new() -> Slot {
-        Slot { child: None, backoff: Backoff::default(), restart_at: Some(Instant::now()), absent: false }
+        Slot { child: None, destroys: None, backoff: Backoff::default(), restart_at: Some(Instant::now()), absent: false }
     }
 }
 
@@ -52,6 +55,8 @@ pub struct Supervisor {
     workers: BTreeMap<String, Slot>,
     signals: SignalFd,
     links: LinkWatch,
+    /// With response actions: destroys local sockets for the workers.
+    destroyer: Option<Destroyer>,
 }
 
 impl Supervisor {
@@ -77,23 +82,45 @@ impl Supervisor {
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|e| format!("signalfd: {e}"))?;
         let links = LinkWatch::open()?;
         let workers = interfaces.into_iter().map(|i| (i, Slot::new())).collect();
-        Ok(Supervisor { cfg, who, socket_path, log_file, uplink: Slot::new(), workers, signals, links })
+        let destroyer = match cfg.antigena_enabled {
+            true => match Destroyer::open() {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    log!(BASIC, "response actions will not destroy local sockets: {e}");
+                    None
+                }
+            },
+            false => None,
+        };
+        Ok(Supervisor { cfg, who, socket_path, log_file, uplink: Slot::new(), workers, signals, links, destroyer })
     }
 
     pub fn run(&mut self) -> Result<(), String> {
         loop {
             self.start_due();
             let timeout = self.next_due().map_or(Duration::from_secs(5), |t| t.saturating_duration_since(Instant::now()));
-            let (sig_ready, link_ready) = {
-                let mut fds = [PollFd::new(self.signals.as_fd(), PollFlags::POLLIN), PollFd::new(self.links.as_fd(), PollFlags::POLLIN)];
+            let (sig_ready, link_ready, destroys_ready) = {
+                let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN), PollFd::new(self.links.as_fd(), PollFlags::POLLIN)];
+                let channels: Vec<&String> = self.workers.iter().filter(|(_, s)| s.destroys.is_some()).map(|(n, _)| n).collect();
+                for name in &channels {
+                    fds.push(PollFd::new(self.workers[*name].destroys.as_ref().expect("filtered").fd.as_fd(), PollFlags::POLLIN));
+                }
                 let ms = timeout.as_millis().min(5000) as u16;
                 match poll(&mut fds, PollTimeout::from(ms)) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(format!("poll: {e}")),
                 }
                 let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
-                (ready(&fds[0]), ready(&fds[1]))
+                let destroys: Vec<String> = channels.iter().zip(&fds[2..]).filter(|(_, f)| ready(f)).map(|(n, _)| (*n).clone()).collect();
+                (ready(&fds[0]), ready(&fds[1]), destroys)
             };
+            for name in destroys_ready {
+                if let (Some(d), Some(slot)) = (self.destroyer.as_mut(), self.workers.get_mut(&name)) {
+                    if let Some(c) = slot.destroys.as_mut() {
+                        c.serve(&format!("capture-worker for {name}"), d);
+                    }
+                }
+            }
             if sig_ready {
                 let mut stop = None;
                 while let Ok(Some(info)) = self.signals.read_signal() {
@@ -123,7 +150,7 @@ impl Supervisor {
             let mut cfg = self.cfg.uplink_config(&self.socket_path);
             // The supervisor hands children the open log file as stdout.
             cfg.log.path = None;
-            let result = children::spawn(Role::Uplink, self.who, &cfg, self.output());
+            let result = children::spawn(Role::Uplink, self.who, &cfg, self.output(), None);
             started(&mut self.uplink, "uplink", Role::Uplink, self.who, result, now);
         }
         let due: Vec<String> = self.workers.iter().filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now)).map(|(n, _)| n.clone()).collect();
@@ -142,8 +169,21 @@ impl Supervisor {
             }
             let mut cfg = self.cfg.worker_config(&name, &self.socket_path);
             cfg.log.path = None;
-            let result = children::spawn(Role::CaptureWorker, self.who, &cfg, self.output());
+            // A fresh channel per start: a restarted worker never reads its
+            // predecessor's answers.
+            let channel = match (&self.destroyer, sockdestroy::channel()) {
+                (Some(_), Ok(pair)) => Some(pair),
+                (Some(_), Err(e)) => {
+                    log!(BASIC, "capture-worker for {name}: no socket-destroy channel: {e}");
+                    None
+                }
+                (None, _) => None,
+            };
+            cfg.destroy_fd = channel.as_ref().map(|_| sockdestroy::WORKER_FD);
+            let result = children::spawn(Role::CaptureWorker, self.who, &cfg, self.output(), channel.as_ref().map(|(_, w)| w.as_raw_fd()));
             let slot = self.workers.get_mut(&name).expect("present");
+            // Our copy of the worker's end closes here.
+            slot.destroys = channel.map(|(ours, _)| Channel::new(ours));
             started(slot, &format!("capture-worker for {name}"), Role::CaptureWorker, self.who, result, now);
         }
     }

@@ -10,7 +10,7 @@
 //! proved the key at registration.
 
 use crate::intake::Filters;
-use ossensor_shared::auth::{self, RequestMeta, H_EPOCH, H_NONCE, H_SENSOR, H_SEQ, H_SIGNATURE, H_TIMESTAMP};
+use ossensor_shared::auth::{self, RequestMeta};
 use ossensor_shared::control::{ActionReport, FromSensor, ToSensor, PATH_ACTIONS_WS};
 use ossensor_shared::log::{ACTIONS, BASIC, SENDS};
 use ossensor_shared::response::{Action, ActionStats};
@@ -104,27 +104,9 @@ fn connect(d: &Dialer) -> Result<Socket, String> {
 
     let host = if d.host.contains(':') { format!("[{}]", d.host) } else { d.host.clone() };
     let mut req = format!("wss://{host}:{}{PATH_ACTIONS_WS}", d.port).into_client_request().map_err(|e| e.to_string())?;
-    let nonce = auth::new_nonce();
-    let meta = RequestMeta {
-        method: "GET".into(),
-        path: PATH_ACTIONS_WS.into(),
-        sensor_id: d.sensor_id.clone(),
-        epoch: d.epoch,
-        seq: 0,
-        timestamp: (timefmt::now_ns() / 1_000_000_000) as i64,
-        nonce: nonce.clone(),
-        body_sha256: auth::sha256(b""),
-    };
-    let signature = auth::sign(&d.key, &meta);
+    let meta = RequestMeta::new("GET", PATH_ACTIONS_WS, &d.sensor_id, d.epoch, 0, timefmt::now_ns(), b"");
     let h = req.headers_mut();
-    for (k, v) in [
-        (H_SENSOR, d.sensor_id.clone()),
-        (H_EPOCH, d.epoch.to_string()),
-        (H_SEQ, "0".to_string()),
-        (H_TIMESTAMP, meta.timestamp.to_string()),
-        (H_NONCE, nonce),
-        (H_SIGNATURE, signature),
-    ] {
+    for (k, v) in meta.signed_headers(&d.key) {
         h.insert(k, HeaderValue::from_str(&v).map_err(|e| e.to_string())?);
     }
     let (ws, _) = tungstenite::client::client(req, StreamOwned::new(conn, tcp)).map_err(|e| format!("WebSocket handshake: {e}"))?;

@@ -11,7 +11,7 @@
 //! certificate must prove the key too. With VSENSOR_CA_FILE the chain is also
 //! verified against that CA.
 
-use ossensor_shared::auth::{self, RequestMeta, H_EPOCH, H_NONCE, H_PROOF, H_SENSOR, H_SEQ, H_SIGNATURE, H_TIMESTAMP};
+use ossensor_shared::auth::{self, RequestMeta, H_PROOF};
 use ossensor_shared::control::{ChunkAck, ErrorBody, RegisterRequest, RegisterResponse, PATH_CHUNKS, PATH_REGISTER};
 use ossensor_shared::chunk::{Encoding, H_ENCODING, H_PACKETS, H_RAW_LENGTH};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -206,28 +206,15 @@ impl Collector {
     /// Signs and sends one request; checks the proof of the answer. Returns
     /// the status, the body, and the certificate hash the proof covered.
     fn post(&self, path: &str, seq: u64, body: &[u8], extra: &[(&str, String)]) -> Result<(u16, Vec<u8>, [u8; 32]), SendError> {
-        let nonce = auth::new_nonce();
-        let meta = RequestMeta {
-            method: "POST".into(),
-            path: path.into(),
-            sensor_id: self.sensor_id.clone(),
-            epoch: self.epoch,
-            seq,
-            timestamp: (ossensor_shared::timefmt::now_ns() / 1_000_000_000) as i64,
-            nonce: nonce.clone(),
-            body_sha256: auth::sha256(body),
-        };
-        let signature = auth::sign(&self.key, &meta);
+        let meta = RequestMeta::new("POST", path, &self.sensor_id, self.epoch, seq, ossensor_shared::timefmt::now_ns(), body);
+        let nonce = meta.nonce.clone();
         let mut req = self
             .agent
             .post(&format!("{}{}", self.base_url, path))
-            .set("content-type", if path == PATH_CHUNKS { "application/octet-stream" } else { "application/json" })
-            .set(H_SENSOR, &self.sensor_id)
-            .set(H_EPOCH, &self.epoch.to_string())
-            .set(H_SEQ, &seq.to_string())
-            .set(H_TIMESTAMP, &meta.timestamp.to_string())
-            .set(H_NONCE, &nonce)
-            .set(H_SIGNATURE, &signature);
+            .set("content-type", if path == PATH_CHUNKS { "application/octet-stream" } else { "application/json" });
+        for (k, v) in meta.signed_headers(&self.key) {
+            req = req.set(k, &v);
+        }
         for (k, v) in extra {
             req = req.set(k, v);
         }

@@ -1,0 +1,169 @@
+//! Local socket destroys for the capture-workers (response actions on
+//! connections that end on this host; see `ossensor_shared::sockdiag`).
+//!
+//! Each worker started with response actions gets one end of a
+//! SOCK_SEQPACKET socket pair as its fd 3; the supervisor keeps the other
+//! and serves fixed-size requests from it: exactly one TCP 4-tuple each,
+//! nothing else parsed. The uplink never holds such a socket, so only a
+//! worker (which saw the flow) can ask.
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use ossensor_shared::log::{self as slog, ACTIONS, BASIC};
+use ossensor_shared::sockdiag::{decode_worker_request, destroy_request, parse_ack};
+use ossensor_shared::log;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// The fd number a worker finds its end at.
+pub const WORKER_FD: i32 = 3;
+/// Requests served per worker per second, at most (a bound, not a target:
+/// one per local connection reset).
+const MAX_PER_SECOND: u32 = 2000;
+
+/// (the supervisor's end, the worker's end).
+pub fn channel() -> Result<(OwnedFd, OwnedFd), String> {
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK)
+        .map_err(|e| format!("socketpair: {e}"))
+}
+
+/// The supervisor's end of one worker's channel.
+pub struct Channel {
+    pub fd: OwnedFd,
+    window_start: Instant,
+    served: u32,
+    refused_said: bool,
+}
+
+impl Channel {
+    pub fn new(fd: OwnedFd) -> Channel {
+        Channel { fd, window_start: Instant::now(), served: 0, refused_said: false }
+    }
+
+    /// Serves every request waiting on the channel.
+    pub fn serve(&mut self, who: &str, destroyer: &mut Destroyer) {
+        let mut buf = [0u8; 64];
+        loop {
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                return; // EAGAIN, or the worker is gone (reaped elsewhere)
+            }
+            if self.window_start.elapsed() >= Duration::from_secs(1) {
+                self.window_start = Instant::now();
+                self.served = 0;
+            }
+            let errno = match decode_worker_request(&buf[..n as usize]) {
+                None => {
+                    if !self.refused_said {
+                        log!(BASIC, "{who} sent a malformed socket-destroy request ({n} bytes); refused");
+                        self.refused_said = true;
+                    }
+                    libc::EINVAL
+                }
+                Some(_) if self.served >= MAX_PER_SECOND => libc::EBUSY,
+                Some((local, remote)) => {
+                    self.served += 1;
+                    let r = destroyer.destroy(local, remote);
+                    if slog::enabled(ACTIONS) {
+                        log!(ACTIONS, "{who}: local socket {} <-> {}: {}", show(local), show(remote), match r {
+                            Ok(()) => "destroyed".to_string(),
+                            Err(e) => format!("not destroyed: {}", std::io::Error::from_raw_os_error(e)),
+                        });
+                    }
+                    r.err().unwrap_or(0)
+                }
+            };
+            let answer = errno.to_ne_bytes();
+            unsafe { libc::send(self.fd.as_raw_fd(), answer.as_ptr().cast(), answer.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        }
+    }
+}
+
+fn show((ip, port): (IpAddr, u16)) -> String {
+    match ip {
+        IpAddr::V6(v) => format!("[{v}]:{port}"),
+        v4 => format!("{v4}:{port}"),
+    }
+}
+
+/// A NETLINK_SOCK_DIAG socket for SOCK_DESTROY requests.
+pub struct Destroyer {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Destroyer {
+    pub fn open() -> Result<Destroyer, String> {
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
+        if fd < 0 {
+            return Err(format!("netlink sock_diag socket: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let tv = libc::timeval { tv_sec: 1, tv_usec: 0 };
+        unsafe {
+            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32)
+        };
+        Ok(Destroyer { fd, seq: 0 })
+    }
+
+    /// Aborts the TCP socket `local` ↔ `remote`; the errno on failure.
+    pub fn destroy(&mut self, local: (IpAddr, u16), remote: (IpAddr, u16)) -> Result<(), i32> {
+        self.seq = self.seq.wrapping_add(1);
+        let req = destroy_request(self.seq, local, remote).ok_or(libc::EINVAL)?;
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as u16;
+        let sent = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                req.as_ptr().cast(),
+                req.len(),
+                0,
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        }
+        let mut answer = [0u8; 256];
+        loop {
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+            }
+            // Answers to earlier requests that timed out are skipped.
+            if let Some(r) = parse_ack(&answer[..n as usize], self.seq) {
+                return r;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A real socket destroyed through the kernel: the local end of a TCP
+    /// connection on loopback reads ECONNABORTED, the peer a reset.
+    #[test]
+    fn destroys_a_real_local_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        client.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        server.read_exact(&mut b).unwrap();
+        let local = server.local_addr().unwrap();
+        let remote = server.peer_addr().unwrap();
+        let mut d = Destroyer::open().unwrap();
+        d.destroy((local.ip(), local.port()), (remote.ip(), remote.port())).expect("root may destroy sockets");
+        let e = server.read(&mut b).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ECONNABORTED), "{e}");
+        let e = client.read(&mut b).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        let nobody = ("127.0.0.1".parse().unwrap(), 1);
+        assert_eq!(d.destroy(nobody, nobody), Err(libc::ENOENT), "no such socket");
+    }
+}
