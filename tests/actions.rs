@@ -107,7 +107,9 @@ fn block_kills_busy_and_idle_connections_refuses_new_ones_and_reports() {
     // its numbers now.
     std::thread::sleep(Duration::from_millis(500));
 
-    let id = action(&bed, &collector, &["block", "--src", CLI, "--dst", SRV, "--dport", "7000", "--for", "4"]);
+    // Every reset on the wire for the unrelated port, if any were sent.
+    let unrelated_rsts = Tcpdump::start(&bed.sen, "br0", Some("tcp port 7001 and tcp[tcpflags] & tcp-rst != 0"), dir.path()).unwrap();
+    let id = action(&bed, &collector, &["block", "--src", CLI, "--dst", SRV, "--dport", "7000", "--proto", "tcp", "--for", "4"]);
     let id: u64 = id.trim().parse().expect("the new action's id");
     let created = Instant::now();
     wait_until("both blocked clients reset", Duration::from_secs(3), || ended(&busy).is_some() && ended(&idle).is_some());
@@ -124,6 +126,9 @@ fn block_kills_busy_and_idle_connections_refuses_new_ones_and_reports() {
     }
     // The unrelated connection (another port) is untouched.
     assert!(ended(&other).is_none(), "unrelated connection ended: {:?}", events(&other));
+
+    let rsts = unrelated_rsts.stop_and_read().unwrap();
+    assert!(rsts.is_empty(), "{} resets on the unrelated connection", rsts.len());
 
     // After the action, new connections work again.
     let left = Duration::from_secs(4).saturating_sub(created.elapsed()) + Duration::from_millis(300);
@@ -146,6 +151,7 @@ fn block_kills_busy_and_idle_connections_refuses_new_ones_and_reports() {
     assert!(log.contains(&format!("action {id} applied")), "level 3 shows the action applied");
     assert!(log.contains("reset sent to"), "level 3 shows each reset sent");
     assert!(log.contains(&format!("action {id} expired")), "level 3 shows the expiry");
+    assert!(log.contains(&format!("ossensor-audit event=action_applied process=capture-worker[br0] interface=br0 id={id}")), "audited:\n{log}");
     sensor.stop().unwrap();
     other.kill();
     server.kill();
@@ -216,6 +222,42 @@ fn a_connection_ending_on_the_sensor_host_is_destroyed_locally() {
     let log = sensor.guard.log();
     assert_eq!(server_end(&server, port).unwrap(), "ECONNABORTED", "destroyed by the kernel, not reset by a packet:\n{log}");
     assert!(log.contains(&format!("local socket 198.18.65.254:7002 <-> 198.18.65.1:{port}: destroyed")), "{log}");
+    sensor.stop().unwrap();
+    server.kill();
+}
+
+/// The collector keeps its actions across a restart, and the sensor, back
+/// on its WebSocket, enforces the set it is sent again.
+#[test]
+fn actions_survive_a_collector_restart() {
+    let bed = bed();
+    let dir = TestDir::new("actrestart");
+    let mut collector = Collector::start(&bed.sen, dir.path()).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "br0".into()));
+    env.push(("OSSENSOR_DEBUG".into(), "3".into()));
+    let mut sensor = Sensor::start(&bed.sen, dir.path(), &env, &["br0"]).unwrap();
+    sensor.guard.wait_for_line("response actions: connected", Duration::from_secs(20)).unwrap();
+    let mut server = bed.srv.spawn(&["python3", &script(), "server", SRV, "7000"], dir.join("server.log")).unwrap();
+    server.wait_for_line("listening", Duration::from_secs(10)).unwrap();
+    let id = action(&bed, &collector, &["quarantine", "--host", SRV, "--for", "60"]);
+    let id: u64 = id.trim().parse().unwrap();
+
+    collector.restart(&bed.sen, Duration::from_millis(300)).unwrap();
+    let list: Value = serde_json::from_str(&action(&bed, &collector, &["list", "--json"])).unwrap();
+    let kept = list["actions"].as_array().unwrap().iter().find(|a| a["id"] == id).cloned().expect("the action is still in the book");
+    assert_eq!(kept["state"], "active", "{kept}");
+    // The sensor reconnects (backoff from 0.5 s) and is sent the set again.
+    wait_until("the sensor back on its WebSocket", Duration::from_secs(10), || {
+        sensor.guard.log().matches("response actions: connected").count() >= 2
+    });
+    wait_until("the set received again", Duration::from_secs(5), || {
+        sensor.guard.log().matches(&format!("response action {id} received")).count() >= 2
+    });
+    assert!(!probe(&bed, &dir, 0, 7000), "the quarantine holds after the collector's restart");
+    assert!(action(&bed, &collector, &["cancel", &id.to_string()]).contains("cancelled"));
+    wait_until("the cancellation applied", Duration::from_secs(5), || sensor.guard.log().contains(&format!("action {id} cancelled")));
+    assert!(probe(&bed, &dir, 1, 7000), "connections work once the action is cancelled");
     sensor.stop().unwrap();
     server.kill();
 }

@@ -145,7 +145,13 @@ impl Responder {
                 continue;
             }
             self.enforcer.apply(now_ns, *a, &mut self.decided);
-            log!(ACTIONS, "{}: action {} applied: {:?} until {}", self.interface, a.id, a.target, ossensor_shared::timefmt::rfc3339_millis(a.until_ns));
+            let until = ossensor_shared::timefmt::rfc3339_millis(a.until_ns);
+            log!(ACTIONS, "{}: action {} applied: {:?} until {until}", self.interface, a.id, a.target);
+            slog::audit(
+                slog::AuditSeverity::Notice,
+                "action_applied",
+                &[("interface", &self.interface), ("id", &a.id.to_string()), ("target", &format!("{:?}", a.target)), ("until", &until)],
+            );
         }
     }
 

@@ -92,6 +92,9 @@ pub enum FromSensor {
 pub struct NewAction {
     pub target: Target,
     pub for_seconds: u64,
+    /// Absent, null or "tcp": connections can only be reset over TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 /// An action as the operators' API shows it.

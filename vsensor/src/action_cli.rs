@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub const USAGE: &str = "\
-usage: vsensor action block --src IP [--sport PORT] --dst IP [--dport PORT] --for SECONDS
+usage: vsensor action block --src IP [--sport PORT] --dst IP [--dport PORT] [--proto tcp] --for SECONDS
        vsensor action quarantine --host IP --for SECONDS
        vsensor action cancel ID
        vsensor action list [--json]
@@ -163,7 +163,7 @@ fn parse(args: &[String]) -> Result<(Command, Option<PathBuf>), CliError> {
         }
     };
     let allowed: &[&str] = match rest.first().copied() {
-        Some("block") => &["--src", "--sport", "--dst", "--dport", "--for", "--data-dir"],
+        Some("block") => &["--src", "--sport", "--dst", "--dport", "--proto", "--for", "--data-dir"],
         Some("quarantine") => &["--host", "--for", "--data-dir"],
         Some("cancel" | "list") => &["--data-dir"],
         Some(other) => return Err(usage(format!("unknown action command {other:?}"))),
@@ -178,11 +178,16 @@ fn parse(args: &[String]) -> Result<(Command, Option<PathBuf>), CliError> {
             extra(1)?;
             let a = Endpoint { ip: ip("--src")?, port: port("--sport")? };
             let b = Endpoint { ip: ip("--dst")?, port: port("--dport")? };
-            Command::Create(NewAction { target: Target::Block { a, b }, for_seconds: seconds()? })
+            let protocol = match take("--proto") {
+                None => None,
+                Some(p) if p.eq_ignore_ascii_case("tcp") => Some("tcp".to_string()),
+                Some(p) => return Err(usage(format!("--proto {p:?}: only tcp connections can be reset"))),
+            };
+            Command::Create(NewAction { target: Target::Block { a, b }, for_seconds: seconds()?, protocol })
         }
         "quarantine" => {
             extra(1)?;
-            Command::Create(NewAction { target: Target::Quarantine { host: ip("--host")? }, for_seconds: seconds()? })
+            Command::Create(NewAction { target: Target::Quarantine { host: ip("--host")? }, for_seconds: seconds()?, protocol: None })
         }
         "cancel" => {
             extra(2)?;
@@ -278,6 +283,7 @@ mod tests {
         assert!(msg("quarantine --host 198.18.0.1").starts_with("--for SECONDS is required"));
         assert!(msg("quarantine --host 198.18.0.1 --for 5 --sport 3").starts_with("--sport is not an option"));
         assert!(msg("cancel x").starts_with("action id \"x\" is not a number"));
+        assert!(msg("block --src 198.18.0.1 --dst 198.18.0.2 --proto udp --for 5").starts_with("--proto \"udp\": only tcp"));
         assert!(msg("explode").starts_with("unknown action command"));
         assert!(msg("").starts_with("an action command is required"));
     }

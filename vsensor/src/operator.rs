@@ -103,6 +103,13 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
                 let new: NewAction = serde_json::from_slice(&body)
                     .map_err(|e| refusal(StatusCode::BAD_REQUEST, "malformed", format!("bad action: {e}")))?;
                 check_target(&new.target)?;
+                if let Some(p) = new.protocol.as_deref().filter(|p| !p.eq_ignore_ascii_case("tcp")) {
+                    return Err(refusal(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        format!("protocol {p:?}: only TCP connections can be reset (a passive sensor cannot end a UDP or ICMP exchange)"),
+                    ));
+                }
                 let view = {
                     let mut book = app.actions.lock().unwrap_or_else(|e| e.into_inner());
                     let id = book.create(now, new.target, new.for_seconds).map_err(|e| refusal(StatusCode::BAD_REQUEST, "malformed", e))?;
