@@ -70,6 +70,9 @@ pub struct UplinkConfig {
     /// report what they did every this many seconds.
     #[serde(default)]
     pub actions: Option<ActionsConfig>,
+    /// OSSENSOR_METRICS_ADDR: serve Prometheus metrics there.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
     pub log: LogConfig,
 }
 

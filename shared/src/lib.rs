@@ -12,6 +12,7 @@
 //! - [`tcpseg`]: TCP segments in Ethernet frames: parsing them, building resets and probes.
 //! - [`bpf`]: classic BPF programs: compiling filters, the direction guard.
 //! - [`log`]: the level-based log every process writes, and the syslog audit trail.
+//! - [`metrics`]: the Prometheus text format.
 //! - [`timefmt`]: UTC timestamps for log lines and file names.
 //! - [`alloc_count`]: a counting allocator for the tests of the hot path.
 
@@ -23,6 +24,7 @@ pub mod chunk;
 pub mod control;
 pub mod ipc;
 pub mod log;
+pub mod metrics;
 pub mod pcapng;
 pub mod response;
 pub mod sockdiag;

@@ -42,6 +42,7 @@ const SIMPLE_KEYS: &[(&str, &str)] = &[
     ("runtimeDir", "OSSENSOR_RUNTIME_DIR"),
     ("caFile", "VSENSOR_CA_FILE"),
     ("syslogSocket", "OSSENSOR_SYSLOG_SOCKET"),
+    ("metricsAddress", "OSSENSOR_METRICS_ADDR"),
 ];
 
 /// The INI key a variable is read from, for error messages under `-c`.
@@ -115,6 +116,7 @@ pub fn render(cfg: &Config) -> String {
     kv("runtimeDir", &cfg.runtime_dir.display().to_string());
     kv("caFile", &path(&cfg.ca_file));
     kv("syslogSocket", &path(&cfg.syslog_socket));
+    kv("metricsAddress", &cfg.metrics_addr.map(|a| a.to_string()).unwrap_or_default());
     s
 }
 

@@ -46,6 +46,7 @@ pub const VARIABLES: &[&str] = &[
     "OSSENSOR_RUNTIME_DIR",
     "VSENSOR_CA_FILE",
     "OSSENSOR_SYSLOG_SOCKET",
+    "OSSENSOR_METRICS_ADDR",
 ];
 
 /// Prefixes of variables that look like ours: an unknown one in an env file
@@ -484,6 +485,9 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     /// OSSENSOR_SYSLOG_SOCKET: where audit events go; None = /dev/log.
     pub syslog_socket: Option<PathBuf>,
+    /// OSSENSOR_METRICS_ADDR: where the uplink serves Prometheus metrics;
+    /// None = no metrics endpoint.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Collects problems while validating; labels them with the config file's
@@ -792,6 +796,16 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         .path("OSSENSOR_RUNTIME_DIR", true)
         .unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into());
     let syslog_socket = c.path("OSSENSOR_SYSLOG_SOCKET", true);
+    let metrics_addr = match c.get("OSSENSOR_METRICS_ADDR").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => match v.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.port() != 0 => Some(a),
+            _ => {
+                c.bad("OSSENSOR_METRICS_ADDR", Some(v), "must be an address and a port, like 127.0.0.1:9273 or [::1]:9273");
+                None
+            }
+        },
+    };
     let ca_file = c.path("VSENSOR_CA_FILE", false);
     if let Some(p) = &ca_file {
         let check = std::fs::metadata(p).and_then(|m| {
@@ -839,6 +853,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         runtime_dir,
         ca_file,
         syslog_socket,
+        metrics_addr,
     })
 }
 
@@ -970,6 +985,7 @@ impl Config {
             chunk_bytes: CHUNK_BYTES,
             chunk_max_age_ms: CHUNK_MAX_AGE_MS,
             ca_file: self.ca_file.as_ref().map(|p| p.display().to_string()),
+            metrics_addr: self.metrics_addr.map(|a| a.to_string()),
             actions: self.antigena_enabled.then_some(ActionsConfig { report_every_secs: self.antigena_period_secs }),
             log: self.log(),
         }
@@ -986,7 +1002,7 @@ impl Config {
         format!(
             "collector={}:{} key={} sensor_id={} devices={} include={:?} exclude={:?} any={} bpf={:?} \
              debug={} logfile={} antigena={} antigena_period={}s spool={}MiB compression={} \
-             capture_buffer={}MiB user={} runtime_dir={} ca_file={} syslog={} config_path={}",
+             capture_buffer={}MiB user={} runtime_dir={} ca_file={} syslog={} metrics={} config_path={}",
             self.collector_host,
             self.collector_port,
             self.hmac_key,
@@ -1007,6 +1023,7 @@ impl Config {
             self.runtime_dir.display(),
             opt(&self.ca_file, "(none)"),
             opt(&self.syslog_socket, "/dev/log"),
+            self.metrics_addr.map_or("off".to_string(), |a| a.to_string()),
             self.config_path.display(),
         )
     }
@@ -1665,6 +1682,16 @@ mod tests {
         let m = refused("VSENSOR_CA_FILE", "/nonexistent/ca.pem");
         assert!(m.contains("cannot read the CA file"), "{m}");
         refused("VSENSOR_CA_FILE", "/");
+    }
+
+    #[test]
+    fn bad_metrics_address() {
+        for v in ["9273", "localhost:9273", "127.0.0.1", "127.0.0.1:0", "[::1]", " 127.0.0.1:9273"] {
+            let m = refused("OSSENSOR_METRICS_ADDR", v);
+            assert!(m.contains("must be an address and a port"), "{m}");
+        }
+        assert_eq!(with(&[("OSSENSOR_METRICS_ADDR", "[::1]:9273")]).unwrap().metrics_addr, Some("[::1]:9273".parse().unwrap()));
+        assert_eq!(with(&[]).unwrap().metrics_addr, None);
     }
 
     #[test]

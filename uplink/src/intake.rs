@@ -72,6 +72,12 @@ impl Filters {
         }
     }
 
+    /// How many actions are in force now.
+    pub fn actions_in_force(&self) -> usize {
+        let now = ossensor_shared::timefmt::now_ns();
+        self.actions.iter().filter(|a| a.until_ns > now).count()
+    }
+
     /// The actions still in force, as a command for a worker.
     fn actions_msg(&self) -> UplinkMsg {
         let now = ossensor_shared::timefmt::now_ns();

@@ -13,6 +13,7 @@ mod actions;
 mod chunker;
 mod collector;
 mod intake;
+mod metrics;
 mod sender;
 mod spool;
 mod tls_stream;
@@ -160,6 +161,20 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         log!(BASIC, "response actions off (ANTIGENA_ENABLED=false): no WebSocket, nothing is ever sent on a captured interface");
     }
 
+    let worker_stats: Arc<Mutex<BTreeMap<Arc<str>, CaptureStats>>> = Arc::default();
+    if let Some(addr) = &cfg.metrics_addr {
+        let listener = metrics::bind(addr)?;
+        log!(BASIC, "Prometheus metrics on http://{addr}/metrics");
+        let sources = metrics::Sources {
+            shared: shared.clone(),
+            workers: worker_stats.clone(),
+            actions: actions.clone(),
+            filters: filters.clone(),
+            sensor_id: cfg.sensor_id.clone(),
+        };
+        std::thread::Builder::new().name("metrics".into()).spawn(move || metrics::serve(listener, sources)).map_err(|e| e.to_string())?;
+    }
+
     let mut chunker = Chunker::new(cfg.chunk_bytes, Duration::from_millis(cfg.chunk_max_age_ms), format!("ossensor {}", ossensor_shared::VERSION));
     let mut seq: u64 = 0;
     let mut compressor = match cfg.compression_level {
@@ -167,7 +182,6 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         None => None,
     };
     let mut connected: BTreeMap<Arc<str>, usize> = BTreeMap::new();
-    let mut worker_stats: BTreeMap<Arc<str>, CaptureStats> = BTreeMap::new();
     let mut closed: Vec<RawChunk> = Vec::new();
     let mut last_stats_log = Instant::now();
     let mut stop_since: Option<Instant> = None;
@@ -189,7 +203,7 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
                 }
             }
             Ok(Intake::Stats { interface, stats }) => {
-                worker_stats.insert(interface, stats);
+                worker_stats.lock().unwrap_or_else(|e| e.into_inner()).insert(interface, stats);
             }
             Ok(Intake::ActionStats { interface, stats }) => {
                 actions.stats.lock().unwrap_or_else(|e| e.into_inner()).insert(interface, stats.into_iter().collect());
@@ -227,7 +241,7 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
             }
         }
         if last_stats_log.elapsed() >= STATS_LOG_EVERY {
-            log_stats(&shared, &worker_stats, chunker.pending_packets());
+            log_stats(&shared, &worker_stats.lock().unwrap_or_else(|e| e.into_inner()), chunker.pending_packets());
             last_stats_log = Instant::now();
         }
         if draining_done {
@@ -245,7 +259,7 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         shared.abandon();
         log!(BASIC, "stopping with a request to the collector still in flight");
     }
-    log_stats(&shared, &worker_stats, chunker.pending_packets());
+    log_stats(&shared, &worker_stats.lock().unwrap_or_else(|e| e.into_inner()), chunker.pending_packets());
     Ok(())
 }
 

@@ -151,6 +151,9 @@ pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filt
                 last_error.clear();
                 let mut st = shared.lock();
                 st.spool.accounting.delivered += chunk.packets;
+                st.spool.accounting.chunks_delivered += 1;
+                st.spool.accounting.bytes_delivered += chunk.body.len() as u64;
+                st.spool.accounting.raw_bytes_delivered += chunk.raw_len as u64;
                 st.in_flight_packets = 0;
                 log!(
                     SENDS,

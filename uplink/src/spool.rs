@@ -28,6 +28,11 @@ pub struct Accounting {
     pub dropped_refused: u64,
     /// Dropped because the sensor stopped before the collector took them.
     pub dropped_at_exit: u64,
+    /// Chunks the collector acknowledged, and their bodies' bytes as sent
+    /// and before compression.
+    pub chunks_delivered: u64,
+    pub bytes_delivered: u64,
+    pub raw_bytes_delivered: u64,
 }
 
 pub struct Spool {
@@ -62,6 +67,11 @@ impl Spool {
         let c = self.queue.pop_front()?;
         self.bytes -= c.body.len() as u64;
         Some(c)
+    }
+
+    /// The bound, in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.limit
     }
 
     pub fn len(&self) -> usize {
