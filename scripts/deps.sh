@@ -11,6 +11,7 @@ PACKAGES=(
   ethtool                                  # offload settings in capture tests
   rsyslog                                  # audit trail to syslog (not started here)
   shellcheck                               # lints scripts/
+  chromium                                 # the status page in a real browser (headless)
 )
 
 missing=()

@@ -119,6 +119,39 @@ pub struct SensorReport {
     pub stats: ActionStats,
 }
 
+/// `POST /v1/status`: the sensor's running state, signed like every request.
+pub const PATH_STATUS: &str = "/v1/status";
+/// The operators' view of every sensor (bearer token), and the page.
+pub const PATH_OPERATOR_STATUS: &str = "/v1/operator/status";
+
+/// `POST /v1/status` body: sent after registration and every 5 s.
+/// Counters are cumulative since the uplink started (interfaces: since
+/// their capture-worker started).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub interfaces: Vec<InterfaceStatus>,
+    pub packets_captured: u64,
+    pub packets_delivered: u64,
+    pub packets_dropped: u64,
+    pub packets_held: u64,
+    pub bytes_delivered: u64,
+    pub spool_bytes: u64,
+    pub spool_capacity_bytes: u64,
+    /// Frames removed as duplicates across interfaces.
+    #[serde(default)]
+    pub duplicates_removed: u64,
+    pub actions_in_force: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub received: u64,
+    pub dropped_kernel: u64,
+    pub dropped_interface: u64,
+    pub forwarded: u64,
+}
+
 /// Body of every 4xx/5xx answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -140,14 +140,16 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
 
     let shared = Arc::new(Shared::new(cfg.spool_bytes));
     let actions = Arc::new(actions::ActionsShared::default());
+    let worker_stats: Arc<sender::WorkerStats> = Arc::default();
     let sender = {
         let shared = shared.clone();
         let cfg = cfg.clone();
         let filters = filters.clone();
         let actions = actions.clone();
+        let workers = worker_stats.clone();
         std::thread::Builder::new()
             .name("sender".into())
-            .spawn(move || sender::run(&cfg, epoch, &shared, &filters, &actions))
+            .spawn(move || sender::run(&cfg, epoch, &shared, &filters, &actions, &workers))
             .map_err(|e| e.to_string())?
     };
     if let Some(a) = &cfg.actions {
@@ -161,7 +163,6 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         log!(BASIC, "response actions off (ANTIGENA_ENABLED=false): no WebSocket, nothing is ever sent on a captured interface");
     }
 
-    let worker_stats: Arc<Mutex<BTreeMap<Arc<str>, CaptureStats>>> = Arc::default();
     if let Some(addr) = &cfg.metrics_addr {
         let listener = metrics::bind(addr)?;
         log!(BASIC, "Prometheus metrics on http://{addr}/metrics");

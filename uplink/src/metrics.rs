@@ -19,7 +19,7 @@ use std::time::Duration;
 /// What the page is built from.
 pub struct Sources {
     pub shared: Arc<Shared>,
-    pub workers: Arc<Mutex<BTreeMap<Arc<str>, CaptureStats>>>,
+    pub workers: Arc<crate::sender::WorkerStats>,
     pub actions: Arc<ActionsShared>,
     pub filters: Arc<Mutex<Filters>>,
     pub sensor_id: String,

@@ -10,7 +10,7 @@ use crate::intake::Filters;
 use crate::spool::{Spool, SpooledChunk};
 use ossensor_shared::children::UplinkConfig;
 use ossensor_shared::chunk::Encoding;
-use ossensor_shared::control::{InterfaceInfo, RegisterRequest};
+use ossensor_shared::control::{InterfaceInfo, InterfaceStatus, RegisterRequest, StatusReport};
 use ossensor_shared::log::{audit, AuditSeverity, BASIC, SENDS};
 use ossensor_shared::{bpf, log};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -71,7 +71,10 @@ impl Shared {
     }
 }
 
-pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filters>, actions: &ActionsShared) {
+/// How often the sensor reports its running state to the collector.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filters>, actions: &ActionsShared, workers: &WorkerStats) {
     let mut collector = match Collector::new(&cfg.collector_host, cfg.collector_port, &cfg.hmac_key, &cfg.sensor_id, epoch, cfg.ca_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -85,7 +88,15 @@ pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filt
     let mut in_flight: Option<SpooledChunk> = None;
     let mut close_seen: Option<Instant> = None;
     let mut last_error = String::new();
+    let mut last_status: Option<Instant> = None;
     loop {
+        if registered && last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
+            last_status = Some(Instant::now());
+            let report = status_report(shared, filters, workers);
+            if let Err(e) = collector.send_status(&report) {
+                log!(SENDS, "status report not sent: {e}");
+            }
+        }
         let closing = shared.lock().closing;
         if closing && close_seen.is_none() {
             close_seen = Some(Instant::now());
@@ -228,5 +239,39 @@ fn registration(cfg: &UplinkConfig, epoch: u64) -> RegisterRequest {
         interfaces,
         collector_addresses,
         collector_port: cfg.collector_port,
+    }
+}
+
+/// Per interface, the capture-workers' latest counters.
+pub type WorkerStats = Mutex<std::collections::BTreeMap<std::sync::Arc<str>, ossensor_shared::ipc::CaptureStats>>;
+
+/// The running state the collector's status page shows.
+fn status_report(shared: &Shared, filters: &Mutex<Filters>, workers: &WorkerStats) -> StatusReport {
+    let interfaces = workers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(name, s)| InterfaceStatus {
+            name: name.to_string(),
+            received: s.received,
+            dropped_kernel: s.dropped_kernel,
+            dropped_interface: s.dropped_interface,
+            forwarded: s.forwarded,
+        })
+        .collect();
+    let actions_in_force = filters.lock().unwrap_or_else(|e| e.into_inner()).actions_in_force() as u64;
+    let st = shared.lock();
+    let a = st.spool.accounting;
+    StatusReport {
+        interfaces,
+        packets_captured: a.captured,
+        packets_delivered: a.delivered,
+        packets_dropped: a.dropped_spool_full + a.dropped_refused + a.dropped_at_exit,
+        packets_held: st.spool.held_packets() + st.in_flight_packets,
+        bytes_delivered: a.bytes_delivered,
+        spool_bytes: st.spool.bytes(),
+        spool_capacity_bytes: st.spool.capacity(),
+        duplicates_removed: 0,
+        actions_in_force,
     }
 }

@@ -59,6 +59,8 @@ pub struct App {
     ws_open: StdMutex<std::collections::BTreeMap<String, usize>>,
     /// The bearer token of the operators' API.
     pub operator_token: String,
+    /// Each sensor's last status reports (`POST /v1/status`), in memory.
+    pub reports: StdMutex<std::collections::BTreeMap<String, crate::status::Reports>>,
 }
 
 /// The two ends of the connection a request came on.
@@ -232,6 +234,7 @@ impl App {
             actions_dirty: AtomicBool::new(false),
             ws_open: StdMutex::new(Default::default()),
             operator_token,
+            reports: StdMutex::new(Default::default()),
         }
     }
 
@@ -323,6 +326,8 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Result
     let seq = req.headers().get(auth::H_SEQ).and_then(|v| v.to_str().ok()).unwrap_or("-").chars().take(24).collect::<String>();
     let resp = if path.starts_with(control::PATH_OPERATOR_ACTIONS) {
         crate::operator::handle(&app, &conn, req).await
+    } else if matches!(path.as_str(), "/status" | "/metrics" | control::PATH_OPERATOR_STATUS) {
+        crate::operator::status(&app, &conn, req).await
     } else {
         route(&app, &conn, req).await
     };
@@ -400,6 +405,7 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
         Ok(()) => match (parts.method.clone(), path.as_str()) {
             (Method::POST, control::PATH_REGISTER) => register(app, conn, &headers, &body).await,
             (Method::POST, control::PATH_CHUNKS) => chunks(app, conn, &headers, &parts.headers, body).await,
+            (Method::POST, control::PATH_STATUS) => status_report(app, conn, &headers, &body),
             (Method::GET, control::PATH_ACTIONS_WS) => {
                 let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
                 match upgrade.and_then(|u| crate::ws::accept(app.clone(), headers.sensor.clone(), &parts.headers, u)) {
@@ -426,6 +432,18 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
     };
     let proof = app.proof(&headers.nonce, status, &body);
     response(status, body, "application/json", Some(proof))
+}
+
+/// `POST /v1/status`: keeps the sensor's running state for the status page.
+fn status_report(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+    let bad = |reason: String| refusal(StatusCode::BAD_REQUEST, "malformed", reason);
+    let r: control::StatusReport = serde_json::from_slice(body).map_err(|e| bad(format!("bad status report: {e}")))?;
+    if r.interfaces.len() > MAX_INTERFACES || r.interfaces.iter().any(|i| i.name.len() > MAX_TEXT) {
+        return Err(bad(format!("status report: at most {MAX_INTERFACES} interfaces with names of at most {MAX_TEXT} bytes")));
+    }
+    app.reports.lock().unwrap_or_else(|e| e.into_inner()).entry(h.sensor.clone()).or_default().push(timefmt::now_ns(), r);
+    app.registry.lock().unwrap_or_else(|e| e.into_inner()).seen(&h.sensor, h.epoch, &conn.remote.to_string(), unix_now());
+    Ok(b"{}".to_vec())
 }
 
 async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Result<Vec<u8>, Refusal> {

@@ -8,6 +8,7 @@
 //! - [`action_cli`]: `vsensor action ...`, the operators' command line.
 //! - [`actions`]: the book of response actions (`actions.json`).
 //! - [`operator`]: the operators' API for actions (bearer token in `operator.json`).
+//! - [`status`]: the fleet as operators see it: JSON, the `/status` page, `/metrics`.
 //! - [`ws`]: the sensors' WebSocket: actions pushed, reports received.
 //! - [`registry`]: the known sensors, `registry.json`.
 //! - [`store`]: pure rotation/retention policy and the files on disk.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod operator;
 pub mod registry;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod tls;
 pub mod ws;

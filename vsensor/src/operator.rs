@@ -79,17 +79,87 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The operators' token, as `Authorization: Bearer TOKEN`, or for a
+/// browser as HTTP Basic with the token as the password (any user name).
+fn authorized(app: &App, headers: &hyper::HeaderMap) -> Result<(), Refusal> {
+    let value = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let token = if let Some(t) = value.strip_prefix("Bearer ") {
+        Some(t.trim().as_bytes().to_vec())
+    } else if let Some(b) = value.strip_prefix("Basic ") {
+        base64_decode(b.trim()).and_then(|d| d.iter().position(|c| *c == b':').map(|i| d[i + 1..].to_vec()))
+    } else {
+        None
+    };
+    match token {
+        None => Err(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "operator_auth",
+            reason: "missing the operator token (Authorization: Bearer TOKEN, or Basic with the token as password)".into(),
+            audit: true,
+        }),
+        Some(t) if !same(&t, app.operator_token.as_bytes()) => {
+            Err(Refusal { status: StatusCode::UNAUTHORIZED, kind: "operator_auth", reason: "wrong operator token".into(), audit: true })
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Standard base64 (RFC 4648, padding optional); None if malformed.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim_end_matches('=').as_bytes();
+    if s.len() % 4 == 1 || s.len() > 4096 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for group in s.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in group.iter().enumerate() {
+            n |= val(*c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..group.len()]);
+    }
+    Some(out)
+}
+
+/// `/status` (the page), `/v1/operator/status` (JSON), `/metrics`
+/// (Prometheus): GET only, with the operators' token.
+pub async fn status(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    if let Err(r) = authorized(app, req.headers()) {
+        app.note_refusal(conn, None, &r);
+        let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
+        if path == "/status" {
+            // Lets a browser ask for the token.
+            resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Basic realm=\"vsensor\""));
+        }
+        return resp;
+    }
+    if req.method() != Method::GET {
+        return response(StatusCode::METHOD_NOT_ALLOWED, error_body(&format!("{} not allowed on {path} (GET)", req.method())), "application/json", None);
+    }
+    let view = crate::status::view(app).await;
+    match path.as_str() {
+        "/status" => response(StatusCode::OK, crate::status::page(&view).into_bytes(), "text/html; charset=utf-8", None),
+        "/metrics" => response(StatusCode::OK, crate::status::metrics(&view).into_bytes(), ossensor_shared::metrics::CONTENT_TYPE, None),
+        _ => response(StatusCode::OK, json(&view), "application/json", None),
+    }
+}
+
 pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
     let result = async {
-        let given = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            None => return Err(Refusal { status: StatusCode::UNAUTHORIZED, kind: "operator_auth", reason: "missing Authorization: Bearer <operator token>".into(), audit: true }),
-            Some(t) if !same(t.trim().as_bytes(), app.operator_token.as_bytes()) => {
-                return Err(Refusal { status: StatusCode::UNAUTHORIZED, kind: "operator_auth", reason: "wrong operator token".into(), audit: true })
-            }
-            Some(_) => {}
-        }
+        authorized(app, &parts.headers)?;
         let body = read_body(&parts.headers, body).await?;
         let path = parts.uri.path();
         let rest = path.strip_prefix(PATH_OPERATOR_ACTIONS).unwrap_or(path);
@@ -196,6 +266,23 @@ mod tests {
         assert_eq!(load_or_make_token(dir.path()).unwrap(), t);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(dir.path().join(OPERATOR_FILE)).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn base64_decodes_like_rfc_4648() {
+        assert_eq!(base64_decode("b3A6c2VjcmV0").unwrap(), b"op:secret");
+        assert_eq!(base64_decode("b3A6c2VjcmV0MQ==").unwrap(), b"op:secret1");
+        assert_eq!(base64_decode("b3A6c2VjcmV0MTI=").unwrap(), b"op:secret12");
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert!(base64_decode("b3A6c2V*").is_none());
+        assert!(base64_decode("b").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn base64_never_panics(s in "\\PC{0,64}") {
+            let _ = base64_decode(&s);
+        }
     }
 
     #[test]

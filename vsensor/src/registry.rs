@@ -56,6 +56,11 @@ impl Registry {
         self.sensors.get(id)
     }
 
+    /// Every sensor, by id.
+    pub fn all(&self) -> impl Iterator<Item = (&str, &SensorRecord)> {
+        self.sensors.iter().map(|(id, r)| (id.as_str(), r))
+    }
+
     pub fn len(&self) -> usize {
         self.sensors.len()
     }
