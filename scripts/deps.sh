@@ -12,6 +12,7 @@ PACKAGES=(
   rsyslog                                  # audit trail to syslog (not started here)
   shellcheck                               # lints scripts/
   chromium                                 # the status page in a real browser (headless)
+  nftables iputils-ping                    # NAT in the container-host topology; pings
 )
 
 missing=()

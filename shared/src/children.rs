@@ -73,6 +73,9 @@ pub struct UplinkConfig {
     /// OSSENSOR_METRICS_ADDR: serve Prometheus metrics there.
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// OSSENSOR_DEDUPLICATE: drop copies of a frame seen on several interfaces.
+    #[serde(default = "yes")]
+    pub deduplicate: bool,
     pub log: LogConfig,
 }
 
@@ -96,4 +99,8 @@ pub fn read_from_stdin<T: for<'de> Deserialize<'de>>() -> Result<T, String> {
     let mut buf = Vec::new();
     std::io::stdin().take(1 << 20).read_to_end(&mut buf).map_err(|e| format!("cannot read configuration from stdin: {e}"))?;
     serde_json::from_slice(&buf).map_err(|e| format!("malformed configuration on stdin: {e}"))
+}
+
+fn yes() -> bool {
+    true
 }

@@ -6,6 +6,7 @@
 //! - [`pcapng`]: writing pcapng sections and checking them block by block.
 //! - [`chunk`]: the compressed chunk envelope that crosses the network.
 //! - [`auth`]: HMAC request authentication, the collector's proof, the replay window.
+//! - [`dedup`]: one frame seen on several interfaces, kept once.
 //! - [`control`]: JSON control messages (registration, acknowledgements, errors).
 //! - [`response`]: response actions: which resets and probes to send for the segments seen.
 //! - [`sockdiag`]: destroying local sockets: the worker's request, the kernel's netlink message.
@@ -22,6 +23,7 @@ pub mod bpf;
 pub mod children;
 pub mod chunk;
 pub mod control;
+pub mod dedup;
 pub mod ipc;
 pub mod log;
 pub mod metrics;

@@ -43,6 +43,7 @@ const SIMPLE_KEYS: &[(&str, &str)] = &[
     ("caFile", "VSENSOR_CA_FILE"),
     ("syslogSocket", "OSSENSOR_SYSLOG_SOCKET"),
     ("metricsAddress", "OSSENSOR_METRICS_ADDR"),
+    ("deduplicate", "OSSENSOR_DEDUPLICATE"),
 ];
 
 /// The INI key a variable is read from, for error messages under `-c`.
@@ -117,6 +118,7 @@ pub fn render(cfg: &Config) -> String {
     kv("caFile", &path(&cfg.ca_file));
     kv("syslogSocket", &path(&cfg.syslog_socket));
     kv("metricsAddress", &cfg.metrics_addr.map(|a| a.to_string()).unwrap_or_default());
+    kv("deduplicate", &cfg.deduplicate.to_string());
     s
 }
 

@@ -47,6 +47,7 @@ pub const VARIABLES: &[&str] = &[
     "VSENSOR_CA_FILE",
     "OSSENSOR_SYSLOG_SOCKET",
     "OSSENSOR_METRICS_ADDR",
+    "OSSENSOR_DEDUPLICATE",
 ];
 
 /// Prefixes of variables that look like ours: an unknown one in an env file
@@ -485,6 +486,9 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     /// OSSENSOR_SYSLOG_SOCKET: where audit events go; None = /dev/log.
     pub syslog_socket: Option<PathBuf>,
+    /// OSSENSOR_DEDUPLICATE: keep one copy of a frame seen on several
+    /// interfaces.
+    pub deduplicate: bool,
     /// OSSENSOR_METRICS_ADDR: where the uplink serves Prometheus metrics;
     /// None = no metrics endpoint.
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -796,6 +800,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         .path("OSSENSOR_RUNTIME_DIR", true)
         .unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into());
     let syslog_socket = c.path("OSSENSOR_SYSLOG_SOCKET", true);
+    let deduplicate = c.boolean("OSSENSOR_DEDUPLICATE", true, "true or false (any case), or 1 or 0");
     let metrics_addr = match c.get("OSSENSOR_METRICS_ADDR").filter(|v| !v.is_empty()) {
         None => None,
         Some(v) => match v.parse::<std::net::SocketAddr>() {
@@ -854,6 +859,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         ca_file,
         syslog_socket,
         metrics_addr,
+        deduplicate,
     })
 }
 
@@ -986,6 +992,7 @@ impl Config {
             chunk_max_age_ms: CHUNK_MAX_AGE_MS,
             ca_file: self.ca_file.as_ref().map(|p| p.display().to_string()),
             metrics_addr: self.metrics_addr.map(|a| a.to_string()),
+            deduplicate: self.deduplicate,
             actions: self.antigena_enabled.then_some(ActionsConfig { report_every_secs: self.antigena_period_secs }),
             log: self.log(),
         }
@@ -1002,7 +1009,7 @@ impl Config {
         format!(
             "collector={}:{} key={} sensor_id={} devices={} include={:?} exclude={:?} any={} bpf={:?} \
              debug={} logfile={} antigena={} antigena_period={}s spool={}MiB compression={} \
-             capture_buffer={}MiB user={} runtime_dir={} ca_file={} syslog={} metrics={} config_path={}",
+             capture_buffer={}MiB user={} runtime_dir={} ca_file={} syslog={} metrics={} deduplicate={} config_path={}",
             self.collector_host,
             self.collector_port,
             self.hmac_key,
@@ -1024,6 +1031,7 @@ impl Config {
             opt(&self.ca_file, "(none)"),
             opt(&self.syslog_socket, "/dev/log"),
             self.metrics_addr.map_or("off".to_string(), |a| a.to_string()),
+            self.deduplicate,
             self.config_path.display(),
         )
     }

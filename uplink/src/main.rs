@@ -176,7 +176,7 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         std::thread::Builder::new().name("metrics".into()).spawn(move || metrics::serve(listener, sources)).map_err(|e| e.to_string())?;
     }
 
-    let mut chunker = Chunker::new(cfg.chunk_bytes, Duration::from_millis(cfg.chunk_max_age_ms), format!("ossensor {}", ossensor_shared::VERSION));
+    let mut chunker = Chunker::new(cfg.chunk_bytes, Duration::from_millis(cfg.chunk_max_age_ms), format!("ossensor {}", ossensor_shared::VERSION), cfg.deduplicate);
     let mut seq: u64 = 0;
     let mut compressor = match cfg.compression_level {
         Some(level) => Some(chunk::ChunkCompressor::new(level).map_err(|e| format!("zstd level {level}: {e}"))?),
@@ -195,12 +195,18 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         let wait = chunker.deadline().map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait.min(Duration::from_millis(200))) {
             Ok(Intake::Batch { interface, linktype, count, records }) => {
-                let (n, err) = chunker.add_batch(&interface, linktype, &records, Instant::now(), &mut closed);
-                shared.lock().spool.accounting.captured += n;
-                if let Some(e) = err {
+                let a = chunker.add_batch(&interface, linktype, &records, Instant::now(), &mut closed);
+                {
+                    let mut st = shared.lock();
+                    st.spool.accounting.captured += a.packets;
+                    if a.duplicates > 0 {
+                        *st.duplicates.entry(interface.to_string()).or_default() += a.duplicates;
+                    }
+                }
+                if let Some(e) = a.error {
                     log!(BASIC, "batch from {interface}: {e}");
-                } else if n != count as u64 {
-                    log!(BASIC, "batch from {interface} announced {count} packets, held {n}");
+                } else if a.packets + a.duplicates != count as u64 {
+                    log!(BASIC, "batch from {interface} announced {count} packets, held {}", a.packets + a.duplicates);
                 }
             }
             Ok(Intake::Stats { interface, stats }) => {
@@ -209,7 +215,10 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
             Ok(Intake::ActionStats { interface, stats }) => {
                 actions.stats.lock().unwrap_or_else(|e| e.into_inner()).insert(interface, stats.into_iter().collect());
             }
-            Ok(Intake::Connected { interface }) => *connected.entry(interface).or_default() += 1,
+            Ok(Intake::Connected { interface }) => {
+                *connected.entry(interface).or_default() += 1;
+                chunker.set_interfaces(connected.len());
+            }
             Ok(Intake::Disconnected { interface }) => {
                 if let Some(n) = connected.get_mut(&interface) {
                     *n -= 1;
@@ -217,6 +226,7 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
                         connected.remove(&interface);
                     }
                 }
+                chunker.set_interfaces(connected.len());
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Err("intake thread ended".into()),
@@ -227,8 +237,8 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
             // Whatever is still queued from workers that already left.
             while let Ok(msg) = rx.try_recv() {
                 if let Intake::Batch { interface, linktype, records, .. } = msg {
-                    let (n, _) = chunker.add_batch(&interface, linktype, &records, Instant::now(), &mut closed);
-                    shared.lock().spool.accounting.captured += n;
+                    let a = chunker.add_batch(&interface, linktype, &records, Instant::now(), &mut closed);
+                    shared.lock().spool.accounting.captured += a.packets;
                 }
             }
             closed.extend(chunker.flush());
@@ -300,7 +310,7 @@ fn log_stats(shared: &Shared, workers: &BTreeMap<Arc<str>, CaptureStats>, in_ope
     let a = st.spool.accounting;
     log!(
         STATS,
-        "packets: captured {} delivered {} dropped (spool full {}, refused {}, at exit {}) held {} in {} chunks ({} KiB)",
+        "packets: captured {} delivered {} dropped (spool full {}, refused {}, at exit {}) held {} in {} chunks ({} KiB); duplicates removed {}",
         a.captured,
         a.delivered,
         a.dropped_spool_full,
@@ -308,7 +318,8 @@ fn log_stats(shared: &Shared, workers: &BTreeMap<Arc<str>, CaptureStats>, in_ope
         a.dropped_at_exit,
         st.spool.held_packets() + st.in_flight_packets + in_open_chunk,
         st.spool.len(),
-        st.spool.bytes() / 1024
+        st.spool.bytes() / 1024,
+        dup_summary(&st.duplicates)
     );
 }
 
@@ -341,7 +352,7 @@ mod tests {
             packets += count as u64;
         }
 
-        let mut chunker = Chunker::new(1 << 20, Duration::from_secs(3600), "t".into());
+        let mut chunker = Chunker::new(1 << 20, Duration::from_secs(3600), "t".into(), true);
         let mut decoder = FrameDecoder::new();
         let mut closed = Vec::new();
         let mut compressor = chunk::ChunkCompressor::new(-3).unwrap();
@@ -371,4 +382,13 @@ mod tests {
             "{allocations} allocations for {packets} packets: something allocates per packet"
         );
     }
+}
+
+/// "3 (veth1 2, br0 1)", or "0".
+fn dup_summary(d: &BTreeMap<String, u64>) -> String {
+    let total: u64 = d.values().sum();
+    if total == 0 {
+        return "0".into();
+    }
+    format!("{total} ({})", d.iter().map(|(i, n)| format!("{i} {n}")).collect::<Vec<_>>().join(", "))
 }

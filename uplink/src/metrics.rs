@@ -77,9 +77,9 @@ pub fn page(src: &Sources) -> String {
     let mut e = Exposition::new();
     let id = src.sensor_id.as_str();
     e.family("ossensor_build_info", Kind::Gauge, "Always 1; the labels say which sensor and version.", &[(&[("version", VERSION), ("sensor", id)], 1.0)]);
-    let (acc, held, chunks, bytes, capacity) = {
+    let (acc, held, chunks, bytes, capacity, dups) = {
         let st = src.shared.lock();
-        (st.spool.accounting, st.spool.held_packets() + st.in_flight_packets, st.spool.len(), st.spool.bytes(), st.spool.capacity())
+        (st.spool.accounting, st.spool.held_packets() + st.in_flight_packets, st.spool.len(), st.spool.bytes(), st.spool.capacity(), st.duplicates.clone())
     };
     e.single("ossensor_packets_captured_total", Kind::Counter, "Packets the uplink received from the capture-workers.", acc.captured as f64);
     e.single("ossensor_packets_delivered_total", Kind::Counter, "Packets the collector acknowledged.", acc.delivered as f64);
@@ -119,6 +119,9 @@ pub fn page(src: &Sources) -> String {
         })
         .collect();
     family(&mut e, "ossensor_interface_packets_dropped_total", Kind::Counter, "Packets lost before capture: the ring was full (kernel) or the interface dropped them.", &dropped);
+
+    let dup_samples: Vec<(Vec<(&str, &str)>, f64)> = dups.iter().map(|(i, n)| (vec![("interface", i.as_str())], *n as f64)).collect();
+    family(&mut e, "ossensor_duplicates_removed_total", Kind::Counter, "Copies of frames dropped because the same frame was kept from another interface, per interface of the dropped copy.", &dup_samples);
 
     let in_force = src.filters.lock().unwrap_or_else(|e| e.into_inner()).actions_in_force();
     e.single("ossensor_response_actions_in_force", Kind::Gauge, "Response actions the sensor enforces now.", in_force as f64);

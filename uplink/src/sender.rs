@@ -23,6 +23,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct State {
     pub spool: Spool,
     pub in_flight_packets: u64,
+    /// Copies of frames dropped because another interface's copy was kept,
+    /// per interface of the dropped copy.
+    pub duplicates: std::collections::BTreeMap<String, u64>,
     closing: bool,
 }
 
@@ -33,7 +36,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(spool_bytes: u64) -> Shared {
-        Shared { state: Mutex::new(State { spool: Spool::new(spool_bytes), in_flight_packets: 0, closing: false }), wake: Condvar::new() }
+        Shared { state: Mutex::new(State { spool: Spool::new(spool_bytes), in_flight_packets: 0, duplicates: Default::default(), closing: false }), wake: Condvar::new() }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -271,7 +274,7 @@ fn status_report(shared: &Shared, filters: &Mutex<Filters>, workers: &WorkerStat
         bytes_delivered: a.bytes_delivered,
         spool_bytes: st.spool.bytes(),
         spool_capacity_bytes: st.spool.capacity(),
-        duplicates_removed: 0,
+        duplicates_removed: st.duplicates.values().sum(),
         actions_in_force,
     }
 }
