@@ -39,14 +39,7 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
 
 #[test]
 fn the_uplink_serves_prometheus_metrics_that_count_real_traffic() {
-    let prefix = unique_prefix();
-    let host = Netns::new(&prefix, "host").unwrap();
-    let peer = Netns::new(&prefix, "peer").unwrap();
-    for ns in [&host, &peer] {
-        ns.disable_ipv6().unwrap();
-    }
-    veth_pair(&host, "h1", "198.18.66.1/24", &peer, "p1", "198.18.66.2/24").unwrap();
-    pin_neighbours(&host, "h1", "198.18.66.1", &peer, "p1", "198.18.66.2").unwrap();
+    let (host, peer) = host_and_peer("198.18.66").unwrap();
     let dir = TestDir::new("metrics");
     let collector = Collector::start(&host, dir.path()).unwrap();
     let mut env = base_env(&collector, dir.path());

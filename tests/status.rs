@@ -30,14 +30,7 @@ fn get(ns: &Netns, url: &str, auth: Option<&str>) -> (String, String) {
 
 #[test]
 fn status_api_page_and_metrics_show_the_sensor() {
-    let prefix = unique_prefix();
-    let host = Netns::new(&prefix, "host").unwrap();
-    let peer = Netns::new(&prefix, "peer").unwrap();
-    for ns in [&host, &peer] {
-        ns.disable_ipv6().unwrap();
-    }
-    veth_pair(&host, "h1", "198.18.67.1/24", &peer, "p1", "198.18.67.2/24").unwrap();
-    pin_neighbours(&host, "h1", "198.18.67.1", &peer, "p1", "198.18.67.2").unwrap();
+    let (host, peer) = host_and_peer("198.18.67").unwrap();
     let dir = TestDir::new("status");
     let collector = Collector::start(&host, dir.path()).unwrap();
     let mut env = base_env(&collector, dir.path());

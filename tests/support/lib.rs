@@ -32,7 +32,7 @@ pub use capture::{
     assert_same_frames, read_pcap, read_pcap_as, read_pcapng, tcpdump_read_ok, try_tcpdump_read, try_tshark_count,
     tshark_count, Frame, Tcpdump,
 };
-pub use netns::{delete_link, pin_neighbours, set_link_up, veth_pair, Netns, Veth};
+pub use netns::{delete_link, host_and_peer, pin_neighbours, set_link_up, veth_pair, Netns, Veth};
 pub use process::{spawn_logged, ProcessGuard};
 pub use traffic::{curl_http, dig, iperf3_client, udp_send, Dnsmasq, HttpServer, Iperf3Server, UdpListener};
 

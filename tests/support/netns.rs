@@ -233,3 +233,20 @@ pub fn pin_neighbours(a: &Netns, a_if: &str, a_ip: &str, b: &Netns, b_if: &str, 
     b.ip(&["neigh", "replace", a_ip, "lladdr", &a_mac, "dev", b_if, "nud", "permanent"])?;
     Ok(())
 }
+
+/// The most common bed: namespaces "host" and "peer" (IPv6 off) joined by
+/// a veth, `h1` = `NET.1/24` in host and `p1` = `NET.2/24` in peer, with
+/// pinned neighbours. `net` is a /24 prefix in 198.18.0.0/15, e.g.
+/// "198.18.66".
+pub fn host_and_peer(net: &str) -> Result<(Netns, Netns)> {
+    let prefix = crate::unique_prefix();
+    let host = Netns::new(&prefix, "host")?;
+    let peer = Netns::new(&prefix, "peer")?;
+    for ns in [&host, &peer] {
+        ns.disable_ipv6()?;
+    }
+    let (h, p) = (format!("{net}.1"), format!("{net}.2"));
+    veth_pair(&host, "h1", &format!("{h}/24"), &peer, "p1", &format!("{p}/24"))?;
+    pin_neighbours(&host, "h1", &h, &peer, "p1", &p)?;
+    Ok((host, peer))
+}
