@@ -141,6 +141,20 @@ pub struct StatusReport {
     #[serde(default)]
     pub duplicates_removed: u64,
     pub actions_in_force: u64,
+    /// The uplink is stopping: the other sensors need not leave flows to
+    /// this one any more.
+    #[serde(default)]
+    pub leaving: bool,
+}
+
+/// `POST /v1/status` answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusAnswer {
+    /// The collector's filter for this sensor now (as in
+    /// `RegisterResponse`), if it has one; the sensor applies it when it
+    /// changed.
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

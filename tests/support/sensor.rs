@@ -36,9 +36,14 @@ fn collector_command(ns: &Netns, data_dir: &Path, listen: &str) -> Command {
 impl Collector {
     /// Starts `vsensor` on 127.0.0.1 (a port the kernel picks) in `ns`.
     pub fn start(ns: &Netns, dir: &Path) -> Result<Collector> {
+        Collector::start_on(ns, dir, "127.0.0.1")
+    }
+
+    /// Starts `vsensor` on `ip` (a port the kernel picks) in `ns`.
+    pub fn start_on(ns: &Netns, dir: &Path, ip: &str) -> Result<Collector> {
         let data_dir = dir.join("collector-data");
         let log = dir.join("vsensor.log");
-        let mut guard = spawn_logged(&mut collector_command(ns, &data_dir, "127.0.0.1:0"), &log)?;
+        let mut guard = spawn_logged(&mut collector_command(ns, &data_dir, &format!("{ip}:0")), &log)?;
         let line = guard.wait_for_line("vsensor: listening on ", Duration::from_secs(20))?;
         let port = line
             .rsplit(':')
@@ -98,8 +103,13 @@ impl Collector {
 
     /// Every frame the collector stored, read with the harness's own reader.
     pub fn frames(&self) -> Result<Vec<Frame>> {
+        self.frames_of(None)
+    }
+
+    /// The frames stored from one sensor (`Some(id)`) or from all.
+    pub fn frames_of(&self, sensor: Option<&str>) -> Result<Vec<Frame>> {
         let mut all = Vec::new();
-        for f in self.files() {
+        for f in self.files().into_iter().filter(|f| sensor.is_none_or(|s| f.parent().and_then(|p| p.file_name()).is_some_and(|n| n == s))) {
             let bytes = std::fs::read(&f).map_err(|e| Error::new(format!("{}: {e}", f.display())))?;
             all.extend(parse_pcapng(&bytes).map_err(|e| Error::new(format!("{}: {e}", f.display())))?);
         }

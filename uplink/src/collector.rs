@@ -12,7 +12,7 @@
 //! verified against that CA.
 
 use ossensor_shared::auth::{self, RequestMeta, H_PROOF};
-use ossensor_shared::control::{ChunkAck, ErrorBody, RegisterRequest, RegisterResponse, StatusReport, PATH_CHUNKS, PATH_REGISTER, PATH_STATUS};
+use ossensor_shared::control::{ChunkAck, ErrorBody, RegisterRequest, RegisterResponse, StatusAnswer, StatusReport, PATH_CHUNKS, PATH_REGISTER, PATH_STATUS};
 use ossensor_shared::chunk::{Encoding, H_ENCODING, H_PACKETS, H_RAW_LENGTH};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -203,14 +203,15 @@ impl Collector {
         serde_json::from_slice(&answer).map_err(|e| SendError::Refused { status, reason: format!("unreadable acknowledgement: {e}") })
     }
 
-    /// Reports the sensor's running state (`POST /v1/status`).
-    pub fn send_status(&self, report: &StatusReport) -> Result<(), SendError> {
+    /// Reports the sensor's running state (`POST /v1/status`); the answer
+    /// carries the collector's filter for this sensor now.
+    pub fn send_status(&self, report: &StatusReport) -> Result<StatusAnswer, SendError> {
         let body = serde_json::to_vec(report).expect("serialisable");
         let (status, answer, _) = self.post(PATH_STATUS, 0, &body, &[])?;
         if status != 200 {
             return Err(refusal(status, &answer));
         }
-        Ok(())
+        serde_json::from_slice(&answer).map_err(|e| SendError::Refused { status, reason: format!("unreadable status answer: {e}") })
     }
 
     /// Signs and sends one request; checks the proof of the answer. Returns

@@ -92,12 +92,26 @@ pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filt
     let mut close_seen: Option<Instant> = None;
     let mut last_error = String::new();
     let mut last_status: Option<Instant> = None;
+    // The collector's part of the filter, as it last gave it.
+    let mut collector_filter = String::new();
     loop {
         if registered && last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
             last_status = Some(Instant::now());
-            let report = status_report(shared, filters, workers);
-            if let Err(e) = collector.send_status(&report) {
-                log!(SENDS, "status report not sent: {e}");
+            match collector.send_status(&status_report(shared, filters, workers, false)) {
+                Ok(answer) => match answer.filter {
+                    Some(f) if f != collector_filter => {
+                        let effective = bpf::combine(&f, &cfg.bpf);
+                        match filters.lock().unwrap_or_else(|e| e.into_inner()).replace(effective.clone()) {
+                            Ok(()) => {
+                                log!(BASIC, "the collector changed our filter (a sensor joined or left); effective filter: {effective:?}");
+                                collector_filter = f;
+                            }
+                            Err(e) => log!(BASIC, "error: the collector's new filter does not compile, keeping the previous one: {e}"),
+                        }
+                    }
+                    _ => {}
+                },
+                Err(e) => log!(SENDS, "status report not sent: {e}"),
             }
         }
         let closing = shared.lock().closing;
@@ -122,6 +136,7 @@ pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filt
                 Ok(resp) => {
                     registered = true;
                     backoff = Duration::from_millis(250);
+                    collector_filter = resp.filter.clone();
                     let effective = bpf::combine(&resp.filter, &cfg.bpf);
                     let fp = collector.pinned_fingerprint().unwrap_or_default();
                     *actions.dialer.lock().unwrap_or_else(|e| e.into_inner()) = collector.dialer();
@@ -150,6 +165,12 @@ pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filt
                     }
                     None => {
                         if st.closing {
+                            drop(st);
+                            // Tell the collector, so the other sensors
+                            // take back the flows they left to us.
+                            if registered {
+                                let _ = collector.send_status(&status_report(shared, filters, workers, true));
+                            }
                             return;
                         }
                         let _ = shared.wake.wait_timeout(st, Duration::from_millis(500));
@@ -249,7 +270,7 @@ fn registration(cfg: &UplinkConfig, epoch: u64) -> RegisterRequest {
 pub type WorkerStats = Mutex<std::collections::BTreeMap<std::sync::Arc<str>, ossensor_shared::ipc::CaptureStats>>;
 
 /// The running state the collector's status page shows.
-fn status_report(shared: &Shared, filters: &Mutex<Filters>, workers: &WorkerStats) -> StatusReport {
+fn status_report(shared: &Shared, filters: &Mutex<Filters>, workers: &WorkerStats, leaving: bool) -> StatusReport {
     let interfaces = workers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -276,5 +297,6 @@ fn status_report(shared: &Shared, filters: &Mutex<Filters>, workers: &WorkerStat
         spool_capacity_bytes: st.spool.capacity(),
         duplicates_removed: st.duplicates.values().sum(),
         actions_in_force,
+        leaving,
     }
 }

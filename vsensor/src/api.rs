@@ -61,6 +61,11 @@ pub struct App {
     pub operator_token: String,
     /// Each sensor's last status reports (`POST /v1/status`), in memory.
     pub reports: StdMutex<std::collections::BTreeMap<String, crate::status::Reports>>,
+    /// Each sensor's base filter (its uplink to us excluded), from its
+    /// registration; the fleet part is added to it (see `fleet`).
+    base_filters: StdMutex<std::collections::BTreeMap<String, String>>,
+    /// Sensors that said they were stopping, until they register again.
+    left: StdMutex<std::collections::BTreeSet<String>>,
 }
 
 /// The two ends of the connection a request came on.
@@ -235,7 +240,28 @@ impl App {
             ws_open: StdMutex::new(Default::default()),
             operator_token,
             reports: StdMutex::new(Default::default()),
+            base_filters: StdMutex::new(Default::default()),
+            left: StdMutex::new(Default::default()),
         }
+    }
+
+    /// The filter `sensor` should use now: its base and the fleet
+    /// exclusion. None before it registered with this collector process.
+    pub fn filter_for(&self, sensor: &str) -> Option<String> {
+        let base = self.base_filters.lock().unwrap_or_else(|e| e.into_inner()).get(sensor)?.clone();
+        let now = unix_now();
+        let left = self.left.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let addresses = |rec: &crate::registry::SensorRecord| -> Vec<IpAddr> {
+            rec.interfaces.iter().flat_map(|i| i.addresses.iter()).filter_map(|a| a.parse().ok()).collect()
+        };
+        let own = registry.get(sensor).map(addresses).unwrap_or_default();
+        let peers: Vec<IpAddr> = registry
+            .all()
+            .filter(|(id, rec)| *id < sensor && now - rec.last_seen <= crate::fleet::ACTIVE_SECONDS && !left.contains(*id))
+            .flat_map(|(_, rec)| addresses(rec))
+            .collect();
+        Some(ossensor_shared::bpf::combine(&base, &crate::fleet::exclusion(&own, &peers)))
     }
 
     /// Tells every sensor's WebSocket to send the set in force again.
@@ -441,9 +467,15 @@ fn status_report(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Result
     if r.interfaces.len() > MAX_INTERFACES || r.interfaces.iter().any(|i| i.name.len() > MAX_TEXT) {
         return Err(bad(format!("status report: at most {MAX_INTERFACES} interfaces with names of at most {MAX_TEXT} bytes")));
     }
+    let leaving = r.leaving;
     app.reports.lock().unwrap_or_else(|e| e.into_inner()).entry(h.sensor.clone()).or_default().push(timefmt::now_ns(), r);
     app.registry.lock().unwrap_or_else(|e| e.into_inner()).seen(&h.sensor, h.epoch, &conn.remote.to_string(), unix_now());
-    Ok(b"{}".to_vec())
+    if leaving {
+        app.left.lock().unwrap_or_else(|e| e.into_inner()).insert(h.sensor.clone());
+        log!(log::BASIC, "sensor {} is stopping: the others' filters no longer leave flows to it", h.sensor);
+        return Ok(json(&control::StatusAnswer::default()));
+    }
+    Ok(json(&control::StatusAnswer { filter: app.filter_for(&h.sensor) }))
 }
 
 async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Result<Vec<u8>, Refusal> {
@@ -470,7 +502,7 @@ async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Resul
         let ip: IpAddr = a.parse().map_err(|_| bad(format!("collector address {:?} is not an IP address", a.chars().take(80).collect::<String>())))?;
         addrs.push(ip);
     }
-    let filter = build_filter(&addrs, conn.local, req.collector_port);
+    let base = build_filter(&addrs, conn.local, req.collector_port);
     let files = app
         .store
         .sensor(&h.sensor)
@@ -481,6 +513,9 @@ async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Resul
         .unwrap_or_else(|e| e.into_inner())
         .register(&req, &conn.remote.to_string(), unix_now())
         .map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot write the registry: {e}")))?;
+    app.base_filters.lock().unwrap_or_else(|e| e.into_inner()).insert(h.sensor.clone(), base.clone());
+    app.left.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.sensor);
+    let filter = app.filter_for(&h.sensor).unwrap_or(base);
     log!(
         log::BASIC,
         "registered sensor {} (host {:?}, version {}, epoch {}, {} interfaces) from {}; last seq {:?}; filter: {filter}",

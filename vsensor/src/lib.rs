@@ -7,6 +7,7 @@
 //! - [`api`]: authenticate, then route `/v1/register`, `/v1/chunks` and `/v1/actions/ws`.
 //! - [`action_cli`]: `vsensor action ...`, the operators' command line.
 //! - [`actions`]: the book of response actions (`actions.json`).
+//! - [`fleet`]: each packet once across sensors: the filters between them.
 //! - [`operator`]: the operators' API for actions (bearer token in `operator.json`).
 //! - [`status`]: the fleet as operators see it: JSON, the `/status` page, `/metrics`.
 //! - [`ws`]: the sensors' WebSocket: actions pushed, reports received.
@@ -20,6 +21,7 @@ pub mod action_cli;
 pub mod actions;
 pub mod api;
 pub mod config;
+pub mod fleet;
 pub mod operator;
 pub mod registry;
 pub mod server;
