@@ -130,6 +130,23 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // De-duplication across interfaces: every frame looked up once, as the
+    // uplink does while more than one interface is captured.
+    let mut g = c.benchmark_group("dedup");
+    let n = frames.len().min(10_000);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("frames_10k", |b| {
+        let mut d = ossensor_shared::dedup::Deduplicator::new();
+        let mut ts = 0u64;
+        b.iter(|| {
+            for f in &frames[..n] {
+                ts += 2_500;
+                black_box(d.is_duplicate(1, 0, ts, black_box(f)));
+            }
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);
