@@ -92,6 +92,13 @@ fn block_kills_busy_and_idle_connections_refuses_new_ones_and_reports() {
     env.push(("OSSENSOR_NETWORK_DEVICE".into(), "br0".into()));
     env.push(("OSSENSOR_DEBUG".into(), "3".into()));
     env.push(("ANTIGENA_TIME_PERIOD".into(), "1".into()));
+    // A syslog socket of our own, writable by the unprivileged children.
+    let sock_path = dir.join("syslog.sock");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    syslog.set_nonblocking(true).unwrap();
+    env.push(("OSSENSOR_SYSLOG_SOCKET".into(), sock_path.display().to_string()));
     let mut sensor = Sensor::start(&bed.sen, dir.path(), &env, &["br0"]).unwrap();
     sensor.guard.wait_for_line("response actions: connected", Duration::from_secs(20)).unwrap();
 
@@ -152,6 +159,15 @@ fn block_kills_busy_and_idle_connections_refuses_new_ones_and_reports() {
     assert!(log.contains("reset sent to"), "level 3 shows each reset sent");
     assert!(log.contains(&format!("action {id} expired")), "level 3 shows the expiry");
     assert!(log.contains(&format!("ossensor-audit event=action_applied process=capture-worker[br0] interface=br0 id={id}")), "audited:\n{log}");
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let all = messages.join("\n");
+    for event in [format!("event=action_received process=uplink id={id}"), format!("event=action_applied process=capture-worker[br0] interface=br0 id={id}")] {
+        assert!(all.contains(&event), "no {event:?} in syslog:\n{all}");
+    }
     sensor.stop().unwrap();
     other.kill();
     server.kill();

@@ -12,7 +12,7 @@
 use crate::intake::Filters;
 use ossensor_shared::auth::{self, RequestMeta};
 use ossensor_shared::control::{ActionReport, FromSensor, ToSensor, PATH_ACTIONS_WS};
-use ossensor_shared::log::{ACTIONS, BASIC, SENDS};
+use ossensor_shared::log::{audit, AuditSeverity, ACTIONS, BASIC, SENDS};
 use ossensor_shared::response::{Action, ActionStats};
 use ossensor_shared::{log, timefmt};
 use rustls::pki_types::ServerName;
@@ -117,6 +117,8 @@ fn connect(d: &Dialer) -> Result<Socket, String> {
 /// Reads pushed actions and sends reports until the connection fails.
 fn session(mut ws: Socket, shared: &ActionsShared, filters: &Mutex<Filters>, report_every: Duration, stop: &AtomicBool) -> String {
     let mut last_report = Instant::now();
+    // Audited once per action, not at every push of the set.
+    let mut known = std::collections::BTreeSet::new();
     loop {
         if stop.load(Ordering::Relaxed) {
             let _ = ws.close(None);
@@ -133,6 +135,13 @@ fn session(mut ws: Socket, shared: &ActionsShared, filters: &Mutex<Filters>, rep
                         .collect();
                     for a in &set {
                         log!(ACTIONS, "response action {} received: {:?} for {} ms", a.id, a.target, (a.until_ns - now) / 1_000_000);
+                        if known.insert(a.id) {
+                            audit(
+                                AuditSeverity::Notice,
+                                "action_received",
+                                &[("id", &a.id.to_string()), ("target", &format!("{:?}", a.target)), ("seconds", &((a.until_ns - now) / 1_000_000_000).to_string())],
+                            );
+                        }
                     }
                     log!(ACTIONS, "response actions in force: {}", set.len());
                     filters.lock().unwrap_or_else(|e| e.into_inner()).set_actions(set);
