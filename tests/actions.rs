@@ -263,16 +263,17 @@ fn actions_survive_a_collector_restart() {
     let list: Value = serde_json::from_str(&action(&bed, &collector, &["list", "--json"])).unwrap();
     let kept = list["actions"].as_array().unwrap().iter().find(|a| a["id"] == id).cloned().expect("the action is still in the book");
     assert_eq!(kept["state"], "active", "{kept}");
-    // The sensor reconnects (backoff from 0.5 s) and is sent the set again.
-    wait_until("the sensor back on its WebSocket", Duration::from_secs(10), || {
+    // The sensor reconnects (backoff from 0.5 s to 5 s) and is sent the
+    // set again.
+    wait_until("the sensor back on its WebSocket", Duration::from_secs(20), || {
         sensor.guard.log().matches("response actions: connected").count() >= 2
     });
-    wait_until("the set received again", Duration::from_secs(5), || {
+    wait_until("the set received again", Duration::from_secs(10), || {
         sensor.guard.log().matches(&format!("response action {id} received")).count() >= 2
     });
     assert!(!probe(&bed, &dir, 0, 7000), "the quarantine holds after the collector's restart");
     assert!(action(&bed, &collector, &["cancel", &id.to_string()]).contains("cancelled"));
-    wait_until("the cancellation applied", Duration::from_secs(5), || sensor.guard.log().contains(&format!("action {id} cancelled")));
+    wait_until("the cancellation applied", Duration::from_secs(10), || sensor.guard.log().contains(&format!("action {id} cancelled")));
     assert!(probe(&bed, &dir, 1, 7000), "connections work once the action is cancelled");
     sensor.stop().unwrap();
     server.kill();

@@ -49,7 +49,9 @@ pub struct ActionsShared {
     pub stats: Mutex<BTreeMap<Arc<str>, BTreeMap<u64, ActionStats>>>,
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Reconnection backoff cap: an action pushed while we are away waits at
+/// most this long once the collector is back.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The socket's read timeout: how often the loop looks at its clock.
 const READ_TICK: Duration = Duration::from_millis(500);
 

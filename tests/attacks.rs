@@ -1,0 +1,64 @@
+//! Attacks on the sensor's path to the collector, with real programs.
+//!
+//! A man in the middle: a TLS-terminating proxy (socat with its own
+//! certificate) between the sensor and the collector, relaying every byte.
+//! The collector's proof covers the certificate *it* serves, the sensor
+//! checks it against the one *it* saw: they differ, so the sensor never
+//! registers and never sends a packet, and says why at level 0 and in the
+//! audit trail.
+
+use ossensor_suite::sensor::{base_env, Collector};
+use ossensor_suite::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_tls_terminating_man_in_the_middle_gets_no_packet() {
+    let (sen, col) = host_and_peer("198.18.71").unwrap();
+    let dir = TestDir::new("mitm");
+    let collector = Collector::start_on(&col, dir.path(), "198.18.71.2").unwrap();
+
+    // The proxy's own certificate, and the proxy: 127.0.0.1:9443 in the
+    // sensor's namespace → the collector.
+    let pem = dir.join("mitm.pem");
+    let key = dir.join("mitm.key");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listen = format!("openssl-listen:9443,bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0", pem.display(), key.display());
+    let upstream = format!("openssl:198.18.71.2:{},verify=0", collector.port);
+    let mut proxy = sen.spawn(&["socat", &listen, &upstream], dir.join("socat.log")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(proxy.is_running(), "socat: {}", proxy.log());
+
+    let mut env = base_env(&collector, dir.path());
+    env.retain(|(k, _)| k != "VSENSOR_PORT");
+    env.push(("VSENSOR_PORT".into(), "9443".into()));
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut sensor = spawn_logged(&mut ossensor_suite::sensor::sensor_command(&sen, &env, &[]), dir.join("ossensor.log")).unwrap();
+
+    // The proxy relays the registration; the sensor refuses the answer.
+    sensor.wait_for_line("man in the middle; not sending packets", Duration::from_secs(30)).unwrap();
+    // Traffic on the captured interface while the sensor keeps retrying.
+    for i in 0..20 {
+        udp_send(&col, "198.18.71.1", 7000, format!("secret-{i}").as_bytes(), None).unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(collector.files().is_empty(), "a chunk reached the collector through the man in the middle");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = sensor.log();
+    assert!(log.contains("ossensor-audit event=collector_not_trusted process=uplink"), "audited:\n{log}");
+    assert!(!log.contains("registered with the collector"), "{log}");
+    assert!(log.matches("man in the middle").count() <= 2, "said once (not at every retry):\n{log}");
+    assert!(sensor.stop(SIGTERM).unwrap().success());
+    proxy.kill();
+}
