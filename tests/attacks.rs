@@ -62,3 +62,60 @@ fn a_tls_terminating_man_in_the_middle_gets_no_packet() {
     assert!(sensor.stop(SIGTERM).unwrap().success());
     proxy.kill();
 }
+
+/// The uplink's identity (the children's uid, no capability) cannot open a
+/// packet socket, so a compromised uplink can neither capture nor send on
+/// an interface. Shown with setpriv dropping to exactly that identity.
+#[test]
+fn the_uplinks_identity_cannot_open_a_packet_socket() {
+    let (host, _peer) = host_and_peer("198.18.76").unwrap();
+    let probe = "import socket\ntry:\n    socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n    print('OPENED')\nexcept PermissionError as e:\n    print('REFUSED', e.errno)\n";
+    let out = host
+        .run_unchecked(
+            &["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "/usr/bin/python3", "-c", probe],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("REFUSED 1"), "EPERM expected: {text} {}", String::from_utf8_lossy(&out.stderr));
+    // The same probe as root opens it: the refusal is the identity's.
+    let root = host.run_unchecked(&["/usr/bin/python3", "-c", probe], Duration::from_secs(20)).unwrap();
+    assert!(String::from_utf8_lossy(&root.stdout).contains("OPENED"));
+}
+
+/// The key is in no process's command line or environment, and another
+/// user cannot read the processes' environment or memory.
+#[test]
+fn the_key_is_not_in_any_process_view() {
+    let (host, _peer) = host_and_peer("198.18.77").unwrap();
+    let dir = TestDir::new("keyview");
+    let collector = Collector::start(&host, dir.path()).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
+    let mut sensor = ossensor_suite::sensor::Sensor::start(&host, dir.path(), &env, &["h1"]).unwrap();
+    let supervisor = sensor.guard.pid() as i32;
+    let pids = [Some(supervisor), sensor.child_pid("uplink"), sensor.child_pid("capture-worker for h1")];
+    for pid in pids.iter().map(|p| p.expect("a running process")) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(!String::from_utf8_lossy(&cmdline).contains(ossensor_suite::sensor::KEY), "key in the command line of {pid}");
+        if pid != supervisor {
+            // The children's environment is empty but for two markers (the
+            // supervisor's is the user's own, with the key they set).
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+            assert!(!String::from_utf8_lossy(&environ).contains(ossensor_suite::sensor::KEY), "key in the environment of {pid}");
+        }
+        // Another user (not root, not the children's uid) sees neither.
+        for what in ["environ", "mem"] {
+            let out = std::process::Command::new("setpriv")
+                .args(["--reuid", "12345", "--regid", "12345", "--clear-groups", "cat"])
+                .arg(format!("/proc/{pid}/{what}"))
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "uid 12345 read /proc/{pid}/{what}");
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("ossensor.cfg")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the generated config file (it holds the key)");
+    sensor.stop().unwrap();
+}
