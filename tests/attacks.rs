@@ -119,3 +119,37 @@ fn the_key_is_not_in_any_process_view() {
     assert_eq!(mode, 0o600, "the generated config file (it holds the key)");
     sensor.stop().unwrap();
 }
+
+/// Three thousand idle connections held open to the collector (no TLS
+/// handshake, like a slow client or a flood): a sensor still registers and
+/// delivers, and the collector closes the idle ones after its handshake
+/// timeout (10 s).
+#[test]
+fn thousands_of_idle_connections_do_not_keep_a_sensor_out() {
+    let (host, peer) = host_and_peer("198.18.78").unwrap();
+    let dir = TestDir::new("flood");
+    let mut collector = Collector::start(&host, dir.path()).unwrap();
+    let hold = format!(
+        "import socket,sys,time\nsocks=[]\nfor i in range(3000):\n    s=socket.create_connection(('127.0.0.1',{}))\n    socks.append(s)\n\
+         print('holding',len(socks),flush=True)\ntime.sleep(20)\n",
+        collector.port
+    );
+    let mut flood = host.spawn(&["python3", "-c", &hold], dir.join("flood.log")).unwrap();
+    flood.wait_for_line("holding 3000", Duration::from_secs(30)).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
+    let started = Instant::now();
+    let mut sensor = ossensor_suite::sensor::Sensor::start(&host, dir.path(), &env, &["h1"]).unwrap();
+    println!("registered {} ms after start, with 3000 idle connections held", started.elapsed().as_millis());
+    let mut udp = UdpListener::start(&host, "198.18.78.1", 7000, dir.path()).unwrap();
+    udp_send(&peer, "198.18.78.1", 7000, b"through-the-flood", None).unwrap();
+    udp.wait_for(b"through-the-flood", Duration::from_secs(5)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !collector.frames().unwrap().iter().any(|f| f.data.windows(17).any(|w| w == b"through-the-flood")) {
+        assert!(Instant::now() < deadline, "the datagram reached the collector despite the flood");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sensor.stop().unwrap();
+    flood.kill();
+    assert!(collector.guard.is_running(), "the collector stayed up");
+}

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         eprintln!("vsensor: VSENSOR_LOGFILE_PATH: cannot open {:?}: {e}", config.logfile.as_deref().unwrap_or(""));
         return ExitCode::from(2);
     }
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -121,4 +122,18 @@ async fn run(config: vsensor::config::Config) -> Result<(), String> {
     collector.run(listener, shutdown).await.map_err(|e| format!("while closing files: {e}"))?;
     log!(log::BASIC, "stopped; every file closed and synced");
     Ok(())
+}
+
+/// Every connection is a file descriptor: allow as many as the hard limit
+/// does (often 1024 soft against 500k hard), so thousands of idle or slow
+/// clients cannot starve the sensors' connections.
+fn raise_open_files_limit() {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
 }
