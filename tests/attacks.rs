@@ -153,3 +153,111 @@ fn thousands_of_idle_connections_do_not_keep_a_sensor_out() {
     flood.kill();
     assert!(collector.guard.is_running(), "the collector stayed up");
 }
+
+mod garbage_websocket {
+    use super::*;
+    use ossensor_shared::auth::RequestMeta;
+    use ossensor_shared::control::PATH_ACTIONS_WS;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+    use std::net::TcpStream;
+    use std::sync::Arc;
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::http::HeaderValue;
+    use tungstenite::Message;
+
+    /// The test plays a sensor that holds the key: any certificate will do.
+    #[derive(Debug)]
+    struct AnyCert;
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    fn tls(port: u16) -> StreamOwned<ClientConnection, TcpStream> {
+        let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert))
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        StreamOwned::new(ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").unwrap()).unwrap(), tcp)
+    }
+
+    /// A signed upgrade, then `abuse`; returns whether the collector closed
+    /// the socket (an error or a Close on the next read).
+    fn session(port: u16, abuse: impl FnOnce(&mut tungstenite::WebSocket<StreamOwned<ClientConnection, TcpStream>>)) -> bool {
+        let mut req = format!("wss://127.0.0.1:{port}{PATH_ACTIONS_WS}").into_client_request().unwrap();
+        let meta = RequestMeta::new("GET", PATH_ACTIONS_WS, "garbage-sensor", 1, 0, ossensor_shared::timefmt::now_ns(), b"");
+        for (k, v) in meta.signed_headers(ossensor_suite::sensor::KEY.as_bytes()) {
+            req.headers_mut().insert(k, HeaderValue::from_str(&v).unwrap());
+        }
+        let (mut ws, resp) = tungstenite::client::client(req, tls(port)).expect("a signed upgrade is accepted");
+        assert_eq!(resp.status(), 101);
+        let first = ws.read().unwrap();
+        assert!(first.to_text().unwrap().contains("\"type\":\"actions\""), "the set in force comes first: {first:?}");
+        abuse(&mut ws);
+        loop {
+            match ws.read() {
+                Ok(Message::Close(_)) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Garbage from an authenticated sensor on its WebSocket: bad JSON,
+    /// unknown types and binary messages are ignored, an oversized message
+    /// closes that socket; the collector stays up and a real sensor still
+    /// works.
+    #[test]
+    fn garbage_on_the_action_channel_closes_only_that_channel() {
+        let (host, _peer) = host_and_peer("198.18.79").unwrap();
+        let dir = TestDir::new("wsgarbage");
+        let mut collector = Collector::start(&host, dir.path()).unwrap();
+        let port = collector.port;
+        let run = |f: Box<dyn FnOnce(&mut tungstenite::WebSocket<StreamOwned<ClientConnection, TcpStream>>) + Send>| {
+            // The collector listens in the namespace: talk to it from there.
+            let path = format!("/run/netns/{}", host.name());
+            std::thread::spawn(move || {
+                let ns = std::fs::File::open(path).unwrap();
+                assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) }, 0);
+                session(port, f)
+            })
+            .join()
+            .unwrap()
+        };
+        // Text that is not an action report: ignored, the socket stays; we close it.
+        let closed_by_us = run(Box::new(|ws| {
+            ws.send(Message::text("{not json")).unwrap();
+            ws.send(Message::text(r#"{"type":"exec","cmd":"rm -rf /"}"#)).unwrap();
+            ws.send(Message::binary(vec![0xff; 4096])).unwrap();
+            ws.close(None).unwrap();
+        }));
+        assert!(closed_by_us);
+        // A message over the 1 MiB limit: the collector closes the socket.
+        assert!(run(Box::new(|ws| {
+            let _ = ws.send(Message::text("x".repeat(2 << 20)));
+        })));
+        assert!(collector.guard.log().contains("ignored a malformed message on the action channel"), "{}", collector.guard.log());
+        // A real sensor still registers and gets its action channel.
+        let mut env = base_env(&collector, dir.path());
+        env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
+        let mut sensor = ossensor_suite::sensor::Sensor::start(&host, dir.path(), &env, &["h1"]).unwrap();
+        sensor.guard.wait_for_line("response actions: connected", Duration::from_secs(20)).unwrap();
+        sensor.stop().unwrap();
+        assert!(collector.guard.is_running(), "the collector stayed up");
+    }
+}
