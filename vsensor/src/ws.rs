@@ -56,6 +56,8 @@ async fn serve(app: Arc<App>, sensor: String, ws: WebSocketStream<TokioIo<hyper:
     let (mut tx, mut rx) = ws.split();
     let mut changed = app.actions_watch();
     let mut ping = tokio::time::interval(PING_EVERY);
+    // A sensor that sends garbage must not flood the log.
+    let mut said_malformed = false;
     app.set_ws_connected(&sensor, true);
     log!(log::BASIC, "sensor {sensor}: response-action channel open");
     let why = loop {
@@ -87,7 +89,11 @@ async fn serve(app: Arc<App>, sensor: String, ws: WebSocketStream<TokioIo<hyper:
                                 log!(log::ACTIONS, "sensor {sensor}: action {} report: {} connections reset, {} refused, {} resets, {} probes", a.id, a.stats.connections_reset, a.stats.connections_refused, a.stats.resets_sent, a.stats.probes_sent);
                             }
                         }
-                        Err(e) => log!(log::BASIC, "sensor {sensor}: ignored a malformed message on the action channel: {e}"),
+                        Err(e) if !said_malformed => {
+                            said_malformed = true;
+                            log!(log::BASIC, "sensor {sensor}: ignored a malformed message on the action channel (further ones on this connection are not logged): {e}");
+                        }
+                        Err(_) => {}
                     },
                     Some(Ok(Message::Close(_))) => break Some("closed by the sensor".into()),
                     Some(Ok(_)) => {}
