@@ -13,9 +13,41 @@ use std::time::{Duration, Instant};
 
 const DATAGRAMS: usize = 600;
 
+/// What a fault acts on.
+struct Target<'a> {
+    col: &'a Netns,
+    port: u16,
+    /// The test's folder (the slow proxy's switch lives there).
+    dir: &'a std::path::Path,
+}
+
+/// A TCP relay in the sensor's namespace (127.0.0.1:9000 → the collector)
+/// that holds every piece of data 400 ms while the file `slow` exists in
+/// `dir`: a collector that answers, but very slowly.
+const SLOW_RELAY: &str = "import os,socket,sys,threading,time
+dst=(sys.argv[1],int(sys.argv[2])); flag=sys.argv[3]
+def pump(a,b):
+    try:
+        while True:
+            d=a.recv(65536)
+            if not d: break
+            if os.path.exists(flag): time.sleep(0.4)
+            b.sendall(d)
+    except OSError: pass
+    for s in (a,b):
+        try: s.shutdown(socket.SHUT_RDWR)
+        except OSError: pass
+l=socket.socket(); l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); l.bind(('127.0.0.1',9000)); l.listen(64)
+print('relaying',flush=True)
+while True:
+    c,_=l.accept(); u=socket.create_connection(dst)
+    threading.Thread(target=pump,args=(c,u),daemon=True).start(); threading.Thread(target=pump,args=(u,c),daemon=True).start()
+";
+
 /// Sends DATAGRAMS numbered datagrams over about 6 s while `fault` runs
 /// (started 1 s in), then checks that the collector stored each once.
-fn under_fault(label: &str, fault: impl FnOnce(&Netns, u16), heal: impl FnOnce(&Netns, u16)) {
+/// With `via_relay` the sensor reaches the collector through SLOW_RELAY.
+fn under_fault(label: &str, via_relay: bool, fault: impl FnOnce(&Target), heal: impl FnOnce(&Target)) {
     let (sen, src) = host_and_peer("198.18.72").unwrap();
     let col = Netns::new(sen.prefix(), "col").unwrap();
     col.disable_ipv6().unwrap();
@@ -24,19 +56,31 @@ fn under_fault(label: &str, fault: impl FnOnce(&Netns, u16), heal: impl FnOnce(&
     let collector = Collector::start_on(&col, dir.path(), "198.18.73.2").unwrap();
     let _listener = UdpListener::start(&sen, "198.18.72.1", 7000, dir.path()).unwrap();
     let mut env = base_env(&collector, dir.path());
-    env.retain(|(k, _)| k != "VSENSOR_HOSTNAME");
-    env.push(("VSENSOR_HOSTNAME".into(), "198.18.73.2".into()));
+    env.retain(|(k, _)| k != "VSENSOR_HOSTNAME" && k != "VSENSOR_PORT");
+    let _relay = if via_relay {
+        let flag = dir.join("slow").display().to_string();
+        let mut r = sen.spawn(&["python3", "-c", SLOW_RELAY, "198.18.73.2", &collector.port.to_string(), &flag], dir.join("relay.log")).unwrap();
+        r.wait_for_line("relaying", Duration::from_secs(10)).unwrap();
+        env.push(("VSENSOR_HOSTNAME".into(), "127.0.0.1".into()));
+        env.push(("VSENSOR_PORT".into(), "9000".into()));
+        Some(r)
+    } else {
+        env.push(("VSENSOR_HOSTNAME".into(), "198.18.73.2".into()));
+        env.push(("VSENSOR_PORT".into(), collector.port.to_string()));
+        None
+    };
     env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
     let mut sensor = Sensor::start(&sen, dir.path(), &env, &["h1"]).unwrap();
+    let target = Target { col: &col, port: collector.port, dir: dir.path() };
     let script = format!(
         "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
          for n in range({DATAGRAMS}):\n    s.sendto(b'{label}-%05d' % n, ('198.18.72.1', 7000)); time.sleep(0.01)\n"
     );
     let mut traffic = src.spawn(&["python3", "-c", &script], dir.join("traffic.log")).unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    fault(&col, collector.port);
+    fault(&target);
     std::thread::sleep(Duration::from_secs(5));
-    heal(&col, collector.port);
+    heal(&target);
     let healed = Instant::now();
     assert!(traffic.wait_timeout(Duration::from_secs(30)).unwrap().success());
     let marks: Vec<String> = (0..DATAGRAMS).map(|n| format!("{label}-{n:05}")).collect();
@@ -71,20 +115,21 @@ fn under_fault(label: &str, fault: impl FnOnce(&Netns, u16), heal: impl FnOnce(&
 
 #[test]
 fn collector_link_down_for_5_s_loses_nothing() {
-    under_fault("linkdown", |col, _| set_link_up(col, "c0", false).unwrap(), |col, _| set_link_up(col, "c0", true).unwrap());
+    under_fault("linkdown", false, |t| set_link_up(t.col, "c0", false).unwrap(), |t| set_link_up(t.col, "c0", true).unwrap());
 }
 
 #[test]
 fn collector_black_hole_for_5_s_loses_nothing() {
     under_fault(
         "blackhole",
-        |col, port| {
+        false,
+        |t| {
             // The collector's packets vanish: connections hang, nothing is refused.
-            col.run(&["nft", "add", "table", "inet", "hole"]).unwrap();
-            col.run(&["nft", "add", "chain", "inet", "hole", "input", "{ type filter hook input priority 0 ; }"]).unwrap();
-            col.run(&["nft", "add", "rule", "inet", "hole", "input", "tcp", "dport", &port.to_string(), "drop"]).unwrap();
+            t.col.run(&["nft", "add", "table", "inet", "hole"]).unwrap();
+            t.col.run(&["nft", "add", "chain", "inet", "hole", "input", "{ type filter hook input priority 0 ; }"]).unwrap();
+            t.col.run(&["nft", "add", "rule", "inet", "hole", "input", "tcp", "dport", &t.port.to_string(), "drop"]).unwrap();
         },
-        |col, _| col.run(&["nft", "delete", "table", "inet", "hole"]).map(|_| ()).unwrap(),
+        |t| t.col.run(&["nft", "delete", "table", "inet", "hole"]).map(|_| ()).unwrap(),
     );
 }
 
@@ -182,4 +227,10 @@ fn a_sensor_killed_with_sigkill_leaves_valid_files_and_a_new_epoch() {
     assert_eq!(after.count(), 200, "every datagram after the restart stored once");
     let before = frames.iter().filter(|f| f.data.windows(7).any(|w| w == b"before-")).count();
     println!("SIGKILL 600 ms into the first 1 s of traffic: {before} of 200 datagrams before it stored (the rest was in the dead sensor's memory or not yet sent)");
+}
+
+#[test]
+fn a_very_slow_collector_for_5_s_loses_nothing() {
+    // Every piece of data to and from the collector held 400 ms.
+    under_fault("slow", true, |t| std::fs::write(t.dir.join("slow"), b"").unwrap(), |t| std::fs::remove_file(t.dir.join("slow")).unwrap());
 }
