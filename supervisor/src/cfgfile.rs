@@ -44,6 +44,7 @@ const SIMPLE_KEYS: &[(&str, &str)] = &[
     ("syslogSocket", "OSSENSOR_SYSLOG_SOCKET"),
     ("metricsAddress", "OSSENSOR_METRICS_ADDR"),
     ("deduplicate", "OSSENSOR_DEDUPLICATE"),
+    ("captureBudgetMB", "OSSENSOR_CAPTURE_BUDGET_MB"),
 ];
 
 /// The INI key a variable is read from, for error messages under `-c`.
@@ -119,6 +120,7 @@ pub fn render(cfg: &Config) -> String {
     kv("syslogSocket", &path(&cfg.syslog_socket));
     kv("metricsAddress", &cfg.metrics_addr.map(|a| a.to_string()).unwrap_or_default());
     kv("deduplicate", &cfg.deduplicate.to_string());
+    kv("captureBudgetMB", &(cfg.ring_budget_bytes / MIB).to_string());
     s
 }
 

@@ -48,6 +48,7 @@ pub const VARIABLES: &[&str] = &[
     "OSSENSOR_SYSLOG_SOCKET",
     "OSSENSOR_METRICS_ADDR",
     "OSSENSOR_DEDUPLICATE",
+    "OSSENSOR_CAPTURE_BUDGET_MB",
 ];
 
 /// Prefixes of variables that look like ours: an unknown one in an env file
@@ -476,6 +477,9 @@ pub struct Config {
     pub spool_bytes: u64,
     /// OSSENSOR_COMPRESSION: zstd level, None = uncompressed.
     pub compression: Option<i32>,
+    /// OSSENSOR_CAPTURE_BUDGET_MB in bytes: kernel ring memory for all
+    /// interfaces together.
+    pub ring_budget_bytes: u64,
     /// OSSENSOR_CAPTURE_BUFFER_MB in bytes, per interface.
     pub ring_bytes: u64,
     /// OSSENSOR_USER: name or numeric uid the children run as.
@@ -785,6 +789,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         },
     };
     let ring_bytes = c.number("OSSENSOR_CAPTURE_BUFFER_MB", 64, 2, 2048, "a size in MiB") * MIB;
+    let ring_budget_bytes = c.number("OSSENSOR_CAPTURE_BUDGET_MB", 512, 2, 1 << 20, "a size in MiB") * MIB;
     let user = c.get("OSSENSOR_USER").map(|v| {
         let t = v.trim();
         if !valid_user(t) {
@@ -860,6 +865,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         syslog_socket,
         metrics_addr,
         deduplicate,
+        ring_budget_bytes,
     })
 }
 
@@ -966,11 +972,24 @@ impl Config {
 
     /// The configuration one capture-worker reads from its stdin. Each of
     /// the interface's two handles (one per direction) gets half the ring.
-    pub fn worker_config(&self, interface: &str, socket_path: &str) -> WorkerConfig {
+    /// The kernel ring memory of a new interface's worker, when `in_use`
+    /// bytes of the budget are held by running workers and `starting`
+    /// workers start now: OSSENSOR_CAPTURE_BUFFER_MB, or an equal share of
+    /// what is left of OSSENSOR_CAPTURE_BUDGET_MB if that is smaller, but
+    /// at least 2 MiB (a host with hundreds of veths must not pin
+    /// gigabytes of rings; beyond budget / 2 MiB interfaces the floor wins).
+    pub fn ring_share(&self, in_use: u64, starting: usize) -> u64 {
+        let share = self.ring_budget_bytes.saturating_sub(in_use) / starting.max(1) as u64;
+        self.ring_bytes.min(share).max(2 * MIB) / MIB * MIB
+    }
+
+    /// The configuration of `interface`'s worker, with `ring` bytes of
+    /// kernel ring (see [`Config::ring_share`]).
+    pub fn worker_config(&self, interface: &str, socket_path: &str, ring: u64) -> WorkerConfig {
         WorkerConfig {
             interface: interface.to_string(),
             socket_path: socket_path.to_string(),
-            ring_bytes: self.ring_bytes / 2,
+            ring_bytes: ring / 2,
             respond: self.antigena_enabled,
             destroy_fd: None,
             log: self.log(),
@@ -1009,7 +1028,7 @@ impl Config {
         format!(
             "collector={}:{} key={} sensor_id={} devices={} include={:?} exclude={:?} any={} bpf={:?} \
              debug={} logfile={} antigena={} antigena_period={}s spool={}MiB compression={} \
-             capture_buffer={}MiB user={} runtime_dir={} ca_file={} syslog={} metrics={} deduplicate={} config_path={}",
+             capture_buffer={}MiB capture_budget={}MiB user={} runtime_dir={} ca_file={} syslog={} metrics={} deduplicate={} config_path={}",
             self.collector_host,
             self.collector_port,
             self.hmac_key,
@@ -1026,6 +1045,7 @@ impl Config {
             self.spool_bytes / MIB,
             compression_name(self.compression),
             self.ring_bytes / MIB,
+            self.ring_budget_bytes / MIB,
             self.user.as_deref().unwrap_or("(default)"),
             self.runtime_dir.display(),
             opt(&self.ca_file, "(none)"),
@@ -1693,6 +1713,20 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_budget_is_shared_by_the_interfaces() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.ring_share(0, 1), 64 * MIB, "one interface: the per-interface size");
+        assert_eq!(c.ring_share(0, 8), 64 * MIB);
+        assert_eq!(c.ring_share(0, 16), 32 * MIB, "512 MiB shared by 16");
+        assert_eq!(c.ring_share(448 * MIB, 4), 16 * MIB, "what running workers hold is not shared again");
+        assert_eq!(c.ring_share(0, 200), 2 * MIB, "never below 2 MiB");
+        assert_eq!(c.ring_share(600 * MIB, 1), 2 * MIB, "over budget: the floor");
+        let c = with(&[("OSSENSOR_CAPTURE_BUDGET_MB", "100")]).unwrap();
+        assert_eq!(c.ring_share(0, 3), 33 * MIB, "whole MiB");
+        refused("OSSENSOR_CAPTURE_BUDGET_MB", "1");
+    }
+
+    #[test]
     fn bad_metrics_address() {
         for v in ["9273", "localhost:9273", "127.0.0.1", "127.0.0.1:0", "[::1]", " 127.0.0.1:9273"] {
             let m = refused("OSSENSOR_METRICS_ADDR", v);
@@ -1747,7 +1781,7 @@ mod tests {
             ("BPF", "tcp"),
         ])
         .unwrap();
-        let w = c.worker_config("eth0", "/run/ossensor/uplink.sock");
+        let w = c.worker_config("eth0", "/run/ossensor/uplink.sock", c.ring_share(0, 1));
         assert_eq!(w.interface, "eth0");
         assert_eq!(w.socket_path, "/run/ossensor/uplink.sock");
         assert_eq!(w.ring_bytes, 32 * MIB);

@@ -30,6 +30,8 @@ const UPLINK_STOP_GRACE: Duration = Duration::from_secs(12);
 
 struct Slot {
     child: Option<Child>,
+    /// Kernel ring bytes its running worker holds (0 when not running).
+    ring: u64,
     /// A worker's socket-destroy channel (response actions), our end.
     destroys: Option<Channel>,
     backoff: Backoff,
@@ -41,7 +43,7 @@ struct Slot {
 
 impl Slot {
     fn new() -> Slot {
-        Slot { child: None, destroys: None, backoff: Backoff::default(), restart_at: Some(Instant::now()), absent: false }
+        Slot { child: None, ring: 0, destroys: None, backoff: Backoff::default(), restart_at: Some(Instant::now()), absent: false }
     }
 }
 
@@ -158,6 +160,7 @@ impl Supervisor {
             return; // this runs on every wake-up: no /sys scan unless needed
         }
         let Some(present) = present_interfaces() else { return };
+        let mut starting = due.iter().filter(|n| present.iter().any(|i| &i.name == *n && i.is_up)).count();
         for name in due {
             let slot = self.workers.get_mut(&name).expect("present");
             if !present.iter().any(|i| i.name == name && i.is_up) {
@@ -167,7 +170,10 @@ impl Supervisor {
                 slot.restart_at = None;
                 continue;
             }
-            let mut cfg = self.cfg.worker_config(&name, &self.socket_path);
+            let in_use: u64 = self.workers.values().filter(|s| s.child.is_some()).map(|s| s.ring).sum();
+            let ring = self.cfg.ring_share(in_use, starting);
+            starting = starting.saturating_sub(1);
+            let mut cfg = self.cfg.worker_config(&name, &self.socket_path, ring);
             cfg.log.path = None;
             // A fresh channel per start: a restarted worker never reads its
             // predecessor's answers.
@@ -184,6 +190,7 @@ impl Supervisor {
             let slot = self.workers.get_mut(&name).expect("present");
             // Our copy of the worker's end closes here.
             slot.destroys = channel.map(|(ours, _)| Channel::new(ours));
+            slot.ring = ring;
             started(slot, &format!("capture-worker for {name}"), Role::CaptureWorker, self.who, result, now);
         }
     }
