@@ -167,6 +167,9 @@ mod garbage_websocket {
     use tungstenite::http::HeaderValue;
     use tungstenite::Message;
 
+    type Socket = tungstenite::WebSocket<StreamOwned<ClientConnection, TcpStream>>;
+    type Abuse = Box<dyn FnOnce(&mut Socket) + Send>;
+
     /// The test plays a sensor that holds the key: any certificate will do.
     #[derive(Debug)]
     struct AnyCert;
@@ -199,7 +202,7 @@ mod garbage_websocket {
 
     /// A signed upgrade, then `abuse`; returns whether the collector closed
     /// the socket (an error or a Close on the next read).
-    fn session(port: u16, abuse: impl FnOnce(&mut tungstenite::WebSocket<StreamOwned<ClientConnection, TcpStream>>)) -> bool {
+    fn session(port: u16, abuse: impl FnOnce(&mut Socket)) -> bool {
         let mut req = format!("wss://127.0.0.1:{port}{PATH_ACTIONS_WS}").into_client_request().unwrap();
         let meta = RequestMeta::new("GET", PATH_ACTIONS_WS, "garbage-sensor", 1, 0, ossensor_shared::timefmt::now_ns(), b"");
         for (k, v) in meta.signed_headers(ossensor_suite::sensor::KEY.as_bytes()) {
@@ -228,7 +231,7 @@ mod garbage_websocket {
         let dir = TestDir::new("wsgarbage");
         let mut collector = Collector::start(&host, dir.path()).unwrap();
         let port = collector.port;
-        let run = |f: Box<dyn FnOnce(&mut tungstenite::WebSocket<StreamOwned<ClientConnection, TcpStream>>) + Send>| {
+        let run = |f: Abuse| {
             // The collector listens in the namespace: talk to it from there.
             let path = format!("/run/netns/{}", host.name());
             std::thread::spawn(move || {

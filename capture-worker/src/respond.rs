@@ -34,6 +34,9 @@ pub struct Responder {
     local: Option<LocalSockets>,
 }
 
+/// A TCP connection's two ends: (local, remote).
+type Ends = ((IpAddr, u16), (IpAddr, u16));
+
 /// Connections that end on this host: a RST on the wire never reaches the
 /// local socket, so the supervisor (which holds CAP_NET_ADMIN) is asked to
 /// destroy it, over the channel it passed us.
@@ -42,7 +45,7 @@ struct LocalSockets {
     addresses: Vec<IpAddr>,
     refreshed: Instant,
     /// Asked recently: not asked again within a second.
-    asked: HashMap<((IpAddr, u16), (IpAddr, u16)), Instant>,
+    asked: HashMap<Ends, Instant>,
 }
 
 impl LocalSockets {
@@ -66,7 +69,7 @@ impl LocalSockets {
     /// that socket and waits (briefly) for the answer, so the socket is
     /// gone before any packet of ours makes a peer answer it. Returns the
     /// (local, remote) pair and the errno (0: destroyed), or None.
-    fn destroy_if_local(&mut self, ends: [(IpAddr, u16); 2]) -> Option<((IpAddr, u16), (IpAddr, u16), i32)> {
+    fn destroy_if_local(&mut self, ends: [(IpAddr, u16); 2]) -> Option<(Ends, i32)> {
         let (local, remote) = if self.addresses.contains(&ends[0].0) {
             (ends[0], ends[1])
         } else if self.addresses.contains(&ends[1].0) {
@@ -81,7 +84,7 @@ impl LocalSockets {
         self.asked.insert((local, remote), Instant::now());
         let fd = self.channel.as_raw_fd();
         if unsafe { libc::send(fd, req.as_ptr().cast(), req.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) } != req.len() as isize {
-            return Some((local, remote, std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)));
+            return Some(((local, remote), std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)));
         }
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         let mut answer = [0u8; 4];
@@ -92,7 +95,7 @@ impl LocalSockets {
         } else {
             libc::ETIMEDOUT
         };
-        Some((local, remote, errno))
+        Some(((local, remote), errno))
     }
 }
 
@@ -174,7 +177,7 @@ impl Responder {
         let matched: Vec<_> = self.enforcer.take_matched().collect();
         if let Some(l) = self.local.as_mut() {
             for m in matched {
-                if let Some((local, remote, errno)) = l.destroy_if_local(m.ends) {
+                if let Some(((local, remote), errno)) = l.destroy_if_local(m.ends) {
                     let how = if errno == 0 { "destroyed".to_string() } else { format!("not destroyed: {}", std::io::Error::from_raw_os_error(errno)) };
                     log!(ACTIONS, "{}: action {}: local socket {}:{} <-> {}:{} {how}", self.interface, m.action, local.0, local.1, remote.0, remote.1);
                 }

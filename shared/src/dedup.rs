@@ -23,18 +23,13 @@ pub const WINDOW_NS: u64 = 10_000_000;
 const KEEP_NS: u64 = 500_000_000;
 const PAYLOAD_PREFIX: usize = 64;
 
+#[derive(Default)]
 pub struct Deduplicator {
     /// identity → (capture time, interface) of the last copy kept.
     seen: HashMap<u64, (u64, u16)>,
     newest_ns: u64,
     swept_ns: u64,
     hasher: std::collections::hash_map::RandomState,
-}
-
-impl Default for Deduplicator {
-    fn default() -> Self {
-        Deduplicator { seen: HashMap::new(), newest_ns: 0, swept_ns: 0, hasher: Default::default() }
-    }
 }
 
 impl Deduplicator {

@@ -323,6 +323,15 @@ fn log_stats(shared: &Shared, workers: &BTreeMap<Arc<str>, CaptureStats>, in_ope
     );
 }
 
+/// "3 (veth1 2, br0 1)", or "0".
+fn dup_summary(d: &BTreeMap<String, u64>) -> String {
+    let total: u64 = d.values().sum();
+    if total == 0 {
+        return "0".into();
+    }
+    format!("{total} ({})", d.iter().map(|(i, n)| format!("{i} {n}")).collect::<Vec<_>>().join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,13 +391,4 @@ mod tests {
             "{allocations} allocations for {packets} packets: something allocates per packet"
         );
     }
-}
-
-/// "3 (veth1 2, br0 1)", or "0".
-fn dup_summary(d: &BTreeMap<String, u64>) -> String {
-    let total: u64 = d.values().sum();
-    if total == 0 {
-        return "0".into();
-    }
-    format!("{total} ({})", d.iter().map(|(i, n)| format!("{i} {n}")).collect::<Vec<_>>().join(", "))
 }
