@@ -234,3 +234,80 @@ fn a_very_slow_collector_for_5_s_loses_nothing() {
     // Every piece of data to and from the collector held 400 ms.
     under_fault("slow", true, |t| std::fs::write(t.dir.join("slow"), b"").unwrap(), |t| std::fs::remove_file(t.dir.join("slow")).unwrap());
 }
+
+/// Unmounts on drop (also when the test fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The collector's disk full (its data folder on a 1 MiB tmpfs) while 1 KB
+/// random datagrams arrive: the collector refuses what it cannot write
+/// (and cuts off what it half wrote), the sensor keeps the chunks and
+/// retries, and once there is room everything is stored once, in valid
+/// files.
+#[test]
+fn a_full_disk_on_the_collector_loses_nothing_once_there_is_room() {
+    let (sen, src) = host_and_peer("198.18.81").unwrap();
+    let dir = TestDir::new("diskfull");
+    let data = dir.join("collector-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let st = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&data).status().unwrap();
+    assert!(st.success(), "mount tmpfs");
+    let _mount = Tmpfs(data.clone());
+    let collector = Collector::start(&sen, dir.path()).unwrap();
+    let _listener = UdpListener::start(&sen, "198.18.81.1", 7000, dir.path()).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
+    let mut sensor = Sensor::start(&sen, dir.path(), &env, &["h1"]).unwrap();
+    let script = "import os,socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                  for n in range(2000):\n    s.sendto(b'full-%05d-' % n + os.urandom(1000), ('198.18.81.1', 7000)); time.sleep(0.001)\n";
+    let mut traffic = src.spawn(&["python3", "-c", script], dir.join("traffic.log")).unwrap();
+    assert!(traffic.wait_timeout(Duration::from_secs(60)).unwrap().success());
+    // The disk fills: the sensor's chunks are refused, and held.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sensor.guard.log().contains("collector refused") && !sensor.guard.log().contains("not sent") {
+        assert!(Instant::now() < deadline, "the disk never filled:\n{}", collector.guard.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(collector.guard.log().contains("No space left on device"), "the collector says why:\n{}", collector.guard.log());
+    // Room again.
+    let st = std::process::Command::new("mount").args(["-o", "remount,size=64m"]).arg(&data).status().unwrap();
+    assert!(st.success());
+    let healed = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let counts = loop {
+        let counts = count_marks(&collector.frames().unwrap(), b"full-", 2000);
+        if counts.iter().all(|c| *c >= 1) || Instant::now() > deadline {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    println!("disk full: all 2000 datagrams stored {:.1} s after there was room", healed.elapsed().as_secs_f64());
+    sensor.stop().unwrap();
+    assert_eq!(counts.iter().filter(|c| **c != 1).count(), 0, "each datagram stored exactly once");
+    assert!(sensor.guard.log().contains("dropped (spool full 0, refused 0, at exit 0)"), "{}", sensor.guard.log());
+    for f in collector.files() {
+        tshark_count(&f);
+    }
+}
+
+/// How many frames carry each `PREFIX NNNNN` mark (n marks, 5 digits),
+/// each frame scanned once.
+fn count_marks(frames: &[Frame], prefix: &[u8], n: usize) -> Vec<usize> {
+    let mut counts = vec![0; n];
+    for f in frames {
+        if let Some(at) = f.data.windows(prefix.len()).position(|w| w == prefix) {
+            let digits = &f.data[at + prefix.len()..];
+            if let Some(k) = digits.get(..5).and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| d.parse::<usize>().ok()) {
+                if k < n {
+                    counts[k] += 1;
+                }
+            }
+        }
+    }
+    counts
+}
