@@ -1,8 +1,10 @@
-//! Faults on the way to the collector, under sustained traffic: the
-//! collector's link down, and a black hole (its packets dropped, so
-//! connections hang). The sensor keeps capturing and spooling, delivers
-//! everything in order once the way is back, stores nothing twice, and
-//! its accounting holds: captured = delivered + dropped, with 0 dropped.
+//! Faults, under sustained traffic: the collector's link down, a black
+//! hole (its packets dropped, so connections hang), a very slow collector,
+//! its disk full, its absence beyond the spool's bound; the sensor killed
+//! with SIGKILL; an interface flapping. The sensor keeps capturing and
+//! spooling, delivers everything in order once the way is back, stores
+//! nothing twice, and its accounting holds: captured = delivered + dropped
+//! (with a reason).
 //!
 //!   netns src 198.18.72.2 (traffic) --veth-- h1 198.18.72.1 netns sen (sensor on h1)
 //!   netns col 198.18.73.2 (collector)  --veth-- k1 198.18.73.1 netns sen
@@ -310,4 +312,42 @@ fn count_marks(frames: &[Frame], prefix: &[u8], n: usize) -> Vec<usize> {
         }
     }
     counts
+}
+
+/// An interface flapping (down and up 10 times, 300 ms apart) under
+/// NETWORK_DEVICE_ANY=1: the supervisor stays up and, once the link is
+/// stable, the interface is captured again.
+#[test]
+fn a_flapping_interface_is_captured_again_once_it_is_stable() {
+    let (host, peer) = host_and_peer("198.18.80").unwrap();
+    let dir = TestDir::new("flap");
+    let collector = Collector::start(&host, dir.path()).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("NETWORK_DEVICE_ANY".into(), "1".into()));
+    env.push(("NETWORK_DEVICE_INCLUDELIST".into(), "^h1$".into()));
+    let mut sensor = ossensor_suite::sensor::Sensor::start(&host, dir.path(), &env, &["h1"]).unwrap();
+    for _ in 0..10 {
+        set_link_up(&host, "h1", false).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        set_link_up(&host, "h1", true).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(sensor.guard.is_running(), "the supervisor survives the flapping");
+    pin_neighbours(&host, "h1", "198.18.80.1", &peer, "p1", "198.18.80.2").unwrap();
+    let mut udp = UdpListener::start(&host, "198.18.80.1", 7000, dir.path()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        let mark = format!("after-flapping-{n}");
+        udp_send(&peer, "198.18.80.1", 7000, mark.as_bytes(), None).unwrap();
+        udp.wait_for(mark.as_bytes(), Duration::from_secs(5)).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        if collector.frames().unwrap().iter().any(|f| f.data.windows(mark.len()).any(|w| w == mark.as_bytes())) {
+            println!("captured again {n} s after the last flap");
+            break;
+        }
+        assert!(Instant::now() < deadline, "h1 captured again within 30 s:\n{}", sensor.guard.log());
+        n += 1;
+    }
+    sensor.stop().unwrap();
 }
