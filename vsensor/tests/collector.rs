@@ -442,6 +442,25 @@ async fn bad_signatures_are_refused_and_nothing_is_stored() {
     server.stop().await;
 }
 
+/// A request signed for one sensor, sent under another's name (a forged
+/// sensor id), or with its sequence number or epoch changed: 401, nothing
+/// stored for either sensor.
+#[tokio::test]
+async fn a_signature_for_another_sensor_or_sequence_is_refused() {
+    let (dir, server, mut c) = started().await;
+    let (raw, body) = zstd_chunk(2);
+    for (header, forged) in [(auth::H_SENSOR, "victim"), (auth::H_SEQ, "2"), (auth::H_EPOCH, "9")] {
+        let mut s = with_chunk_headers(sign(KEY, "POST", "/v1/chunks", "signer", 1, 1, now(), &body), Encoding::Zstd, raw.len(), 2);
+        let h = s.headers.iter_mut().find(|(k, _)| k == header).unwrap();
+        h.1 = forged.to_string();
+        let r = c.request("POST", "/v1/chunks", &s.headers, &body).await;
+        assert_eq!(r.status, 401, "{header} changed after signing");
+        assert!(r.error().contains("signature"), "{}", r.error());
+    }
+    assert!(!dir.path().join("sensors/victim").exists() && !dir.path().join("sensors/signer").exists(), "nothing stored");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn replayed_and_stale_requests_are_refused() {
     let (dir, server, mut c) = started().await;
