@@ -176,7 +176,7 @@ fn session(mut ws: Socket, shared: &ActionsShared, filters: &Mutex<Filters>, rep
 }
 
 /// Sums each action's counters over the interfaces.
-fn totals(per_interface: &BTreeMap<Arc<str>, BTreeMap<u64, ActionStats>>) -> Vec<ActionReport> {
+pub fn totals(per_interface: &BTreeMap<Arc<str>, BTreeMap<u64, ActionStats>>) -> Vec<ActionReport> {
     let mut sum: BTreeMap<u64, ActionStats> = BTreeMap::new();
     for stats in per_interface.values() {
         for (id, s) in stats {

@@ -9,8 +9,8 @@ use crate::sender::Shared;
 use ossensor_shared::ipc::CaptureStats;
 use ossensor_shared::log::BASIC;
 use ossensor_shared::metrics::{Exposition, Kind, CONTENT_TYPE};
+use ossensor_shared::response::ActionStats;
 use ossensor_shared::{log, VERSION};
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -125,27 +125,16 @@ pub fn page(src: &Sources) -> String {
 
     let in_force = src.filters.lock().unwrap_or_else(|e| e.into_inner()).actions_in_force();
     e.single("ossensor_response_actions_in_force", Kind::Gauge, "Response actions the sensor enforces now.", in_force as f64);
-    let mut totals: BTreeMap<u64, [u64; 4]> = BTreeMap::new();
-    for stats in src.actions.stats.lock().unwrap_or_else(|e| e.into_inner()).values() {
-        for (id, s) in stats {
-            let t = totals.entry(*id).or_default();
-            t[0] += s.connections_reset;
-            t[1] += s.connections_refused;
-            t[2] += s.resets_sent;
-            t[3] += s.probes_sent;
-        }
-    }
-    let ids: Vec<String> = totals.keys().map(|id| id.to_string()).collect();
-    for (i, (name, help)) in [
-        ("ossensor_response_connections_reset_total", "Connections reset at both ends, per action."),
-        ("ossensor_response_connections_refused_total", "New connections refused at the handshake, per action."),
-        ("ossensor_response_resets_sent_total", "RST segments sent, per action."),
-        ("ossensor_response_probes_sent_total", "ACK probes sent to quiet connections, per action."),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let v: Vec<(Vec<(&str, &str)>, f64)> = totals.values().zip(&ids).map(|(t, id)| (vec![("action", id.as_str())], t[i] as f64)).collect();
+    let totals = crate::actions::totals(&src.actions.stats.lock().unwrap_or_else(|e| e.into_inner()));
+    let ids: Vec<String> = totals.iter().map(|a| a.id.to_string()).collect();
+    let counter: [(&str, &str, fn(&ActionStats) -> u64); 4] = [
+        ("ossensor_response_connections_reset_total", "Connections reset at both ends, per action.", |s| s.connections_reset),
+        ("ossensor_response_connections_refused_total", "New connections refused at the handshake, per action.", |s| s.connections_refused),
+        ("ossensor_response_resets_sent_total", "RST segments sent, per action.", |s| s.resets_sent),
+        ("ossensor_response_probes_sent_total", "ACK probes sent to quiet connections, per action.", |s| s.probes_sent),
+    ];
+    for (name, help, value) in counter {
+        let v: Vec<(Vec<(&str, &str)>, f64)> = totals.iter().zip(&ids).map(|(a, id)| (vec![("action", id.as_str())], value(&a.stats) as f64)).collect();
         family(&mut e, name, Kind::Counter, help, &v);
     }
     e.into_text()
