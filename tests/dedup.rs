@@ -66,11 +66,10 @@ fn run(deduplicate: bool) -> (Vec<usize>, usize, u64, String) {
         pod.run(&["ping", "-c", "5", "-i", "0.05", "-W", "2", "198.18.69.2"]).unwrap();
     }
     udp.wait_for(b"pod1-dgram-099", Duration::from_secs(5)).unwrap();
-    let marks: Vec<String> = (0..2).flat_map(|i| (0..100).map(move |n| format!("pod{i}-dgram-{n:03}"))).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     let counts = loop {
         let frames = collector.frames().unwrap();
-        let counts: Vec<usize> = marks.iter().map(|m| frames.iter().filter(|f| f.data.windows(m.len()).any(|w| w == m.as_bytes())).count()).collect();
+        let counts: Vec<usize> = (0..2).flat_map(|i| count_marks(&frames, format!("pod{i}-dgram-").as_bytes(), 3, 100)).collect();
         if counts.iter().all(|c| *c >= 1) || Instant::now() > deadline {
             break counts;
         }

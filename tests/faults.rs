@@ -85,12 +85,11 @@ fn under_fault(label: &str, via_relay: bool, fault: impl FnOnce(&Target), heal: 
     heal(&target);
     let healed = Instant::now();
     assert!(traffic.wait_timeout(Duration::from_secs(30)).unwrap().success());
-    let marks: Vec<String> = (0..DATAGRAMS).map(|n| format!("{label}-{n:05}")).collect();
+    let prefix = format!("{label}-");
     // A request caught in the fault may hang until its 30 s timeout.
     let deadline = Instant::now() + Duration::from_secs(60);
     let counts = loop {
-        let frames = collector.frames().unwrap();
-        let counts: Vec<usize> = marks.iter().map(|m| frames.iter().filter(|f| f.data.windows(m.len()).any(|w| w == m.as_bytes())).count()).collect();
+        let counts = count_marks(&collector.frames().unwrap(), prefix.as_bytes(), 5, DATAGRAMS);
         if counts.iter().all(|c| *c >= 1) || Instant::now() > deadline {
             break counts;
         }
@@ -105,10 +104,7 @@ fn under_fault(label: &str, via_relay: bool, fault: impl FnOnce(&Target), heal: 
     assert!(log.contains("dropped (spool full 0, refused 0, at exit 0)"), "nothing dropped:\n{log}");
     // Stored in order: the datagrams' sequence in the files is ascending.
     let frames = collector.frames().unwrap();
-    let order: Vec<usize> = frames
-        .iter()
-        .filter_map(|f| marks.iter().position(|m| f.data.windows(m.len()).any(|w| w == m.as_bytes())))
-        .collect();
+    let order: Vec<usize> = frames.iter().filter_map(|f| mark_number(&f.data, prefix.as_bytes(), 5)).collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "delivered in order");
     for f in collector.files() {
         tshark_count(&f);
@@ -222,11 +218,8 @@ fn a_sensor_killed_with_sigkill_leaves_valid_files_and_a_new_epoch() {
         tshark_count(f);
     }
     let frames = collector.frames().unwrap();
-    let after = (0..200).filter(|n| {
-        let m = format!("after-{n:03}");
-        frames.iter().filter(|f| f.data.windows(m.len()).any(|w| w == m.as_bytes())).count() == 1
-    });
-    assert_eq!(after.count(), 200, "every datagram after the restart stored once");
+    let after = count_marks(&frames, b"after-", 3, 200);
+    assert_eq!(after.iter().filter(|c| **c == 1).count(), 200, "every datagram after the restart stored once");
     let before = frames.iter().filter(|f| f.data.windows(7).any(|w| w == b"before-")).count();
     println!("SIGKILL 600 ms into the first 1 s of traffic: {before} of 200 datagrams before it stored (the rest was in the dead sensor's memory or not yet sent)");
 }
@@ -282,7 +275,7 @@ fn a_full_disk_on_the_collector_loses_nothing_once_there_is_room() {
     let healed = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
     let counts = loop {
-        let counts = count_marks(&collector.frames().unwrap(), b"full-", 2000);
+        let counts = count_marks(&collector.frames().unwrap(), b"full-", 5, 2000);
         if counts.iter().all(|c| *c >= 1) || Instant::now() > deadline {
             break counts;
         }
@@ -295,23 +288,6 @@ fn a_full_disk_on_the_collector_loses_nothing_once_there_is_room() {
     for f in collector.files() {
         tshark_count(&f);
     }
-}
-
-/// How many frames carry each `PREFIX NNNNN` mark (n marks, 5 digits),
-/// each frame scanned once.
-fn count_marks(frames: &[Frame], prefix: &[u8], n: usize) -> Vec<usize> {
-    let mut counts = vec![0; n];
-    for f in frames {
-        if let Some(at) = f.data.windows(prefix.len()).position(|w| w == prefix) {
-            let digits = &f.data[at + prefix.len()..];
-            if let Some(k) = digits.get(..5).and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| d.parse::<usize>().ok()) {
-                if k < n {
-                    counts[k] += 1;
-                }
-            }
-        }
-    }
-    counts
 }
 
 /// An interface flapping (down and up 10 times, 300 ms apart) under

@@ -28,17 +28,17 @@ fn exchange(b: &Netns, collector: &Collector, dir: &TestDir, tag: &str) -> Vec<(
     );
     let mut p = b.spawn(&["python3", "-c", &script], dir.join(format!("{tag}.log"))).unwrap();
     assert!(p.wait_timeout(Duration::from_secs(30)).unwrap().success());
-    let marks: Vec<String> = (0..30).map(|n| format!("{tag}-{n:03}")).collect();
-    let count = |frames: &[Frame], m: &str| frames.iter().filter(|f| f.data.windows(m.len()).any(|w| w == m.as_bytes())).count();
+    let prefix = format!("{tag}-");
+    let counts = || {
+        let of = |sensor| count_marks(&collector.frames_of(Some(sensor)).unwrap(), prefix.as_bytes(), 3, 30);
+        of("sensor-a").into_iter().zip(of("sensor-b")).collect::<Vec<(usize, usize)>>()
+    };
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (fa, fb) = (collector.frames_of(Some("sensor-a")).unwrap(), collector.frames_of(Some("sensor-b")).unwrap());
-        let counts: Vec<(usize, usize)> = marks.iter().map(|m| (count(&fa, m), count(&fb, m))).collect();
-        if counts.iter().all(|(x, y)| x + y >= 1) || Instant::now() > deadline {
+        if counts().iter().all(|(x, y)| x + y >= 1) || Instant::now() > deadline {
             // A little longer, for copies still on their way.
             std::thread::sleep(Duration::from_millis(800));
-            let (fa, fb) = (collector.frames_of(Some("sensor-a")).unwrap(), collector.frames_of(Some("sensor-b")).unwrap());
-            return marks.iter().map(|m| (count(&fa, m), count(&fb, m))).collect();
+            return counts();
         }
         std::thread::sleep(Duration::from_millis(300));
     }

@@ -425,3 +425,20 @@ pub fn compare_frames(expected: &[Frame], got: &[Frame]) -> Result<()> {
 pub fn frames_contain(frames: &[Frame], needle: &[u8]) -> bool {
     frames.iter().any(|f| f.data.windows(needle.len().max(1)).any(|w| w == needle))
 }
+
+/// The number of the mark `PREFIX` + `digits` decimal digits that a
+/// frame's bytes carry, if any (numbered test datagrams: `tag-00042`).
+pub fn mark_number(data: &[u8], prefix: &[u8], digits: usize) -> Option<usize> {
+    let at = data.windows(prefix.len()).position(|w| w == prefix)? + prefix.len();
+    std::str::from_utf8(data.get(at..at + digits)?).ok()?.parse().ok()
+}
+
+/// How many frames carry each mark `PREFIX` + number, for the numbers
+/// 0..n written `digits` wide; each frame is scanned once.
+pub fn count_marks(frames: &[Frame], prefix: &[u8], digits: usize, n: usize) -> Vec<usize> {
+    let mut counts = vec![0; n];
+    for k in frames.iter().filter_map(|f| mark_number(&f.data, prefix, digits)).filter(|k| *k < n) {
+        counts[k] += 1;
+    }
+    counts
+}

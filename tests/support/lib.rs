@@ -29,7 +29,7 @@ pub mod sensor;
 pub mod traffic;
 
 pub use capture::{
-    assert_same_frames, read_pcap, read_pcap_as, read_pcapng, tcpdump_read_ok, try_tcpdump_read, try_tshark_count,
+    assert_same_frames, count_marks, mark_number, read_pcap, read_pcap_as, read_pcapng, tcpdump_read_ok, try_tcpdump_read, try_tshark_count,
     tshark_count, Frame, Tcpdump,
 };
 pub use netns::{delete_link, host_and_peer, pin_neighbours, set_link_up, veth_pair, Netns, Veth};
