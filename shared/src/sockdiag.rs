@@ -42,14 +42,18 @@ pub fn destroy_request(seq: u32, local: (IpAddr, u16), remote: (IpAddr, u16)) ->
     let id = 24;
     m[id..id + 2].copy_from_slice(&local.1.to_be_bytes());
     m[id + 2..id + 4].copy_from_slice(&remote.1.to_be_bytes());
-    for (at, ip) in [(id + 4, local.0), (id + 20, remote.0)] {
-        match ip {
-            IpAddr::V4(v) => m[at..at + 4].copy_from_slice(&v.octets()),
-            IpAddr::V6(v) => m[at..at + 16].copy_from_slice(&v.octets()),
-        }
-    }
+    put_ip(&mut m, id + 4, local.0);
+    put_ip(&mut m, id + 20, remote.0);
     m[id + 40..id + 48].copy_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
     Some(m)
+}
+
+/// An address in network order into a 16-byte field (IPv4 in the first 4).
+fn put_ip(m: &mut [u8], at: usize, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v) => m[at..at + 4].copy_from_slice(&v.octets()),
+        IpAddr::V6(v) => m[at..at + 16].copy_from_slice(&v.octets()),
+    }
 }
 
 /// The kernel's acknowledgement of request `seq`: `Ok(())`, or the errno it
@@ -82,12 +86,8 @@ pub fn encode_worker_request(local: (IpAddr, u16), remote: (IpAddr, u16)) -> Opt
     };
     m[4..6].copy_from_slice(&local.1.to_be_bytes());
     m[6..8].copy_from_slice(&remote.1.to_be_bytes());
-    for (at, ip) in [(8, local.0), (24, remote.0)] {
-        match ip {
-            IpAddr::V4(v) => m[at..at + 4].copy_from_slice(&v.octets()),
-            IpAddr::V6(v) => m[at..at + 16].copy_from_slice(&v.octets()),
-        }
-    }
+    put_ip(&mut m, 8, local.0);
+    put_ip(&mut m, 24, remote.0);
     Some(m)
 }
 
