@@ -59,6 +59,9 @@ const READ_TICK: Duration = Duration::from_millis(500);
 pub fn run(shared: &ActionsShared, filters: &Mutex<Filters>, report_every: Duration, stop: &AtomicBool) {
     let mut backoff = Duration::from_millis(500);
     let mut last_error = String::new();
+    // Actions audited as received: once each, not at every push of the set
+    // (the collector sends it again after each reconnection).
+    let mut known = std::collections::BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
         let dialer = shared.dialer.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(dialer) = dialer else {
@@ -70,7 +73,7 @@ pub fn run(shared: &ActionsShared, filters: &Mutex<Filters>, report_every: Durat
                 log!(BASIC, "response actions: connected to the collector");
                 last_error.clear();
                 backoff = Duration::from_millis(500);
-                let why = session(ws, shared, filters, report_every, stop);
+                let why = session(ws, shared, filters, report_every, stop, &mut known);
                 log!(BASIC, "response actions: connection to the collector lost ({why}); reconnecting");
             }
             Err(e) => {
@@ -117,10 +120,15 @@ fn connect(d: &Dialer) -> Result<Socket, String> {
 }
 
 /// Reads pushed actions and sends reports until the connection fails.
-fn session(mut ws: Socket, shared: &ActionsShared, filters: &Mutex<Filters>, report_every: Duration, stop: &AtomicBool) -> String {
+fn session(
+    mut ws: Socket,
+    shared: &ActionsShared,
+    filters: &Mutex<Filters>,
+    report_every: Duration,
+    stop: &AtomicBool,
+    known: &mut std::collections::BTreeSet<u64>,
+) -> String {
     let mut last_report = Instant::now();
-    // Audited once per action, not at every push of the set.
-    let mut known = std::collections::BTreeSet::new();
     loop {
         if stop.load(Ordering::Relaxed) {
             let _ = ws.close(None);
