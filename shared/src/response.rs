@@ -314,12 +314,13 @@ impl Enforcer {
             return;
         }
         let stats = self.stats.entry(action.id).or_default();
-        let mut sent = [false; 2];
+        let reason = if handshake { Reason::RefuseHandshake } else { Reason::Reset };
+        let mut n = 0;
         // To the sender of this segment: at the ack it just sent.
         if seg.has(ACK) {
             if let Some(o) = rst(flow, &key, from, seg.ack, 0, RST, now_ns, self.own_mac, &mut self.ip_id) {
-                out.push(Injection { action: action.id, reason: if handshake { Reason::RefuseHandshake } else { Reason::Reset }, segment: o });
-                sent[from] = true;
+                out.push(Injection { action: action.id, reason, segment: o });
+                n += 1;
             }
         }
         // To the receiver: where this segment ends. For a SYN-ACK the
@@ -328,12 +329,11 @@ impl Enforcer {
         let (flags, ack) = if handshake { (RST | ACK, seg.end_seq()) } else { (RST, 0) };
         let seq = if handshake { seg.ack } else { seg.end_seq() };
         if let Some(o) = rst(flow, &key, to, seq, ack, flags, now_ns, self.own_mac, &mut self.ip_id) {
-            out.push(Injection { action: action.id, reason: if handshake { Reason::RefuseHandshake } else { Reason::Reset }, segment: o });
-            sent[to] = true;
+            out.push(Injection { action: action.id, reason, segment: o });
+            n += 1;
         }
-        let n = sent.iter().filter(|s| **s).count() as u64;
-        stats.resets_sent += n;
-        flow.rsts += n as u32;
+        stats.resets_sent += n as u64;
+        flow.rsts += n;
         if flow.ends.iter().all(|e| e.last_rst.is_some()) && flow.reset_by != Some(action.id) {
             flow.reset_by = Some(action.id);
             if handshake {
