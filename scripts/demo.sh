@@ -7,8 +7,8 @@
 # Runs until Ctrl-C (or for DEMO_SECONDS seconds if set), then stops both
 # programs cleanly and shows what was stored.
 #
-#   sudo scripts/demo.sh                 # until Ctrl-C
-#   sudo DEMO_SECONDS=20 scripts/demo.sh # 20 seconds
+#   scripts/demo.sh                      # until Ctrl-C (as root)
+#   DEMO_SECONDS=20 scripts/demo.sh      # 20 seconds
 #
 # So that there is always something to see, even on an idle host, the demo
 # also makes a little traffic of its own (DEMO_TRAFFIC=0 turns it off): a
