@@ -13,6 +13,8 @@ PACKAGES=(
   shellcheck                               # lints scripts/
   chromium                                 # the status page in a real browser (headless)
   nftables iputils-ping                    # NAT in the container-host topology; pings
+  podman buildah runc busybox-static       # images: build and run (runc: crun fails here)
+  debootstrap rpm                          # systemd test rootfs; .rpm inspection
 )
 
 missing=()
