@@ -288,43 +288,81 @@ fn children_hold_exactly_their_privileges() {
 }
 
 #[test]
-fn security_events_reach_syslog_from_every_process() {
+fn security_events_reach_a_real_syslog_daemon_from_every_process() {
     let prefix = unique_prefix();
     let ns = Netns::new(&prefix, "audit").unwrap();
     let peer = Netns::new(&prefix, "peer").unwrap();
     let dir = TestDir::new("audit");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     veth_pair(&ns, "v0", "198.18.51.1/24", &peer, "v1", "198.18.51.2/24").unwrap();
     let collector = Collector::start(&ns, dir.path()).unwrap();
-    // A syslog daemon's socket of our own; the unprivileged children must
-    // be able to write to it, as they can to /dev/log.
+    // rsyslogd of our own, listening on a socket of our own (not /dev/log),
+    // writing authpriv.* with facility and severity spelled out, as a
+    // hardened host's rule for the audit trail would.
     let sock_path = dir.join("syslog.sock");
-    let listener = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    listener.set_nonblocking(true).unwrap();
+    let audit_file = dir.join("authpriv.log");
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{work}\")\n\
+             module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+             input(type=\"imuxsock\" Socket=\"{sock}\")\n\
+             template(name=\"audit\" type=\"string\" string=\"%syslogfacility-text%.%syslogseverity-text% %syslogtag% %msg%\\n\")\n\
+             authpriv.* action(type=\"omfile\" file=\"{out}\" template=\"audit\")\n",
+            work = dir.path().display(),
+            sock = sock_path.display(),
+            out = audit_file.display()
+        ),
+    )
+    .unwrap();
+    let pidfile = dir.join("rsyslogd.pid");
+    let mut rsyslogd = spawn_logged(
+        command("rsyslogd").args(["-n", "-f"]).arg(&conf).arg("-i").arg(&pidfile),
+        dir.join("rsyslogd.log"),
+    )
+    .unwrap();
+    wait_until("rsyslogd's socket", Duration::from_secs(10), || sock_path.exists().then_some(())).unwrap();
+
     let mut env = base_env(&collector, dir.path());
     env.push(("OSSENSOR_SYSLOG_SOCKET".into(), sock_path.display().to_string()));
     env.push(("OSSENSOR_LOGFILE_PATH".into(), dir.join("sensor-file.log").display().to_string()));
-    let log = dir.join("audit.log");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut guard = spawn_logged(&mut sensor_command(&ns, &env, &[]), &log).unwrap();
+    let mut guard = spawn_logged(&mut sensor_command(&ns, &env, &[]), dir.join("audit.log")).unwrap();
     let file_log = dir.join("sensor-file.log");
     wait_until("registration in the log file", Duration::from_secs(30), || {
         std::fs::read_to_string(&file_log).ok().filter(|t| t.contains("registered with the collector"))
     })
     .unwrap();
     assert!(guard.stop(SIGTERM).unwrap().success());
+    let all = wait_until("the stop event in rsyslogd's file", Duration::from_secs(10), || {
+        std::fs::read_to_string(&audit_file).ok().filter(|t| t.contains("event=stop"))
+    })
+    .unwrap();
+    rsyslogd.stop(SIGTERM).unwrap();
 
-    let mut messages = Vec::new();
-    let mut buf = [0u8; 8192];
-    while let Ok(n) = listener.recv(&mut buf) {
-        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
-    let all = messages.join("\n");
-    for event in ["event=start process=supervisor", "event=child_started", "capabilities=cap_net_raw", "event=collector_registered process=uplink", "event=stop"] {
+    for event in [
+        "authpriv.notice ossensor",
+        "event=start process=supervisor",
+        "event=child_started",
+        "capabilities=cap_net_raw",
+        "event=collector_registered process=uplink",
+        "event=stop",
+    ] {
         assert!(all.contains(event), "no {event:?} in syslog:\n{all}");
     }
-    // facility authpriv (10), severity notice (5): <85>
-    assert!(messages.iter().any(|m| m.starts_with("<85>")), "authpriv.notice: {all}");
+    // Each process audits what the kernel says it holds, once it is final.
+    let privileges = |process: &str| {
+        all.lines()
+            .find(|l| l.contains(&format!("event=privileges process={process} ")))
+            .unwrap_or_else(|| panic!("no privileges event from {process}:\n{all}"))
+            .to_string()
+    };
+    let worker = privileges("capture-worker[v0]");
+    assert!(worker.contains("uid=65534") && worker.contains("effective=cap_net_raw ") && worker.contains("bounding=cap_net_raw "), "{worker}");
+    assert!(worker.contains("no_new_privs=1"), "{worker}");
+    let uplink = privileges("uplink");
+    assert!(uplink.contains("uid=65534") && uplink.contains("effective=none") && uplink.contains("bounding=none"), "{uplink}");
+    assert!(privileges("supervisor").contains("uid=0"));
     assert!(!all.contains(KEY), "the key reached syslog");
     // With a log file, standard output stays quiet and the file has it all.
     let text = std::fs::read_to_string(&file_log).unwrap();

@@ -17,6 +17,7 @@ use ossensor_shared::children::{child_config, WorkerConfig};
 use ossensor_shared::ipc::{UplinkMsg, WorkerMsgRef};
 use ossensor_shared::log::{self as slog, BASIC, STATS};
 use ossensor_shared::log;
+use ossensor_shared::privileges::{self, Privileges};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
     let _ = slog::init(&format!("capture-worker[{}]", cfg.interface), cfg.log.level, cfg.log.path.as_deref(), cfg.log.audit());
     // No core dumps or ptrace by our own uid: this process holds CAP_NET_RAW.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    privileges::audit_current();
     install_signal_handlers();
     match run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,7 +93,7 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
         cap.linktype,
         cfg.ring_bytes / 1024,
         nix::unistd::getuid(),
-        capabilities_held()
+        privileges::names(Privileges::current().effective)
     );
     let ifindex = nix::net::if_::if_nametoindex(cfg.interface.as_str()).unwrap_or(0);
     let hello = WorkerMsgRef::Hello { interface: &cfg.interface, ifindex, linktype: cap.linktype, pid: std::process::id() };
@@ -210,24 +212,3 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
     }
 }
 
-/// The effective capability set, by name, from /proc (what we really hold).
-fn capabilities_held() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    if eff == 0 {
-        return "none".into();
-    }
-    let names: Vec<String> = (0..64)
-        .filter(|b| eff & (1u64 << b) != 0)
-        .map(|b| match b {
-            12 => "cap_net_admin".to_string(),
-            13 => "cap_net_raw".to_string(),
-            other => format!("cap_{other}"),
-        })
-        .collect();
-    names.join(",")
-}

@@ -13,6 +13,7 @@
 //! - [`tcpseg`]: TCP segments in Ethernet frames: parsing them, building resets and probes.
 //! - [`bpf`]: classic BPF programs: compiling filters, the direction guard.
 //! - [`log`]: the level-based log every process writes, and the syslog audit trail.
+//! - [`privileges`]: uids and capability sets from /proc, for the audit trail.
 //! - [`metrics`]: the Prometheus text format.
 //! - [`timefmt`]: UTC timestamps for log lines and file names.
 //! - [`alloc_count`]: a counting allocator for the tests of the hot path.
@@ -28,6 +29,7 @@ pub mod ipc;
 pub mod log;
 pub mod metrics;
 pub mod pcapng;
+pub mod privileges;
 pub mod response;
 pub mod sockdiag;
 pub mod tcpseg;

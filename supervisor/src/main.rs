@@ -103,6 +103,7 @@ fn start(cfg: Config, from_file: bool) -> Result<(), String> {
         "start",
         &[("version", ossensor_shared::VERSION), ("config", &cfg.redacted_summary()), ("interfaces", &selection.chosen.join(","))],
     );
+    ossensor_shared::privileges::audit_current();
     let mut sup = Supervisor::new(cfg, who, selection.chosen)?;
     sup.run()
 }

@@ -60,6 +60,7 @@ fn main() -> ExitCode {
     // This process holds the key: no core dumps, no ptrace by the workers,
     // which run as the same uid.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    ossensor_shared::privileges::audit_current();
     install_signal_handlers();
     keep_freed_chunk_memory();
     match run(cfg) {
