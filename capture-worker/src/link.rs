@@ -180,7 +180,18 @@ impl Link {
             match self.decoder.next::<UplinkMsg>() {
                 Ok(Some(m)) => self.pending.push(m),
                 Ok(None) => break,
-                Err(e) => return Err(format!("uplink sent a malformed frame: {e}")),
+                Err(e) => {
+                    // A byte stream cannot be resynchronised after a bad
+                    // frame: refuse it, keep the commands that came before
+                    // it, and start a new connection (the uplink answers
+                    // it with the filter). The rings keep capturing
+                    // meanwhile, and the worker stays up.
+                    log!(BASIC, "refused a malformed frame from the uplink: {e}");
+                    let mut good = std::mem::take(&mut self.pending);
+                    self.reconnect("after a malformed frame")?;
+                    good.append(&mut self.pending);
+                    return Ok(good);
+                }
             }
         }
         Ok(std::mem::take(&mut self.pending))
