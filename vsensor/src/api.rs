@@ -157,7 +157,20 @@ impl AuthHeaders {
     }
 }
 
-/// Reads the body, never more than [`chunk::MAX_BODY`] bytes.
+/// How long a request's body may take to arrive, from the end of its head:
+/// a client trickling its body (or sending none after announcing one)
+/// gets 408 and its connection is closed. A sensor's chunk is at most a few
+/// MiB, so this asks for under 1 MiB/s even at [`chunk::MAX_BODY`].
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Should the connection close after this refusal (the body was not read
+/// to its end, so the stream is not at a request boundary)?
+pub(crate) fn ends_connection(status: StatusCode) -> bool {
+    matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT)
+}
+
+/// Reads the body, never more than [`chunk::MAX_BODY`] bytes, nor for
+/// longer than [`BODY_TIMEOUT`].
 pub(crate) async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Refusal> {
     let too_large = |n: String| {
         refusal(
@@ -171,7 +184,17 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Byt
             return Err(too_large(len.to_string()));
         }
     }
-    match Limited::new(body, chunk::MAX_BODY).collect().await {
+    let collected = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, chunk::MAX_BODY).collect()).await {
+        Ok(c) => c,
+        Err(_) => {
+            return Err(refusal(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+            ))
+        }
+    };
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Err(too_large(format!("more than {}", chunk::MAX_BODY)))
@@ -372,8 +395,12 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
         app.note_refusal(conn, None, &r);
         // Consume a small body so the connection stays usable.
         let (parts, body) = req.into_parts();
-        let _ = read_body(&parts.headers, body).await;
-        return response(r.status, error_body(&r.reason), "application/json", None);
+        let read = read_body(&parts.headers, body).await;
+        let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
+        if read.is_err_and(|e| ends_connection(e.status)) {
+            resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        return resp;
     }
 
     let (mut parts, body) = req.into_parts();
@@ -383,12 +410,9 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
             app.note_refusal(conn, None, &r);
             // Consume the body (within the limit) so keep-alive survives a
             // refusal; a larger one ends the connection instead.
-            let status = match read_body(&parts.headers, body).await {
-                Err(big) if big.status == StatusCode::PAYLOAD_TOO_LARGE => big.status,
-                _ => r.status,
-            };
+            let ends = read_body(&parts.headers, body).await.is_err_and(|e| ends_connection(e.status));
             let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
+            if ends {
                 resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             }
             return resp;
@@ -399,7 +423,7 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
         Err(r) => {
             app.note_refusal(conn, Some(&headers.sensor), &r);
             let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
-            if r.status == StatusCode::PAYLOAD_TOO_LARGE {
+            if ends_connection(r.status) {
                 // The rest of the body was not read: this connection is done.
                 resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             }
