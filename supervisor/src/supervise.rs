@@ -357,13 +357,20 @@ fn terminate(c: &mut Child, grace: Duration) {
 
 /// The directory for the uplink's socket: owned by the children's user,
 /// mode 0700, so only they (and root) can reach the socket.
+///
+/// The mode is set before the owner: once the directory belongs to the
+/// children's user, changing its mode would take CAP_FOWNER, which the
+/// supervisor is not given (architecture.md). A directory already 0700 is
+/// left as it is (a restart finds its own directory, now the children's).
 fn prepare_runtime_dir(dir: &std::path::Path, who: Identity) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("OSSENSOR_RUNTIME_DIR={:?}: {e}", dir.display()))?;
-    let me = nix::unistd::geteuid();
-    if me.is_root() {
-        std::os::unix::fs::chown(dir, Some(who.uid), Some(who.gid)).map_err(|e| format!("OSSENSOR_RUNTIME_DIR={:?}: {e}", dir.display()))?;
+    let fail = |e: std::io::Error| format!("OSSENSOR_RUNTIME_DIR={:?}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    if std::fs::metadata(dir).map_err(fail)?.permissions().mode() & 0o7777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("OSSENSOR_RUNTIME_DIR={:?}: {e}", dir.display()))?;
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(dir, Some(who.uid), Some(who.gid)).map_err(fail)?;
+    }
     Ok(())
 }
