@@ -327,3 +327,116 @@ fn a_flapping_interface_is_captured_again_once_it_is_stable() {
     }
     sensor.stop().unwrap();
 }
+
+/// How long the long outage lasts: 60 s with `OSSENSOR_LONG_TESTS=1`
+/// (`OSSENSOR_LONG_TESTS=1 cargo test --test faults long_collector_outage --
+/// --nocapture`), 20 s otherwise (CI), which still overflows the spool
+/// several times over.
+fn long_outage() -> Duration {
+    if std::env::var("OSSENSOR_LONG_TESTS").is_ok_and(|v| v == "1") {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(20)
+    }
+}
+
+/// Every (captured, delivered, spool KiB) the uplink logged (level 1,
+/// every 10 s).
+fn accounting_lines(log: &str) -> Vec<(u64, u64, u64)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("packets: captured ")?..];
+            let nums: Vec<u64> = rest.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+            // captured delivered full refused exit held chunks KiB …
+            Some((nums[0], nums[1], *nums.get(7)?))
+        })
+        .collect()
+}
+
+/// The collector stopped for 60 s (20 s in CI) while 1 KB random datagrams
+/// arrive at 400 a second, with a 4 MiB spool: the sensor keeps capturing
+/// (every datagram sent is counted as captured), spools up to its bound and
+/// no further, drops the oldest chunks (so what is missing is one
+/// contiguous run of datagrams), delivers the rest in order once the
+/// collector is back, stores nothing twice, and the accounting is exact:
+/// captured = delivered + dropped (spool full), and the collector holds
+/// exactly the delivered packets.
+#[test]
+fn long_collector_outage_spools_to_its_bound_and_accounts_for_every_packet() {
+    const RATE: u64 = 400;
+    const SPOOL_MB: u64 = 4;
+    let outage = long_outage();
+    let (sen, src) = host_and_peer("198.18.90").unwrap();
+    let dir = TestDir::new("outage");
+    let mut collector = Collector::start(&sen, dir.path()).unwrap();
+    let _listener = UdpListener::start(&sen, "198.18.90.1", 7000, dir.path()).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
+    env.push(("OSSENSOR_SPOOL_MB".into(), SPOOL_MB.to_string()));
+    let mut sensor = Sensor::start(&sen, dir.path(), &env, &["h1"]).unwrap();
+    // Traffic for 2 s before the outage, through it, and 4 s after.
+    let n = (RATE * (outage.as_secs() + 6)) as usize;
+    let script = format!(
+        "import os,socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nt0=time.time()\n\
+         for n in range({n}):\n    s.sendto(b'out-%06d-' % n + os.urandom(1000), ('198.18.90.1', 7000))\n    \
+         d=t0+(n+1)/{RATE}-time.time()\n    if d>0: time.sleep(d)\n"
+    );
+    let mut traffic = src.spawn(&["python3", "-c", &script], dir.join("traffic.log")).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    collector.restart(&sen, outage).unwrap();
+    let back = Instant::now();
+    assert!(traffic.wait_timeout(Duration::from_secs(60)).unwrap().success());
+    // Delivery is in order: once the last datagram is stored, everything
+    // before it that was not dropped is too. Also timed: the backlog (the
+    // datagram sent as the collector came back).
+    let at_return = (RATE * (2 + outage.as_secs())) as usize;
+    let stored = |i: usize| collector.frames().unwrap().iter().any(|f| mark_number(&f.data, b"out-", 6) == Some(i));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut backlog_after = None;
+    while !stored(n - 1) {
+        if backlog_after.is_none() && stored(at_return) {
+            backlog_after = Some(back.elapsed());
+        }
+        assert!(Instant::now() < deadline, "the last datagram never reached the collector:\n{}", sensor.guard.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let last_after = back.elapsed();
+    let backlog_after = backlog_after.unwrap_or(last_after);
+    sensor.stop().unwrap();
+    let log = sensor.guard.log();
+    let (captured, delivered, spool_full, refused, at_exit, held) = accounting(&log);
+    let peak_kib = accounting_lines(&log).iter().map(|l| l.2).max().unwrap_or(0);
+    let counts = count_marks(&collector.frames().unwrap(), b"out-", 6, n);
+    let stored = counts.iter().filter(|c| **c >= 1).count();
+    let twice = counts.iter().filter(|c| **c > 1).count();
+    let first_missing = counts.iter().position(|c| *c == 0);
+    let last_missing = counts.iter().rposition(|c| *c == 0);
+    println!(
+        "collector away {} s, {RATE} datagrams/s of 1 KB, {SPOOL_MB} MiB spool: sent {n}, captured {captured}, delivered {delivered}, \
+         dropped (spool full) {spool_full}; spool peaked at {peak_kib} KiB; stored {stored} once each, {twice} twice; \
+         missing: datagrams {first_missing:?}..={last_missing:?}; the backlog stored {:.1} s after the collector returned, \
+         the last datagram (4 s of traffic later) {:.1} s after",
+        outage.as_secs(),
+        backlog_after.as_secs_f64(),
+        last_after.as_secs_f64()
+    );
+    assert_eq!(captured, n as u64, "every datagram sent was captured, through the outage:\n{log}");
+    assert_eq!((refused, at_exit, held), (0, 0, 0), "{log}");
+    assert!(spool_full > 0, "the spool overflowed");
+    assert_eq!(captured, delivered + spool_full, "captured = delivered + dropped");
+    assert!(log.contains(&format!("spool full ({SPOOL_MB} MiB): dropped the oldest chunks")), "said at level 0");
+    assert!(peak_kib <= SPOOL_MB * 1024, "the spool never held more than its bound: {peak_kib} KiB");
+    assert!(peak_kib >= SPOOL_MB * 1024 * 3 / 4, "the spool filled up to its bound: {peak_kib} KiB");
+    assert_eq!(twice, 0, "no datagram stored twice");
+    assert_eq!(stored as u64, delivered, "the collector holds exactly what was delivered");
+    assert_eq!(collector.frames().unwrap().len() as u64, delivered, "and nothing else");
+    // The oldest chunks were dropped: the missing datagrams are one run.
+    let (a, b) = (first_missing.unwrap(), last_missing.unwrap());
+    assert!(counts[a..=b].iter().all(|c| *c == 0), "the missing datagrams form one contiguous run");
+    assert_eq!((b - a + 1) as u64, spool_full, "and they are exactly the dropped packets");
+    let order: Vec<usize> = collector.frames().unwrap().iter().filter_map(|f| mark_number(&f.data, b"out-", 6)).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "delivered in order");
+    for f in collector.files() {
+        tshark_count(&f);
+    }
+}
