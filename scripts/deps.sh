@@ -15,6 +15,7 @@ PACKAGES=(
   nftables iputils-ping                    # NAT in the container-host topology; pings
   podman buildah runc busybox-static       # images: build and run (runc: crun fails here)
   debootstrap rpm                          # systemd test rootfs; .rpm inspection
+  python3-venv                             # scripts/tools.sh: hadolint, kubernetes-validate
 )
 
 missing=()
