@@ -265,3 +265,265 @@ mod garbage_websocket {
         assert!(collector.guard.is_running(), "the collector stayed up");
     }
 }
+
+/// Slow clients after the TLS handshake (slowloris), from a python script:
+/// `silent` connections finish the handshake and send nothing, `head` ones
+/// send a request head one byte every 2 s, `body` ones send a whole,
+/// well-formed head announcing 100 000 bytes and then one body byte every
+/// 2 s. Prints `handshaken N`, then `closed MODE SECONDS STATUS` per
+/// connection (seconds from the handshake to the collector's close), then
+/// `done`.
+const SLOW_CLIENTS: &str = r#"import os,socket,ssl,sys,threading,time
+port=int(sys.argv[1]); per=int(sys.argv[2])
+ctx=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname=False; ctx.verify_mode=ssl.CERT_NONE
+ready=threading.Semaphore(0); lock=threading.Lock()
+def slow(mode):
+    s=ctx.wrap_socket(socket.create_connection(('127.0.0.1',port)),server_hostname='127.0.0.1')
+    t0=time.time(); ready.release()
+    head=('POST /v1/chunks HTTP/1.1\r\nhost: c\r\nx-vsensor-sensor: slow\r\nx-vsensor-epoch: 1\r\nx-vsensor-seq: 1\r\n'
+          'x-vsensor-timestamp: %d\r\nx-vsensor-nonce: %s\r\nx-vsensor-signature: %s\r\ncontent-length: 100000\r\n\r\n'
+          % (int(t0), os.urandom(16).hex(), os.urandom(32).hex())).encode()
+    if mode=='body': s.sendall(head)
+    s.settimeout(2); got=b''; i=0
+    while time.time()-t0<120:
+        try:
+            d=s.recv(4096)
+            if not d: break
+            got+=d; continue
+        except socket.timeout: pass
+        except (OSError,ssl.SSLError): break
+        try:
+            if mode=='head': s.sendall(head[i:i+1]); i+=1
+            elif mode=='body': s.sendall(b'x')
+        except (OSError,ssl.SSLError): break
+    status=got.split(b' ')[1].decode() if got.startswith(b'HTTP/1.1 ') else '-'
+    with lock: print('closed',mode,'%.1f'%(time.time()-t0),status,flush=True)
+ts=[threading.Thread(target=slow,args=(m,)) for m in ('silent','head','body') for _ in range(per)]
+for t in ts: t.start()
+for _ in ts: ready.acquire()
+print('handshaken',len(ts),flush=True)
+for t in ts: t.join()
+print('done',flush=True)
+"#;
+
+/// Slowloris: 300 clients that finish the TLS handshake and then send
+/// nothing, a request head one byte every 2 s, or a body one byte every
+/// 2 s. A real sensor registers and delivers meanwhile; the collector
+/// closes every slow connection after its documented timeout (request
+/// head 30 s from the handshake, body 30 s from the head, answered 408)
+/// and stays up.
+#[test]
+fn slow_clients_after_the_handshake_are_cut_off_and_a_sensor_still_delivers() {
+    const PER_MODE: usize = 100;
+    let (host, peer) = host_and_peer("198.18.91").unwrap();
+    let dir = TestDir::new("slowloris");
+    let mut collector = Collector::start(&host, dir.path()).unwrap();
+    let mut slow = host
+        .spawn(&["python3", "-u", "-c", SLOW_CLIENTS, &collector.port.to_string(), &PER_MODE.to_string()], dir.join("slow.log"))
+        .unwrap();
+    slow.wait_for_line(&format!("handshaken {}", 3 * PER_MODE), Duration::from_secs(60)).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
+    let started = Instant::now();
+    let mut sensor = ossensor_suite::sensor::Sensor::start(&host, dir.path(), &env, &["h1"]).unwrap();
+    let registered = started.elapsed();
+    let mut udp = UdpListener::start(&host, "198.18.91.1", 7000, dir.path()).unwrap();
+    udp_send(&peer, "198.18.91.1", 7000, b"past-the-slow-clients", None).unwrap();
+    udp.wait_for(b"past-the-slow-clients", Duration::from_secs(5)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !collector.frames().unwrap().iter().any(|f| f.data.windows(21).any(|w| w == b"past-the-slow-clients")) {
+        assert!(Instant::now() < deadline, "the datagram reached the collector despite the slow clients");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stored = started.elapsed();
+    slow.wait_for_line("done", Duration::from_secs(150)).unwrap();
+    let log = slow.log();
+    let mut closed: std::collections::BTreeMap<&str, Vec<(f64, String)>> = Default::default();
+    for l in log.lines().filter(|l| l.starts_with("closed ")) {
+        let f: Vec<&str> = l.split(' ').collect();
+        closed.entry(f[1]).or_default().push((f[2].parse().unwrap(), f[3].to_string()));
+    }
+    let range = |v: &[(f64, String)]| {
+        let t: Vec<f64> = v.iter().map(|x| x.0).collect();
+        (t.iter().cloned().fold(f64::MAX, f64::min), t.iter().cloned().fold(0.0, f64::max))
+    };
+    println!(
+        "{} slow clients: sensor registered {} ms after start and its datagram stored {} ms after start; closed by the collector after \
+         (s, min-max): silent {:?}, head byte by byte {:?}, body byte by byte {:?} (answered {:?})",
+        3 * PER_MODE,
+        registered.as_millis(),
+        stored.as_millis(),
+        range(&closed["silent"]),
+        range(&closed["head"]),
+        range(&closed["body"]),
+        closed["body"].iter().map(|x| x.1.as_str()).collect::<std::collections::BTreeSet<_>>()
+    );
+    for mode in ["silent", "head", "body"] {
+        let v = &closed[mode];
+        assert_eq!(v.len(), PER_MODE, "every {mode} connection ended:\n{log}");
+        let (lo, hi) = range(v);
+        // Head: 30 s from the handshake; body: 30 s from the head (sent at once).
+        assert!(lo >= 29.0 && hi <= 40.0, "{mode} connections closed after {lo}-{hi} s, not after the 30 s timeout");
+    }
+    assert!(closed["body"].iter().all(|x| x.1 == "408"), "a body that does not arrive is answered 408: {:?}", closed["body"]);
+    sensor.stop().unwrap();
+    assert!(collector.guard.is_running(), "the collector stayed up");
+}
+
+mod worker_channel {
+    use super::*;
+    use ossensor_shared::bpf::BpfInsn;
+    use ossensor_shared::ipc::{encode_frame, UplinkMsg};
+    use ossensor_shared::response::{Action, Endpoint, Target};
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// The inode of the uplink's end of `worker`'s connection, from `ss`
+    /// in the sensor's namespace (the worker's socket and its peer).
+    fn uplink_end_inode(ns: &Netns, worker: i32) -> Option<u64> {
+        let out = ns.run(&["ss", "-x", "-p", "-n", "-H"]).ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.contains(&format!("pid={worker},")) && l.starts_with("u_str"))?;
+        // u_str ESTAB 0 0 <local path or *> <inode> <peer path or *> <peer inode> users:…
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.get(7)?.parse().ok()
+    }
+
+    /// A duplicate of the uplink's end of the worker's command channel
+    /// (pidfd_getfd, as root): what a compromised uplink writes on.
+    fn take_channel(ns: &Netns, uplink: i32, worker: i32, not: Option<u64>) -> (UnixStream, u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(inode) = uplink_end_inode(ns, worker).filter(|i| Some(*i) != not) {
+                let want = format!("socket:[{inode}]");
+                for e in std::fs::read_dir(format!("/proc/{uplink}/fd")).unwrap().flatten() {
+                    if std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want) {
+                        let target: i32 = e.file_name().to_string_lossy().parse().unwrap();
+                        // SAFETY: plain system calls; the fd returned is ours.
+                        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, uplink, 0) } as i32;
+                        assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+                        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, target, 0) } as i32;
+                        assert!(fd >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+                        unsafe { libc::close(pidfd) };
+                        return (unsafe { UnixStream::from_raw_fd(fd) }, inode);
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no connection between the uplink and the worker");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn frame(msg: &UplinkMsg) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(msg, &mut out).unwrap();
+        out
+    }
+
+    /// Garbage on a running capture-worker's command channel, written on
+    /// the uplink's own end of it: random bytes, an oversized length,
+    /// filters the worker must not attach, and response actions for flows
+    /// it never saw with forged ids and times. It refuses them all, stays
+    /// the same process and keeps capturing: a numbered datagram sent after
+    /// each abuse is stored. Also a fake worker sending garbage to the
+    /// uplink's socket: the uplink closes that connection only.
+    #[test]
+    fn garbage_on_the_workers_command_channel_is_refused_and_capture_goes_on() {
+        let (host, peer) = host_and_peer("198.18.92").unwrap();
+        let dir = TestDir::new("workerchan");
+        let collector = Collector::start(&host, dir.path()).unwrap();
+        let mut udp = UdpListener::start(&host, "198.18.92.1", 7000, dir.path()).unwrap();
+        let mut env = base_env(&collector, dir.path());
+        env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
+        let mut sensor = ossensor_suite::sensor::Sensor::start(&host, dir.path(), &env, &["h1"]).unwrap();
+        let uplink = sensor.child_pid("uplink").unwrap();
+        let worker = sensor.child_pid("capture-worker for h1").unwrap();
+        let mut marks = 0;
+        let mut captured_again = |label: &str| {
+            let mark = format!("after-{label}-{marks}");
+            marks += 1;
+            udp_send(&peer, "198.18.92.1", 7000, mark.as_bytes(), None).unwrap();
+            udp.wait_for(mark.as_bytes(), Duration::from_secs(5)).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !collector.frames().unwrap().iter().any(|f| f.data.windows(mark.len()).any(|w| w == mark.as_bytes())) {
+                assert!(Instant::now() < deadline, "{mark} not stored:\n{}", sensor.guard.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let refusals = |log: &str| log.matches(&format!("capture-worker[h1][{worker}] L0: refused a malformed frame")).count();
+
+        // 1. Bytes that are no message (a plausible length, then 0xff).
+        let (mut ch, inode) = take_channel(&host, uplink, worker, None);
+        let mut junk = 200u32.to_le_bytes().to_vec();
+        junk.extend([0xff; 200]);
+        ch.write_all(&junk).unwrap();
+        drop(ch);
+        wait_until("the first refusal", Duration::from_secs(10), || (refusals(&sensor.guard.log()) >= 1).then_some(())).unwrap();
+        captured_again("junk");
+
+        // 2. An oversized frame: a 4 GiB length prefix (the limit is 8 MiB).
+        let (mut ch, inode) = take_channel(&host, uplink, worker, Some(inode));
+        let mut big = 0xffff_fff0u32.to_le_bytes().to_vec();
+        big.extend([0; 4096]);
+        // The worker may close before the last byte: its refusal, not an error.
+        let _ = ch.write_all(&big);
+        drop(ch);
+        wait_until("the second refusal", Duration::from_secs(10), || (refusals(&sensor.guard.log()) >= 2).then_some(())).unwrap();
+        captured_again("oversized");
+
+        // 3. Well-formed commands the worker must not obey: filters that
+        // are too long, jump out of the program, or do not end in a return.
+        let (mut ch, inode) = take_channel(&host, uplink, worker, Some(inode));
+        let ret = BpfInsn { code: 0x06, jt: 0, jf: 0, k: 0 };
+        let too_long = vec![BpfInsn { code: 0x06, jt: 0, jf: 0, k: 0xffff }; 5000];
+        let wild_jump = vec![BpfInsn { code: 0x15, jt: 200, jf: 0, k: 0 }, ret];
+        let no_return = vec![BpfInsn { code: 0x28, jt: 0, jf: 0, k: 12 }];
+        for program in [too_long, wild_jump, no_return, Vec::new()] {
+            ch.write_all(&frame(&UplinkMsg::SetFilter { program })).unwrap();
+        }
+        // 4. Response actions for flows the worker never saw (no TCP at all
+        // crosses h1 here), with forged ids (0, u64::MAX, the same id
+        // twice) and times (expired, forever).
+        let ep = |ip: &str, port| Endpoint { ip: ip.parse().unwrap(), port };
+        let actions = vec![
+            Action { id: 0, target: Target::Block { a: ep("198.18.92.2", Some(40000)), b: ep("198.18.92.1", Some(443)) }, until_ns: u64::MAX },
+            Action { id: u64::MAX, target: Target::Quarantine { host: "198.18.92.2".parse().unwrap() }, until_ns: u64::MAX },
+            Action { id: 7, target: Target::Quarantine { host: "198.18.92.1".parse().unwrap() }, until_ns: 1 },
+            Action { id: 7, target: Target::Block { a: ep("2001:db8::1", None), b: ep("198.18.92.1", None) }, until_ns: u64::MAX },
+        ];
+        ch.write_all(&frame(&UplinkMsg::Actions { actions })).unwrap();
+        wait_until("the bad filters refused", Duration::from_secs(10), || {
+            (sensor.guard.log().matches(&format!("capture-worker[h1][{worker}] L0: refused a filter from the uplink")).count() >= 4).then_some(())
+        })
+        .unwrap();
+        captured_again("filters-and-actions");
+        // Cancel them (the empty set), as the real uplink would.
+        ch.write_all(&frame(&UplinkMsg::Actions { actions: Vec::new() })).unwrap();
+        drop(ch);
+        let _ = inode;
+
+        // 5. A fake worker on the uplink's socket (root may connect):
+        // garbage, and the uplink closes that connection.
+        let sock = sensor.runtime_dir.join("uplink.sock");
+        let mut fake = UnixStream::connect(&sock).unwrap();
+        fake.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        fake.write_all(&junk).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(fake.read(&mut buf).unwrap_or(0), 0, "the uplink closes a connection that sends garbage");
+        captured_again("fake-worker");
+
+        let log = sensor.guard.log();
+        assert_eq!(sensor.child_pid("capture-worker for h1"), Some(worker), "the worker was never restarted:\n{log}");
+        assert_eq!(sensor.child_pid("uplink"), Some(uplink), "nor the uplink");
+        assert!(!log.contains("event=child_restart"), "no child restarted:\n{log}");
+        assert!(!log.contains(" sent to "), "no reset or probe sent for flows never seen:\n{log}");
+        let tcp = collector.frames().unwrap().iter().filter(|f| f.data.len() > 34 && f.data[12..14] == [8, 0] && f.data[23] == 6).count();
+        assert_eq!(tcp, 0, "no TCP frame (a reset or probe) on h1");
+        println!(
+            "worker {worker}: 2 malformed frames refused (reconnected each time), 4 bad filters refused, 4 forged actions sent nothing; \
+             a fake worker's garbage closed only its connection; {marks} datagrams stored, one after each abuse; no restart"
+        );
+        sensor.stop().unwrap();
+    }
+}
