@@ -48,6 +48,28 @@ pub fn resolve(user: Option<&str>) -> Result<Identity, String> {
     }
 }
 
+/// A root supervisor's children run as another uid, so signalling them (the
+/// SIGTERM of an orderly stop, the SIGKILL after its grace) takes CAP_KILL.
+/// Without it every stop would hang on a child that never got the signal:
+/// refuse to start instead (a container run with --cap-drop=all, a unit's
+/// CapabilityBoundingSet).
+pub fn check_can_signal_children(euid_is_root: bool, has_cap_kill: bool) -> Result<(), String> {
+    if euid_is_root && !has_cap_kill {
+        return Err("CAP_KILL is missing: the supervisor runs as root and its children as another uid, \
+                    so it could not stop them (add the KILL capability, e.g. --cap-add KILL)"
+            .to_string());
+    }
+    Ok(())
+}
+
+/// [`check_can_signal_children`] for this process.
+pub fn check_own_kill_capability() -> Result<(), String> {
+    check_can_signal_children(
+        nix::unistd::geteuid().is_root(),
+        caps::has_cap(None, CapSet::Effective, Capability::CAP_KILL).unwrap_or(false),
+    )
+}
+
 /// What a child keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -131,5 +153,13 @@ mod tests {
         assert!(resolve(Some("no-such-user-here")).unwrap_err().contains("no such user"));
         let d = resolve(None).unwrap();
         assert_ne!(d.uid, 0);
+    }
+
+    #[test]
+    fn root_needs_cap_kill_to_stop_its_children() {
+        assert!(check_can_signal_children(true, false).unwrap_err().contains("CAP_KILL is missing"));
+        assert!(check_can_signal_children(true, true).is_ok());
+        // Not root: the children keep the supervisor's uid.
+        assert!(check_can_signal_children(false, false).is_ok());
     }
 }

@@ -341,8 +341,13 @@ fn wait_until(c: &mut Child, deadline: Instant) {
             Ok(Some(_)) | Err(_) => return,
             Ok(None) if Instant::now() >= deadline => {
                 log!(BASIC, "pid {} did not stop in time: killing it", c.id());
-                let _ = c.kill();
-                let _ = c.wait();
+                // Waiting on a child the kill did not reach would block forever.
+                match c.kill() {
+                    Ok(()) => {
+                        let _ = c.wait();
+                    }
+                    Err(e) => log!(BASIC, "error: cannot kill pid {}: {e}", c.id()),
+                }
                 return;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
