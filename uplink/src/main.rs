@@ -279,10 +279,16 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
 /// moves to the spool; a chunk zstd fails on is sent as is.
 fn compress(raw: RawChunk, seq: u64, compressor: Option<&mut chunk::ChunkCompressor>) -> SpooledChunk {
     let raw_len = raw.pcapng.len();
-    let (body, compressed) = match compressor.map(|z| z.compress(&raw.pcapng)) {
+    let (mut body, compressed) = match compressor.map(|z| z.compress(&raw.pcapng)) {
         Some(Ok(body)) => (body, true),
         _ => (raw.pcapng, false),
     };
+    // zstd hands back a buffer of its worst-case size (about the raw
+    // length); the spool counts the body's length. Without this, each
+    // spooled chunk would keep a ~1 MiB allocation for a few hundred KiB,
+    // and once the heap's pages are warm the spool's real memory grew to
+    // about twice its bound.
+    body.shrink_to_fit();
     log!(
         CHUNKS,
         "chunk {seq}: {} packets, {} .. {} ({} ms), {raw_len} bytes raw, {} bytes {}",
