@@ -70,20 +70,30 @@ impl InterfaceCapture {
         Ok(())
     }
 
-    /// Reads everything each ring holds now (non-blocking; at most the ring's
-    /// size) into its queue of the direction merge. Returns the packets
-    /// read, and the error that stopped a handle (an interface that went
-    /// away): the packets read before it stay queued for delivery.
+    /// Reads what each ring holds now (non-blocking) into its queue of the
+    /// direction merge, until that queue passes the merge's bound: the rest
+    /// stays in the ring (the kernel's buffer, already counted) until the
+    /// queue drains, so the worker's own memory stays bounded however fast
+    /// packets arrive; a ring that fills meanwhile is a counted kernel drop.
+    /// Returns the packets read, and the error that stopped a handle (an
+    /// interface that went away): the packets read before it stay queued
+    /// for delivery.
     pub fn read_into(&mut self, merge: &mut DirectionMerge, mut responder: Option<&mut Responder>) -> (u32, Option<String>) {
         let mut n = 0u32;
+        let limit = merge.max_queue_bytes();
         for (h, queue) in self.handles.iter_mut().zip(merge.queues.iter_mut()) {
+            let pending = queue.bytes();
             let batch = queue.tail();
+            let len0 = batch.len();
             let before = n;
             let dir = match h.side {
                 Side::Received => Direction::Inbound,
                 Side::Sent => Direction::Outbound,
             };
             loop {
+                if pending + (batch.len() - len0) > limit {
+                    break;
+                }
                 match h.cap.next_packet() {
                     Ok(p) => {
                         let ts = p.header.ts.tv_sec as u64 * 1_000_000_000 + p.header.ts.tv_usec as u64;

@@ -60,7 +60,8 @@ impl RecordQueue {
         self.packets
     }
 
-    fn bytes(&self) -> usize {
+    /// Bytes of the records queued (not yet consumed).
+    pub fn bytes(&self) -> usize {
         self.buf.len() - self.start
     }
 }
@@ -94,6 +95,11 @@ impl DirectionMerge {
             moved += 1;
         }
         moved
+    }
+
+    /// The bound past which a lone direction's queue is sent at once.
+    pub fn max_queue_bytes(&self) -> usize {
+        self.max_queue_bytes
     }
 
     pub fn held(&self) -> usize {
