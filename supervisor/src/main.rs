@@ -72,7 +72,7 @@ fn start(cfg: Config, from_file: bool) -> Result<(), String> {
     let default_if = interfaces::read_default_route_interface();
     let selection = interfaces::select(&cfg.devices, &present, default_if.as_deref()).map_err(|e| e.to_string())?;
     let who: Identity = privileges::resolve(cfg.user.as_deref())?;
-    privileges::check_own_kill_capability()?;
+    privileges::check_own_capabilities()?;
     // With `-c FILE` the file is the configuration: leave it as it is.
     if !from_file {
         cfgfile::write(&cfg.config_path, &cfgfile::render(&cfg)).map_err(|e| e.to_string())?;

@@ -48,26 +48,43 @@ pub fn resolve(user: Option<&str>) -> Result<Identity, String> {
     }
 }
 
-/// A root supervisor's children run as another uid, so signalling them (the
-/// SIGTERM of an orderly stop, the SIGKILL after its grace) takes CAP_KILL.
-/// Without it every stop would hang on a child that never got the signal:
-/// refuse to start instead (a container run with --cap-drop=all, a unit's
-/// CapabilityBoundingSet).
-pub fn check_can_signal_children(euid_is_root: bool, has_cap_kill: bool) -> Result<(), String> {
-    if euid_is_root && !has_cap_kill {
-        return Err("CAP_KILL is missing: the supervisor runs as root and its children as another uid, \
-                    so it could not stop them (add the KILL capability, e.g. --cap-add KILL)"
-            .to_string());
+/// What the supervisor must hold to start and stop its children, and why
+/// (architecture.md, "Container"). As root it changes their uid, so it also
+/// needs SETUID, SETGID, CHOWN (their runtime directory) and KILL (they are
+/// another uid: SIGTERM and SIGKILL need it).
+const ROOT_NEEDS: &[(Capability, &str)] = &[
+    (Capability::CAP_NET_RAW, "the capture-workers' packet sockets"),
+    (Capability::CAP_SETUID, "the children's uid"),
+    (Capability::CAP_SETGID, "the children's gid"),
+    (Capability::CAP_CHOWN, "the children's runtime directory"),
+    (Capability::CAP_KILL, "stopping the children"),
+];
+
+/// Refuses a start that could only fail later: without these, every child
+/// start fails with a bare EINVAL and is retried forever, or every stop hangs
+/// on children the signals never reach (a container with --cap-drop=all, a
+/// unit's CapabilityBoundingSet). Not root: the children keep our uid and
+/// only CAP_NET_RAW is passed on.
+pub fn check_capabilities(euid_is_root: bool, has: impl Fn(Capability) -> bool) -> Result<(), String> {
+    let needed = if euid_is_root { ROOT_NEEDS } else { &ROOT_NEEDS[..1] };
+    let missing: Vec<String> = needed.iter().filter(|(c, _)| !has(*c)).map(|(c, why)| format!("{c} ({why})")).collect();
+    if missing.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let all: Vec<String> = needed.iter().map(|(c, _)| c.to_string().trim_start_matches("CAP_").to_string()).collect();
+    Err(format!(
+        "missing {}: {}; {} needs {} (e.g. docker run --cap-add {})",
+        if missing.len() == 1 { "capability" } else { "capabilities" },
+        missing.join(", "),
+        if euid_is_root { "as root, ossensor" } else { "ossensor" },
+        all.join(", "),
+        all.join(" --cap-add ")
+    ))
 }
 
-/// [`check_can_signal_children`] for this process.
-pub fn check_own_kill_capability() -> Result<(), String> {
-    check_can_signal_children(
-        nix::unistd::geteuid().is_root(),
-        caps::has_cap(None, CapSet::Effective, Capability::CAP_KILL).unwrap_or(false),
-    )
+/// [`check_capabilities`] for this process (its effective set).
+pub fn check_own_capabilities() -> Result<(), String> {
+    check_capabilities(nix::unistd::geteuid().is_root(), |c| caps::has_cap(None, CapSet::Effective, c).unwrap_or(false))
 }
 
 /// What a child keeps.
@@ -156,10 +173,19 @@ mod tests {
     }
 
     #[test]
-    fn root_needs_cap_kill_to_stop_its_children() {
-        assert!(check_can_signal_children(true, false).unwrap_err().contains("CAP_KILL is missing"));
-        assert!(check_can_signal_children(true, true).is_ok());
-        // Not root: the children keep the supervisor's uid.
-        assert!(check_can_signal_children(false, false).is_ok());
+    fn missing_capabilities_are_named() {
+        let all = |_| true;
+        assert!(check_capabilities(true, all).is_ok());
+        let e = check_capabilities(true, |c| c != Capability::CAP_KILL).unwrap_err();
+        assert_eq!(
+            e,
+            "missing capability: CAP_KILL (stopping the children); as root, ossensor needs NET_RAW, SETUID, SETGID, CHOWN, KILL \
+             (e.g. docker run --cap-add NET_RAW --cap-add SETUID --cap-add SETGID --cap-add CHOWN --cap-add KILL)"
+        );
+        let e = check_capabilities(true, |c| c == Capability::CAP_KILL).unwrap_err();
+        assert!(e.starts_with("missing capabilities: CAP_NET_RAW (the capture-workers' packet sockets), CAP_SETUID"), "{e}");
+        // Not root: the children keep the supervisor's uid; only NET_RAW is passed on.
+        assert!(check_capabilities(false, |c| c == Capability::CAP_NET_RAW).is_ok());
+        assert!(check_capabilities(false, |_| false).unwrap_err().starts_with("missing capability: CAP_NET_RAW"));
     }
 }
