@@ -77,6 +77,9 @@ fn main() -> ExitCode {
 /// fault in again, about 300 page faults per MiB of traffic; keeping freed
 /// memory in the heap lets the next chunk reuse warm pages. The spool bounds
 /// how much is live, so this does not raise the peak.
+/// Messages from the workers waiting for the chunker.
+const INTAKE_QUEUE: usize = 16;
+
 fn keep_freed_chunk_memory() {
     // SAFETY: mallopt only adjusts the allocator's tunables; called before
     // any other thread exists.
@@ -129,8 +132,11 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
     );
 
     let listener = intake::listen(&cfg.socket_path)?;
-    // Room for a few batches per worker; beyond that workers wait.
-    let (tx, rx) = sync_channel::<Intake>(64);
+    // Room for a few batches (each at most about 1.3 MiB); beyond that
+    // workers wait and their rings hold the packets. Bounded in count, so
+    // in memory: INTAKE_QUEUE batches at most (docs/reliability.md, host
+    // protection).
+    let (tx, rx) = sync_channel::<Intake>(INTAKE_QUEUE);
     {
         let filters = filters.clone();
         std::thread::Builder::new()
