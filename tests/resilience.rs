@@ -174,3 +174,70 @@ fn new_collector_certificate_is_pinned_only_after_it_proves_the_key() {
     assert!(log.contains("dropped (spool full 0, refused 0, at exit 0)"), "nothing dropped:\n{log}");
     assert_eq!(numbered(), 100, "every datagram stored once, before and after the new certificate");
 }
+
+/// A capture-worker and the uplink each killed with SIGKILL four times in
+/// a row, each time as soon as its successor runs: each is restarted with
+/// a growing delay (500 ms, 1 s, 2 s, 4 s: supervisor/src/restart.rs),
+/// the supervisor stays up, and capture and delivery work afterwards.
+#[test]
+fn children_killed_repeatedly_are_restarted_with_backoff_and_the_supervisor_stays_up() {
+    let (host, peer) = host_and_peer("198.18.93").unwrap();
+    let dir = TestDir::new("killloop");
+    let collector = Collector::start(&host, dir.path()).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
+    let mut sensor = Sensor::start(&host, dir.path(), &env, &["h1"]).unwrap();
+    let roles = ["capture-worker for h1", "uplink"];
+    let mut last: Vec<i32> = roles.iter().map(|r| sensor.child_pid(r).unwrap()).collect();
+    for round in 0..4 {
+        for (i, role) in roles.iter().enumerate() {
+            // Its successor is running (a new pid, alive).
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let pid = loop {
+                match sensor.child_pid(role) {
+                    Some(p) if round == 0 || p != last[i] => break p,
+                    _ => {}
+                }
+                assert!(std::time::Instant::now() < deadline, "{role} not restarted:\n{}", sensor.guard.log());
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            nix_kill(pid);
+            sensor.guard.wait_for_line(&format!("{role} (pid {pid}) exited"), Duration::from_secs(10)).unwrap();
+            last[i] = pid;
+        }
+        assert!(sensor.guard.is_running(), "the supervisor is up after round {round}");
+    }
+    let log = sensor.guard.log();
+    let delays = |role: &str| -> Vec<u64> {
+        log.lines()
+            .filter(|l| l.contains(&format!("{role} (pid ")) && l.contains("; restarting in "))
+            .filter_map(|l| l.rsplit("restarting in ").next()?.trim_end_matches(" ms").parse().ok())
+            .collect()
+    };
+    for role in roles {
+        assert_eq!(delays(role), [500, 1000, 2000, 4000], "{role}: backoff grows:\n{log}");
+    }
+    // Both come back, and the path works end to end.
+    let since = std::time::Instant::now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        let mark = format!("after-the-kills-{n}");
+        udp_send(&peer, "198.18.93.1", 7000, mark.as_bytes(), None).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        if collector.frames().unwrap().iter().any(|f| f.data.windows(mark.len()).any(|w| w == mark.as_bytes())) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing stored after the kills:\n{}", sensor.guard.log());
+        n += 1;
+    }
+    assert!(sensor.guard.is_running());
+    assert_eq!(log.matches("event=child_restart").count(), 8, "each restart audited");
+    println!(
+        "worker and uplink killed 4 times each: restarted after {:?} and {:?} ms; supervisor up; a datagram stored {:.1} s after the last kill",
+        delays(roles[0]),
+        delays(roles[1]),
+        since.elapsed().as_secs_f64()
+    );
+    sensor.stop().unwrap();
+}
