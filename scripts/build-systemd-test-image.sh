@@ -43,8 +43,13 @@ echo "deb $mirror bookworm main" >"$rootfs/etc/apt/sources.list"
 # the file tree before and after.
 rm -rf "$rootfs/etc/systemd/system/getty.target.wants"
 
+old=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 tar -C "$rootfs" -c . | podman import \
     --change 'CMD ["/sbin/init"]' \
     --change "LABEL $label=$sum" \
     - "$image" >/dev/null
+# The image this one replaces would stay behind untagged (238 MB).
+if [ -n "$old" ]; then
+    podman rmi "$old" >/dev/null 2>&1 || true
+fi
 echo "build-systemd-test-image: built $image"
