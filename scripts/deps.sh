@@ -16,6 +16,7 @@ PACKAGES=(
   podman buildah runc busybox-static       # images: build and run (runc: crun fails here)
   debootstrap rpm                          # systemd test rootfs; .rpm inspection
   python3-venv                             # scripts/tools.sh: hadolint, kubernetes-validate
+  dpkg-dev binutils file                   # cargo-deb (dpkg-shlibdeps), strip, static checks
 )
 
 missing=()
@@ -62,3 +63,13 @@ MSG
   exit 1
 fi
 echo "deps.sh: $(cargo --version)"
+
+# The packagers (.deb, .rpm), pinned; built once into ~/.cargo/bin.
+CARGO_TOOLS=(cargo-deb@3.8.0 cargo-generate-rpm@0.21.1)
+for tool in "${CARGO_TOOLS[@]}"; do
+  name=${tool%@*} version=${tool#*@}
+  if ! "$name" --version 2>/dev/null | grep -qF "$version"; then
+    echo "deps.sh: cargo install $tool (a few minutes, once)"
+    cargo install --quiet --locked "$tool"
+  fi
+done
