@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential pkg-config libpcap-dev   # build: cc for C deps, libpcap to link
   iproute2 procps util-linux libcap2-bin   # ip netns / kill / setpriv / capabilities
   tcpdump tshark                           # reference captures, pcapng readers
-  iperf3 curl dnsmasq-base bind9-dnsutils socat python3  # real traffic
+  iperf3 curl dnsmasq-base bind9-dnsutils socat python3 tcpreplay  # real traffic
   ethtool                                  # offload settings in capture tests
   rsyslog                                  # audit trail to syslog (not started here)
   shellcheck                               # lints scripts/
