@@ -14,6 +14,7 @@ PACKAGES=(
   chromium                                 # the status page in a real browser (headless)
   nftables iputils-ping                    # NAT in the container-host topology; pings
   podman buildah runc busybox-static       # images: build and run (runc: crun fails here)
+  catatonit libdbus-1-dev                  # podman kube play's pause; libdbus-1.a for static libpcap
   debootstrap rpm                          # systemd test rootfs; .rpm inspection
   python3-venv                             # scripts/tools.sh: hadolint, kubernetes-validate
   dpkg-dev binutils file                   # cargo-deb (dpkg-shlibdeps), strip, static checks

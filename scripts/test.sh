@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: dependencies, build, tests, fuzz
-# targets' build, shell lint. Exits non-zero on the first failure.
+# The whole test suite, as CI runs it: dependencies, lint (shell,
+# Dockerfiles, manifests), build, images and packages, tests, fuzz targets'
+# build. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +15,29 @@ fi
 step "dependencies"
 scripts/deps.sh
 
+# hadolint, kubernetes-validate and PyYAML (the DaemonSet-to-Pod converter
+# the container tests run) from a venv of their own, first on PATH.
+step "python tools"
+PATH="$(scripts/tools.sh):$PATH"
+export PATH
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/packaging/containers.conf}"
+
+step "lint: shell scripts, Dockerfiles, Kubernetes manifests"
+shellcheck scripts/*.sh scripts/bench scripts/bench-latency benches/*.sh .ci/run packaging/deb/*/*
+shellcheck -s sh packaging/rpm/*.sh
+hadolint Dockerfile vsensor/Dockerfile
+kubernetes-validate --strict -k 1.30.0 packaging/kubernetes/*.yaml
+
 step "build the binaries the integration tests drive"
 cargo build --workspace --bins
+
+# Static binaries → images (tests/container.rs) and packages
+# (tests/packages.rs); the systemd image the packages boot in is reused when
+# current.
+step "images, packages, the systemd test image"
+scripts/build-images.sh
+scripts/build-packages.sh
+scripts/build-systemd-test-image.sh
 
 # 2 cores: two test threads per test binary; the namespace tests are mostly
 # waiting on real processes, so this keeps them fast without starving them.
@@ -24,12 +46,5 @@ cargo test --workspace -- --test-threads=2
 
 step "fuzz targets still build (stable, no sanitizer)"
 cargo build --manifest-path fuzz/Cargo.toml
-
-step "shellcheck"
-if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck scripts/*.sh scripts/bench scripts/bench-latency benches/*.sh .ci/run
-else
-  echo "shellcheck not installed; skipped (scripts/deps.sh installs it)"
-fi
 
 step "all checks passed"
