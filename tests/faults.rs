@@ -9,7 +9,7 @@
 //!   netns src 198.18.72.2 (traffic) --veth-- h1 198.18.72.1 netns sen (sensor on h1)
 //!   netns col 198.18.73.2 (collector)  --veth-- k1 198.18.73.1 netns sen
 
-use ossensor_suite::sensor::{base_env, Collector, Sensor};
+use ossensor_suite::sensor::{base_env, worker_final_stats, Collector, Sensor};
 use ossensor_suite::*;
 use std::time::{Duration, Instant};
 
@@ -219,7 +219,13 @@ fn a_sensor_killed_with_sigkill_leaves_valid_files_and_a_new_epoch() {
     }
     let frames = collector.frames().unwrap();
     let after = count_marks(&frames, b"after-", 3, 200);
-    assert_eq!(after.iter().filter(|c| **c == 1).count(), 200, "every datagram after the restart stored once");
+    assert!(after.iter().all(|c| *c <= 1), "a datagram after the restart stored twice: {after:?}");
+    // Every one stored, unless the second boot's ring overflowed, which it
+    // counts (a stall of this shared machine longer than the ring's blocks
+    // last: docs/reliability.md, "Not yet").
+    let missing = after.iter().filter(|c| **c == 0).count() as u64;
+    let (_, kernel_drops, _) = worker_final_stats(&second.guard.log(), "h1").expect("the second boot's worker statistics");
+    assert!(missing <= kernel_drops, "{missing} datagrams after the restart missing, {kernel_drops} counted as dropped by the kernel");
     let before = frames.iter().filter(|f| f.data.windows(7).any(|w| w == b"before-")).count();
     println!("SIGKILL 600 ms into the first 1 s of traffic: {before} of 200 datagrams before it stored (the rest was in the dead sensor's memory or not yet sent)");
 }
@@ -420,9 +426,7 @@ fn long_collector_outage_spools_to_its_bound_and_accounts_for_every_packet() {
     }
     // The worker's last word: received (by the kernel's capture), dropped
     // by the kernel (its ring full), forwarded to the uplink.
-    let stop = log.lines().rev().find(|l| l.contains("stopping: h1 received")).expect("the worker's last statistics");
-    let w: Vec<u64> = stop[stop.find("stopping: h1 received").unwrap()..].split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
-    let (received, kernel_drops, forwarded) = (w[1], w[2], w[3]);
+    let (received, kernel_drops, forwarded) = worker_final_stats(&log, "h1").expect("the worker's last statistics");
     println!(
         "collector away {} s, {RATE} datagrams/s of 1 KB, {SPOOL_MB} MiB spool: sent {n}, captured {captured}, delivered {delivered}, \
          dropped (spool full) {spool_full}; spool peaked at {peak_kib} KiB; stored {stored} once each, {twice} twice; \

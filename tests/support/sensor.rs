@@ -215,3 +215,18 @@ pub fn wait_for_worker_ready(guard: &mut ProcessGuard, interface: &str) -> Resul
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A capture-worker's last statistics in a sensor's log (`stopping: IF
+/// received R dropped by kernel D forwarded F`): the packets its rings got
+/// from the kernel, those the kernel dropped (a ring full), and those it
+/// forwarded to the uplink. The last such line for `interface`.
+pub fn worker_final_stats(log: &str, interface: &str) -> Option<(u64, u64, u64)> {
+    let mark = format!("stopping: {interface} received ");
+    let line = log.lines().rev().find(|l| l.contains(&mark))?;
+    let rest = &line[line.find(&mark)? + mark.len()..];
+    let n: Vec<u64> = rest.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+    match n[..] {
+        [received, dropped, forwarded, ..] => Some((received, dropped, forwarded)),
+        _ => None,
+    }
+}
