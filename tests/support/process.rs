@@ -17,6 +17,8 @@ pub struct ProcessGuard {
     child: Option<Child>,
     status: Option<ExitStatus>,
     log: PathBuf,
+    /// Where this process's output starts in `log`.
+    start: u64,
     desc: String,
 }
 
@@ -29,6 +31,9 @@ pub fn spawn_logged(cmd: &mut Command, log: impl AsRef<Path>) -> Result<ProcessG
         .append(true)
         .open(&log)
         .map_err(|e| Error(format!("cannot open log {}: {e}", log.display())))?;
+    // A log shared with an earlier run (a restarted sensor) is appended to:
+    // this guard's log starts where the file ended.
+    let start = f.metadata().map(|m| m.len()).unwrap_or(0);
     let f2 = f.try_clone()?;
     let child = cmd
         .stdin(Stdio::null())
@@ -36,7 +41,7 @@ pub fn spawn_logged(cmd: &mut Command, log: impl AsRef<Path>) -> Result<ProcessG
         .stderr(Stdio::from(f2))
         .spawn()
         .map_err(|e| Error(format!("cannot start `{desc}`: {e} (is it installed? run scripts/deps.sh)")))?;
-    Ok(ProcessGuard { child: Some(child), status: None, log, desc })
+    Ok(ProcessGuard { child: Some(child), status: None, log, start, desc })
 }
 
 impl ProcessGuard {
@@ -48,9 +53,12 @@ impl ProcessGuard {
         &self.log
     }
 
-    /// The log so far (lossy UTF-8).
+    /// This process's log so far (lossy UTF-8): what was written to the
+    /// file since it started.
     pub fn log(&self) -> String {
-        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(b.get(self.start as usize..).unwrap_or(&b)).into_owned())
+            .unwrap_or_default()
     }
 
     /// The command line, for messages.
