@@ -160,11 +160,12 @@ fn start_collector(ns: &Netns, dir: &Path) -> (Container, PathBuf) {
     std::fs::create_dir_all(&data).unwrap();
     std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
     let volume = format!("{}:/var/lib/vsensor", data.display());
-    let listen = format!("VSENSOR_LISTEN=127.0.0.1:{PORT}");
-    let key = format!("VSENSOR_HMAC_KEY={KEY}");
+    let env = dir.join("vsensor.env");
+    std::fs::write(&env, format!("VSENSOR_HMAC_KEY={KEY}\nVSENSOR_LISTEN=127.0.0.1:{PORT}\n")).unwrap();
+    let env = env.display().to_string();
     let args = [
         "--user", "65534:65534", "--read-only", "--cap-drop=all", "--security-opt", "no-new-privileges",
-        "-e", &key, "-e", &listen, "-e", "VSENSOR_DEBUG=2", "-v", &volume,
+        "--env-file", &env, "-e", "VSENSOR_DEBUG=2", "-v", &volume,
     ];
     let c = Container::run(ns, "collector", &args, &collector_image());
     c.wait_log(&[&format!("vsensor: listening on 127.0.0.1:{PORT}")], Duration::from_secs(20));
