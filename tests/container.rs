@@ -18,9 +18,10 @@
 //!               sensor container (--network=host); HTTP, UDP servers
 //!   netns peer: p1 198.19.60.2/24, the clients
 
+use ossensor_suite::podman::{podman, podman_in, remove_container};
 use ossensor_suite::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "container-test-key-0123456789";
@@ -42,25 +43,6 @@ fn sensor_image() -> String {
 
 fn collector_image() -> String {
     format!("localhost/vsensor:{}", version())
-}
-
-/// This host's podman settings (runc, ulimits) unless CONTAINERS_CONF is set.
-fn with_conf(mut c: Command) -> Command {
-    if std::env::var_os("CONTAINERS_CONF").is_none() {
-        c.env("CONTAINERS_CONF", repo().join("packaging/containers.conf"));
-    }
-    c
-}
-
-fn podman() -> Command {
-    with_conf(command("podman"))
-}
-
-/// podman in `ns`'s network namespace: there `--network=host` is `ns`.
-fn podman_in(ns: &Netns) -> Command {
-    let mut c = command("nsenter");
-    c.arg(format!("--net=/run/netns/{}", ns.name())).arg("podman");
-    with_conf(c)
 }
 
 fn require_images() {
@@ -149,7 +131,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = run_unchecked(podman().args(["rm", "-f", "-t", "0", &self.name]), Duration::from_secs(60));
+        remove_container(&self.name);
     }
 }
 

@@ -12,10 +12,11 @@
 //! `scripts/build-static.sh`, `scripts/build-packages.sh` and
 //! `scripts/build-systemd-test-image.sh`.
 
+use ossensor_suite::podman::{podman, remove_container};
 use ossensor_suite::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "localhost/ossensor-systemd-test:bookworm";
@@ -69,15 +70,6 @@ fn package(name: &str, ext: &str) -> PathBuf {
         dir.display()
     );
     matching.pop().unwrap()
-}
-
-fn podman() -> Command {
-    let mut c = command("podman");
-    if std::env::var_os("CONTAINERS_CONF").is_none() {
-        // runc and ulimits this kind of host accepts (packaging/containers.conf).
-        c.env("CONTAINERS_CONF", repo().join("packaging/containers.conf"));
-    }
-    c
 }
 
 fn text(o: &Output) -> String {
@@ -177,9 +169,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        if let Err(e) = run(podman().args(["rm", "-f", "-t", "0", &self.name])) {
-            eprintln!("warning: cannot remove container {}: {e}", self.name);
-        }
+        remove_container(&self.name);
     }
 }
 

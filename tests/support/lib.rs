@@ -24,6 +24,7 @@
 
 pub mod capture;
 pub mod netns;
+pub mod podman;
 pub mod process;
 pub mod sensor;
 pub mod traffic;
