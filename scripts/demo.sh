@@ -34,7 +34,7 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
 
-scripts/deps.sh
+scripts/deps.sh --run
 echo "==> building (release)"
 cargo build --release --workspace --bins
 bin=target/release

@@ -1,24 +1,39 @@
 #!/usr/bin/env bash
 # Installs what the build and the test suite need, on Debian 12 as root.
 # Idempotent: apt-get runs only when a package is missing.
+#   scripts/deps.sh          everything the test suite uses
+#   scripts/deps.sh --run    only what building and running the programs
+#                            needs (the quick start, scripts/demo.sh)
 set -euo pipefail
 
-PACKAGES=(
+RUN_PACKAGES=(
   build-essential pkg-config libpcap-dev   # build: cc for C deps, libpcap to link
-  iproute2 procps util-linux libcap2-bin   # ip netns / kill / setpriv / capabilities
+  iproute2 procps iputils-ping curl        # the demo's namespace and its traffic
+  tshark                                   # reading the stored pcapng files
+)
+
+# Besides RUN_PACKAGES:
+TEST_PACKAGES=(
+  util-linux libcap2-bin                   # setpriv / capabilities
   tcpdump tshark                           # reference captures, pcapng readers
   iperf3 curl dnsmasq-base bind9-dnsutils socat python3 tcpreplay  # real traffic
   ethtool                                  # offload settings in capture tests
   rsyslog                                  # audit trail to syslog (not started here)
   shellcheck                               # lints scripts/
   chromium                                 # the status page in a real browser (headless)
-  nftables iputils-ping                    # NAT in the container-host topology; pings
+  nftables                                 # NAT in the container-host topology
   podman buildah runc busybox-static       # images: build and run (runc: crun fails here)
   catatonit libdbus-1-dev                  # podman kube play's pause; libdbus-1.a for static libpcap
   debootstrap rpm                          # systemd test rootfs; .rpm inspection
   python3-venv                             # scripts/tools.sh: hadolint, kubernetes-validate
   dpkg-dev binutils file                   # cargo-deb (dpkg-shlibdeps), strip, static checks
 )
+
+case ${1:-} in
+  --run) PACKAGES=("${RUN_PACKAGES[@]}") ;;
+  "") PACKAGES=("${RUN_PACKAGES[@]}" "${TEST_PACKAGES[@]}") ;;
+  *) echo "deps.sh: unknown argument ${1}: use --run or nothing" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -64,6 +79,10 @@ MSG
   exit 1
 fi
 echo "deps.sh: $(cargo --version)"
+
+if [[ ${1:-} == --run ]]; then
+  exit 0
+fi
 
 # The packagers (.deb, .rpm), pinned; built once into ~/.cargo/bin.
 CARGO_TOOLS=(cargo-deb@3.8.0 cargo-generate-rpm@0.21.1)
