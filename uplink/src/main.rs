@@ -25,7 +25,7 @@ use ossensor_shared::ipc::CaptureStats;
 use ossensor_shared::log::{self as slog, BASIC, CHUNKS, STATS};
 use ossensor_shared::{bpf, chunk, log};
 use sender::Shared;
-use spool::SpooledChunk;
+use spool::{OverflowReport, SpooledChunk};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +45,8 @@ extern "C" fn on_stop(_: libc::c_int) {
 }
 
 const STATS_LOG_EVERY: Duration = Duration::from_secs(10);
+/// A spool that keeps overflowing is said once, then summed this often.
+const OVERFLOW_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// After SIGTERM, how long to wait for workers still sending.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
@@ -192,6 +194,7 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
     let mut connected: BTreeMap<Arc<str>, usize> = BTreeMap::new();
     let mut closed: Vec<RawChunk> = Vec::new();
     let mut last_stats_log = Instant::now();
+    let mut overflow = OverflowReport::new(OVERFLOW_REPORT_EVERY);
     let mut stop_since: Option<Instant> = None;
 
     loop {
@@ -254,9 +257,12 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
             seq += 1;
             let spooled = compress(raw, seq, compressor.as_mut());
             let dropped = shared.push(spooled);
-            if !dropped.is_empty() {
-                log!(BASIC, "spool full ({} MiB): dropped the oldest chunks {:?}", cfg.spool_bytes >> 20, dropped);
+            if let Some(line) = overflow.dropped(&dropped, cfg.spool_bytes >> 20, Instant::now()) {
+                log!(BASIC, "{line}");
             }
+        }
+        if let Some(line) = overflow.due(cfg.spool_bytes >> 20, Instant::now()) {
+            log!(BASIC, "{line}");
         }
         if last_stats_log.elapsed() >= STATS_LOG_EVERY {
             log_stats(&shared, &worker_stats.lock().unwrap_or_else(|e| e.into_inner()), chunker.pending_packets());

@@ -7,6 +7,7 @@
 //! counted under `dropped_spool_full`.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 pub struct SpooledChunk {
     pub seq: u64,
@@ -87,8 +88,72 @@ impl Spool {
     }
 }
 
+/// What the log says about a spool that keeps overflowing: the first drop
+/// at once, then at most one summary per `every`, so a long outage at a
+/// high rate (hundreds of chunks dropped a second) cannot flood the log.
+/// The accounting counts every packet anyway.
+pub struct OverflowReport {
+    every: Duration,
+    last_said: Option<Instant>,
+    /// Chunks dropped since the last line: how many, first and last seq.
+    unsaid: Option<(u64, u64, u64)>,
+}
+
+impl OverflowReport {
+    pub fn new(every: Duration) -> OverflowReport {
+        OverflowReport { every, last_said: None, unsaid: None }
+    }
+
+    /// Records the chunks just dropped; returns the line to log, if one is due.
+    pub fn dropped(&mut self, seqs: &[u64], limit_mib: u64, now: Instant) -> Option<String> {
+        if let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) {
+            let (n, a, _) = self.unsaid.unwrap_or((0, first, last));
+            self.unsaid = Some((n + seqs.len() as u64, a, last));
+        }
+        self.due(limit_mib, now)
+    }
+
+    /// The summary of drops not yet said, once `every` has passed (call it
+    /// now and then, so the last drops of an outage are said too).
+    pub fn due(&mut self, limit_mib: u64, now: Instant) -> Option<String> {
+        let (n, first, last) = self.unsaid?;
+        if self.last_said.is_some_and(|t| now.duration_since(t) < self.every) {
+            return None;
+        }
+        let line = if self.last_said.is_none() {
+            let more = format!(" (further drops are summed every {} s)", self.every.as_secs());
+            format!("spool full ({limit_mib} MiB): dropped the oldest chunks {first}..={last} ({n}){more}")
+        } else {
+            format!("spool full ({limit_mib} MiB): dropped {n} more of the oldest chunks, {first}..={last}, since the last report")
+        };
+        self.last_said = Some(now);
+        self.unsaid = None;
+        Some(line)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::OverflowReport;
+
+    #[test]
+    fn overflow_is_said_at_once_then_summed() {
+        let t0 = std::time::Instant::now();
+        let every = std::time::Duration::from_secs(10);
+        let mut r = OverflowReport::new(every);
+        let first = r.dropped(&[2, 3], 64, t0).unwrap();
+        assert!(first.starts_with("spool full (64 MiB): dropped the oldest chunks 2..=3 (2)"), "{first}");
+        // Hundreds more within the period: nothing said.
+        for seq in 4..500u64 {
+            assert_eq!(r.dropped(&[seq], 64, t0 + std::time::Duration::from_millis(seq)), None);
+        }
+        assert_eq!(r.due(64, t0 + std::time::Duration::from_secs(9)), None);
+        let sum = r.due(64, t0 + every).unwrap();
+        assert_eq!(sum, "spool full (64 MiB): dropped 496 more of the oldest chunks, 4..=499, since the last report");
+        // Nothing new: nothing to say.
+        assert_eq!(r.due(64, t0 + every * 3), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
 
