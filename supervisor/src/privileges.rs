@@ -5,6 +5,7 @@
 //! - capture-worker: keeps CAP_NET_RAW (as an ambient capability, so it
 //!   survives exec of a binary without file capabilities) and nothing else;
 //! - uplink: keeps no capability at all.
+//!
 //! Both get an empty bounding set (apart from the worker's CAP_NET_RAW),
 //! no supplementary groups, no_new_privs, and a parent-death signal.
 //!

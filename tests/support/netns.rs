@@ -205,7 +205,7 @@ pub fn set_link_up(ns: &Netns, ifname: &str, up: bool) -> Result<()> {
 
 /// Namespaces that exist now (`ip netns list`, names only).
 pub fn list_namespaces() -> Vec<String> {
-    match run(&mut command("ip").args(["netns", "list"])) {
+    match run(command("ip").args(["netns", "list"])) {
         Ok(o) => String::from_utf8_lossy(&o.stdout)
             .lines()
             .filter_map(|l| l.split_whitespace().next())

@@ -16,6 +16,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// One response-action counter: its name, help text and how to read it.
+type ActionCounter = fn(&ActionStats) -> u64;
+
 /// What the page is built from.
 pub struct Sources {
     pub shared: Arc<Shared>,
@@ -127,7 +130,7 @@ pub fn page(src: &Sources) -> String {
     e.single("ossensor_response_actions_in_force", Kind::Gauge, "Response actions the sensor enforces now.", in_force as f64);
     let totals = crate::actions::totals(&src.actions.stats.lock().unwrap_or_else(|e| e.into_inner()));
     let ids: Vec<String> = totals.iter().map(|a| a.id.to_string()).collect();
-    let counter: [(&str, &str, fn(&ActionStats) -> u64); 4] = [
+    let counter: [(&str, &str, ActionCounter); 4] = [
         ("ossensor_response_connections_reset_total", "Connections reset at both ends, per action.", |s| s.connections_reset),
         ("ossensor_response_connections_refused_total", "New connections refused at the handshake, per action.", |s| s.connections_refused),
         ("ossensor_response_resets_sent_total", "RST segments sent, per action.", |s| s.resets_sent),
