@@ -194,7 +194,7 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
     let mut connected: BTreeMap<Arc<str>, usize> = BTreeMap::new();
     let mut closed: Vec<RawChunk> = Vec::new();
     let mut last_stats_log = Instant::now();
-    let mut overflow = OverflowReport::new(OVERFLOW_REPORT_EVERY);
+    let mut overflow = OverflowReport::new(cfg.spool_bytes >> 20, OVERFLOW_REPORT_EVERY);
     let mut stop_since: Option<Instant> = None;
 
     loop {
@@ -256,12 +256,9 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         for raw in closed.drain(..) {
             seq += 1;
             let spooled = compress(raw, seq, compressor.as_mut());
-            let dropped = shared.push(spooled);
-            if let Some(line) = overflow.dropped(&dropped, cfg.spool_bytes >> 20, Instant::now()) {
-                log!(BASIC, "{line}");
-            }
+            overflow.dropped(&shared.push(spooled));
         }
-        if let Some(line) = overflow.due(cfg.spool_bytes >> 20, Instant::now()) {
+        if let Some(line) = overflow.due(Instant::now()) {
             log!(BASIC, "{line}");
         }
         if last_stats_log.elapsed() >= STATS_LOG_EVERY {

@@ -93,6 +93,7 @@ impl Spool {
 /// high rate (hundreds of chunks dropped a second) cannot flood the log.
 /// The accounting counts every packet anyway.
 pub struct OverflowReport {
+    limit_mib: u64,
     every: Duration,
     last_said: Option<Instant>,
     /// Chunks dropped since the last line: how many, first and last seq.
@@ -100,31 +101,31 @@ pub struct OverflowReport {
 }
 
 impl OverflowReport {
-    pub fn new(every: Duration) -> OverflowReport {
-        OverflowReport { every, last_said: None, unsaid: None }
+    pub fn new(limit_mib: u64, every: Duration) -> OverflowReport {
+        OverflowReport { limit_mib, every, last_said: None, unsaid: None }
     }
 
-    /// Records the chunks just dropped; returns the line to log, if one is due.
-    pub fn dropped(&mut self, seqs: &[u64], limit_mib: u64, now: Instant) -> Option<String> {
+    /// Records the chunks the spool just dropped.
+    pub fn dropped(&mut self, seqs: &[u64]) {
         if let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) {
             let (n, a, _) = self.unsaid.unwrap_or((0, first, last));
             self.unsaid = Some((n + seqs.len() as u64, a, last));
         }
-        self.due(limit_mib, now)
     }
 
-    /// The summary of drops not yet said, once `every` has passed (call it
-    /// now and then, so the last drops of an outage are said too).
-    pub fn due(&mut self, limit_mib: u64, now: Instant) -> Option<String> {
+    /// The line to log about drops not yet said: the first one at once,
+    /// later ones once `every` has passed since the last line.
+    pub fn due(&mut self, now: Instant) -> Option<String> {
         let (n, first, last) = self.unsaid?;
         if self.last_said.is_some_and(|t| now.duration_since(t) < self.every) {
             return None;
         }
+        let limit = self.limit_mib;
         let line = if self.last_said.is_none() {
-            let more = format!(" (further drops are summed every {} s)", self.every.as_secs());
-            format!("spool full ({limit_mib} MiB): dropped the oldest chunks {first}..={last} ({n}){more}")
+            let every = self.every.as_secs();
+            format!("spool full ({limit} MiB): dropped the oldest chunks {first}..={last} ({n}) (further drops are summed every {every} s)")
         } else {
-            format!("spool full ({limit_mib} MiB): dropped {n} more of the oldest chunks, {first}..={last}, since the last report")
+            format!("spool full ({limit} MiB): dropped {n} more of the oldest chunks, {first}..={last}, since the last report")
         };
         self.last_said = Some(now);
         self.unsaid = None;
@@ -140,18 +141,21 @@ mod tests {
     fn overflow_is_said_at_once_then_summed() {
         let t0 = std::time::Instant::now();
         let every = std::time::Duration::from_secs(10);
-        let mut r = OverflowReport::new(every);
-        let first = r.dropped(&[2, 3], 64, t0).unwrap();
+        let mut r = OverflowReport::new(64, every);
+        assert_eq!(r.due(t0), None, "nothing dropped, nothing said");
+        r.dropped(&[2, 3]);
+        let first = r.due(t0).unwrap();
         assert!(first.starts_with("spool full (64 MiB): dropped the oldest chunks 2..=3 (2)"), "{first}");
         // Hundreds more within the period: nothing said.
         for seq in 4..500u64 {
-            assert_eq!(r.dropped(&[seq], 64, t0 + std::time::Duration::from_millis(seq)), None);
+            r.dropped(&[seq]);
+            assert_eq!(r.due(t0 + std::time::Duration::from_millis(seq)), None);
         }
-        assert_eq!(r.due(64, t0 + std::time::Duration::from_secs(9)), None);
-        let sum = r.due(64, t0 + every).unwrap();
+        assert_eq!(r.due(t0 + std::time::Duration::from_secs(9)), None);
+        let sum = r.due(t0 + every).unwrap();
         assert_eq!(sum, "spool full (64 MiB): dropped 496 more of the oldest chunks, 4..=499, since the last report");
         // Nothing new: nothing to say.
-        assert_eq!(r.due(64, t0 + every * 3), None);
+        assert_eq!(r.due(t0 + every * 3), None);
     }
 
     use super::*;
