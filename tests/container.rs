@@ -19,6 +19,7 @@
 //!   netns peer: p1 198.19.60.2/24, the clients
 
 use ossensor_suite::podman::{podman, podman_in, remove_container};
+use ossensor_suite::sensor::last_uplink_accounting;
 use ossensor_suite::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -371,9 +372,8 @@ fn the_sensor_image_captures_a_peer_with_only_the_documented_capabilities() {
         assert_eq!(payloads.iter().filter(|p| **p == want).count(), 1, "datagram {i} stored once");
     }
     // Exact accounting: the collector holds every frame the uplink delivered.
-    let last = log.lines().rev().find(|l| l.contains("uplink") && l.contains("packets: captured ")).expect("final statistics");
-    let delivered: usize = last.split(" delivered ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect(last);
-    assert_eq!(files.iter().map(tshark_count).sum::<usize>(), delivered, "{last}");
+    let last = last_uplink_accounting(&log);
+    assert_eq!(files.iter().map(tshark_count).sum::<usize>() as u64, last.delivered, "{last:?}");
     let kernel_drops = log.lines().rev().find(|l| l.contains("capture h1: received")).unwrap_or_default().to_string();
     let big = tshark_fields(&files, "tcp.dstport == 5201 && tcp.len > 0", "tcp.len");
     let bytes: u64 = big.iter().map(|l| l.parse::<u64>().unwrap_or(0)).sum();

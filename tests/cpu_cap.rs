@@ -4,7 +4,7 @@
 //! packets its ring could not hold, never by slowing the host's own
 //! traffic, and every packet the kernel saw must be accounted for.
 
-use ossensor_suite::sensor::{base_env, Collector, Sensor};
+use ossensor_suite::sensor::{base_env, scrape_metrics, Collector, Sensor};
 use ossensor_suite::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,14 +52,6 @@ impl Drop for CpuCap {
     }
 }
 
-fn scrape(ns: &Netns, url: &str) -> BTreeMap<String, f64> {
-    let text = String::from_utf8(curl_http(ns, url).unwrap()).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?))))
-        .collect()
-}
-
 /// Packets through `ifname` in both directions, as the kernel counts them.
 fn link_packets(ns: &Netns, ifname: &str) -> u64 {
     let read = |what: &str| {
@@ -72,11 +64,11 @@ fn link_packets(ns: &Netns, ifname: &str) -> u64 {
 /// Waits until the sensor's counters and the link's stop moving (a quiet
 /// link: statistics reach the uplink every second).
 fn settle(ns: &Netns, url: &str) -> (BTreeMap<String, f64>, u64) {
-    let mut last = (scrape(ns, url), link_packets(ns, "h1"));
+    let mut last = (scrape_metrics(ns, url), link_packets(ns, "h1"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         std::thread::sleep(Duration::from_millis(2500));
-        let now = (scrape(ns, url), link_packets(ns, "h1"));
+        let now = (scrape_metrics(ns, url), link_packets(ns, "h1"));
         if now == last {
             return now;
         }

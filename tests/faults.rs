@@ -9,7 +9,7 @@
 //!   netns src 198.18.72.2 (traffic) --veth-- h1 198.18.72.1 netns sen (sensor on h1)
 //!   netns col 198.18.73.2 (collector)  --veth-- k1 198.18.73.1 netns sen
 
-use ossensor_suite::sensor::{base_env, worker_final_stats, Collector, Sensor};
+use ossensor_suite::sensor::{base_env, last_uplink_accounting, uplink_accounting, worker_final_stats, Collector, Sensor, UplinkAccounting};
 use ossensor_suite::*;
 use std::time::{Duration, Instant};
 
@@ -131,18 +131,6 @@ fn collector_black_hole_for_5_s_loses_nothing() {
     );
 }
 
-/// The numbers of the uplink's last accounting line: (captured, delivered,
-/// spool full, refused, at exit, held).
-fn accounting(log: &str) -> (u64, u64, u64, u64, u64, u64) {
-    let line = log.lines().rev().find(|l| l.contains("packets: captured ")).expect("an accounting line");
-    let nums: Vec<u64> = line[line.find("packets: captured ").unwrap()..]
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    (nums[0], nums[1], nums[2], nums[3], nums[4], nums[5])
-}
-
 /// The collector away for 8 s while 1 KB datagrams (random, so they do not
 /// compress) arrive at 1,000 a second, with a 1 MiB spool: the oldest
 /// chunks are dropped and counted, and the accounting balances exactly
@@ -168,7 +156,7 @@ fn a_full_spool_drops_the_oldest_chunks_and_counts_every_packet() {
     std::thread::sleep(Duration::from_secs(3));
     sensor.stop().unwrap();
     let log = sensor.guard.log();
-    let (captured, delivered, spool_full, refused, at_exit, held) = accounting(&log);
+    let UplinkAccounting { captured, delivered, spool_full, refused, at_exit, held, .. } = last_uplink_accounting(&log);
     println!("1 MiB spool, collector away 8 s: captured {captured}, delivered {delivered}, dropped (spool full) {spool_full}");
     assert!(spool_full > 0, "the spool overflowed:\n{log}");
     assert_eq!((refused, at_exit, held), (0, 0, 0), "{log}");
@@ -354,19 +342,6 @@ fn long_outage() -> Duration {
     }
 }
 
-/// Every (captured, delivered, spool KiB) the uplink logged (level 1,
-/// every 10 s).
-fn accounting_lines(log: &str) -> Vec<(u64, u64, u64)> {
-    log.lines()
-        .filter_map(|l| {
-            let rest = &l[l.find("packets: captured ")?..];
-            let nums: Vec<u64> = rest.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
-            // captured delivered full refused exit held chunks KiB …
-            Some((nums[0], nums[1], *nums.get(7)?))
-        })
-        .collect()
-}
-
 /// The collector stopped for 60 s (20 s in CI) while 1 KB random datagrams
 /// arrive at 400 a second, with a 4 MiB spool: the sensor keeps capturing
 /// (every datagram sent is counted as captured), spools up to its bound and
@@ -418,8 +393,8 @@ fn long_collector_outage_spools_to_its_bound_and_accounts_for_every_packet() {
     let backlog_after = backlog_after.unwrap_or(last_after);
     sensor.stop().unwrap();
     let log = sensor.guard.log();
-    let (captured, delivered, spool_full, refused, at_exit, held) = accounting(&log);
-    let peak_kib = accounting_lines(&log).iter().map(|l| l.2).max().unwrap_or(0);
+    let UplinkAccounting { captured, delivered, spool_full, refused, at_exit, held, .. } = last_uplink_accounting(&log);
+    let peak_kib = uplink_accounting(&log).iter().map(|a| a.held_kib).max().unwrap_or(0);
     let counts = count_marks(&collector.frames().unwrap(), b"out-", 6, n);
     let stored = counts.iter().filter(|c| **c >= 1).count();
     let twice = counts.iter().filter(|c| **c > 1).count();

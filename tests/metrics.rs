@@ -2,40 +2,9 @@
 //! curl inside the namespace after real traffic, and checked line by line
 //! against the text format.
 
-use ossensor_suite::sensor::{base_env, Collector, Sensor};
+use ossensor_suite::sensor::{base_env, scrape_metrics, Collector, Sensor};
 use ossensor_suite::*;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-/// Parses the text format strictly: every line a comment (`# HELP`/`# TYPE`)
-/// or `name{labels} value`; every sample's family declared with a TYPE.
-/// Returns "name{labels}" → value.
-fn parse(text: &str) -> BTreeMap<String, f64> {
-    let mut typed = std::collections::BTreeSet::new();
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut p = rest.split(' ');
-            let (name, kind) = (p.next().unwrap(), p.next().unwrap());
-            assert!(matches!(kind, "counter" | "gauge"), "{line}");
-            assert!(kind != "counter" || name.ends_with("_total"), "counters end in _total: {line}");
-            assert!(typed.insert(name.to_string()), "family declared twice: {name}");
-            continue;
-        }
-        if line.starts_with("# HELP ") {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line:?}"));
-        let name = series.split('{').next().unwrap();
-        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && name.starts_with("ossensor_"), "{line}");
-        assert!(typed.contains(name), "sample before its TYPE: {line}");
-        if let Some(labels) = series.strip_prefix(name) {
-            assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')), "{line}");
-        }
-        out.insert(series.to_string(), value.parse::<f64>().unwrap_or_else(|_| panic!("bad value: {line}")));
-    }
-    out
-}
 
 #[test]
 fn the_uplink_serves_prometheus_metrics_that_count_real_traffic() {
@@ -57,7 +26,7 @@ fn the_uplink_serves_prometheus_metrics_that_count_real_traffic() {
     let url = "http://127.0.0.1:19273/metrics";
     let deadline = Instant::now() + Duration::from_secs(10);
     let m = loop {
-        let m = parse(&String::from_utf8(curl_http(&host, url).unwrap()).unwrap());
+        let m = scrape_metrics(&host, url);
         let received = m.get("ossensor_interface_packets_received_total{interface=\"h1\"}").copied().unwrap_or(0.0);
         if (m["ossensor_packets_delivered_total"] >= 50.0 && received >= 50.0) || Instant::now() > deadline {
             break m;

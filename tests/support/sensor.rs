@@ -230,3 +230,76 @@ pub fn worker_final_stats(log: &str, interface: &str) -> Option<(u64, u64, u64)>
         _ => None,
     }
 }
+
+/// One packet-accounting line of the uplink: `packets: captured C delivered
+/// D dropped (spool full F, refused R, at exit E) held H in N chunks (K KiB)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UplinkAccounting {
+    pub captured: u64,
+    pub delivered: u64,
+    pub spool_full: u64,
+    pub refused: u64,
+    pub at_exit: u64,
+    pub held: u64,
+    pub held_chunks: u64,
+    pub held_kib: u64,
+}
+
+/// Every accounting line in a sensor's log, oldest first (level 1 every
+/// 10 s, and once at exit).
+pub fn uplink_accounting(log: &str) -> Vec<UplinkAccounting> {
+    const MARK: &str = "packets: captured ";
+    log.lines()
+        .filter_map(|l| {
+            let n: Vec<u64> = l[l.find(MARK)?..].split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+            match n[..] {
+                [captured, delivered, spool_full, refused, at_exit, held, held_chunks, held_kib, ..] => {
+                    Some(UplinkAccounting { captured, delivered, spool_full, refused, at_exit, held, held_chunks, held_kib })
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The uplink's last accounting line (at exit, once the sensor stopped).
+pub fn last_uplink_accounting(log: &str) -> UplinkAccounting {
+    *uplink_accounting(log).last().unwrap_or_else(|| panic!("no accounting line in the sensor's log:\n{log}"))
+}
+
+/// Parses a sensor's Prometheus text strictly: every line a comment (`# HELP`/`# TYPE`)
+/// or `name{labels} value`; every sample's family declared with a TYPE.
+/// Returns "name{labels}" → value.
+pub fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut typed = std::collections::BTreeSet::new();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut p = rest.split(' ');
+            let (name, kind) = (p.next().unwrap(), p.next().unwrap());
+            assert!(matches!(kind, "counter" | "gauge"), "{line}");
+            assert!(kind != "counter" || name.ends_with("_total"), "counters end in _total: {line}");
+            assert!(typed.insert(name.to_string()), "family declared twice: {name}");
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && name.starts_with("ossensor_"), "{line}");
+        assert!(typed.contains(name), "sample before its TYPE: {line}");
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')), "{line}");
+        }
+        out.insert(series.to_string(), value.parse::<f64>().unwrap_or_else(|_| panic!("bad value: {line}")));
+    }
+    out
+}
+
+/// Scrapes `url` with curl inside `ns` and parses it strictly
+/// ([`parse_metrics`]).
+pub fn scrape_metrics(ns: &Netns, url: &str) -> std::collections::BTreeMap<String, f64> {
+    let body = crate::curl_http(ns, url).unwrap_or_else(|e| panic!("scraping {url}: {e}"));
+    parse_metrics(&String::from_utf8(body).expect("metrics are UTF-8"))
+}
