@@ -62,9 +62,9 @@ fn main() -> ExitCode {
     let _ = slog::init(&format!("capture-worker[{}]", cfg.interface), cfg.log.level, cfg.log.path.as_deref(), cfg.log.audit());
     // No core dumps or ptrace by our own uid: this process holds CAP_NET_RAW.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    privileges::audit_current();
+    let held = privileges::audit_current();
     install_signal_handlers();
-    match run(&cfg) {
+    match run(&cfg, &held) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log!(BASIC, "error: {e}");
@@ -84,7 +84,8 @@ fn install_signal_handlers() {
         .expect("sigaction");
 }
 
-fn run(cfg: &WorkerConfig) -> Result<(), String> {
+/// `held`: this process's privileges, read once at start.
+fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
     let mut cap = InterfaceCapture::open(&cfg.interface, cfg.ring_bytes)?;
     log!(
         BASIC,
@@ -93,7 +94,7 @@ fn run(cfg: &WorkerConfig) -> Result<(), String> {
         cap.linktype,
         cfg.ring_bytes / 1024,
         nix::unistd::getuid(),
-        privileges::names(Privileges::current().effective)
+        privileges::names(held.effective)
     );
     let ifindex = nix::net::if_::if_nametoindex(cfg.interface.as_str()).unwrap_or(0);
     let hello = WorkerMsgRef::Hello { interface: &cfg.interface, ifindex, linktype: cap.linktype, pid: std::process::id() };

@@ -105,10 +105,13 @@ impl Privileges {
 
 /// Audits this process's privileges as the kernel reports them
 /// (`event=privileges`); each process calls it once it holds its final set.
-pub fn audit_current() {
-    let fields = Privileges::current().audit_fields();
+/// Returns what it audited, for callers that also log it.
+pub fn audit_current() -> Privileges {
+    let held = Privileges::current();
+    let fields = held.audit_fields();
     let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     crate::log::audit(crate::log::AuditSeverity::Notice, "privileges", &borrowed);
+    held
 }
 
 fn ids(value: &str) -> [u32; 3] {
