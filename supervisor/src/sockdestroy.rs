@@ -9,7 +9,7 @@
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use ossensor_shared::log::{self as slog, ACTIONS, BASIC};
-use ossensor_shared::sockdiag::{decode_worker_request, destroy_request, parse_ack};
+use ossensor_shared::sockdiag::{decode_worker_request, destroy_request, dump_request, parse_ack, parse_dump, DiagSocket, AF_INET, AF_INET6};
 use ossensor_shared::log;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -107,10 +107,59 @@ impl Destroyer {
         Ok(Destroyer { fd, seq: 0 })
     }
 
-    /// Aborts the TCP socket `local` ↔ `remote`; the errno on failure.
+    /// Aborts the established (or closing) TCP socket `local` ↔ `remote`,
+    /// if there is one: it is looked up by a dump, never by the kernel's
+    /// 4-tuple lookup (which falls back to a listener), and destroyed by
+    /// its cookie. The errno on failure (ENOENT: no such connection).
     pub fn destroy(&mut self, local: (IpAddr, u16), remote: (IpAddr, u16)) -> Result<(), i32> {
+        if local.0.is_ipv4() != remote.0.is_ipv4() {
+            return Err(libc::EINVAL);
+        }
+        // An IPv4 connection may belong to a dual-stack (AF_INET6) socket.
+        let families: &[u8] = if local.0.is_ipv4() { &[AF_INET, AF_INET6] } else { &[AF_INET6] };
+        let mut found = Vec::new();
+        for family in families {
+            found.extend(self.dump(*family, local.1, remote.1)?.into_iter().filter(|s| s.is(local, remote)));
+        }
+        if found.is_empty() {
+            return Err(libc::ENOENT);
+        }
+        let mut result = Ok(());
+        for s in found {
+            self.seq = self.seq.wrapping_add(1);
+            let req = destroy_request(self.seq, &s);
+            self.send(&req)?;
+            if let Err(e) = self.ack() {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// The connected TCP sockets of `family` with these ports.
+    fn dump(&mut self, family: u8, local_port: u16, remote_port: u16) -> Result<Vec<DiagSocket>, i32> {
         self.seq = self.seq.wrapping_add(1);
-        let req = destroy_request(self.seq, local, remote).ok_or(libc::EINVAL)?;
+        self.send(&dump_request(self.seq, family, local_port, remote_port))?;
+        let mut sockets = Vec::new();
+        let mut answer = vec![0u8; 32 * 1024];
+        loop {
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
+            if n < 0 {
+                return Err(last_errno());
+            }
+            let part = parse_dump(&answer[..n as usize], self.seq);
+            sockets.extend(part.sockets);
+            match part.error {
+                // A kernel without this family's diag module: nothing there.
+                Some(e) if e == libc::ENOENT || e == libc::EAFNOSUPPORT => return Ok(sockets),
+                Some(e) => return Err(e),
+                None if part.done => return Ok(sockets),
+                None => {}
+            }
+        }
+    }
+
+    fn send(&self, req: &[u8]) -> Result<(), i32> {
         let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         kernel.nl_family = libc::AF_NETLINK as u16;
         let sent = unsafe {
@@ -124,13 +173,18 @@ impl Destroyer {
             )
         };
         if sent < 0 {
-            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+            return Err(last_errno());
         }
+        Ok(())
+    }
+
+    /// The kernel's acknowledgement of the last request.
+    fn ack(&self) -> Result<(), i32> {
         let mut answer = [0u8; 256];
         loop {
             let n = unsafe { libc::recv(self.fd.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
             if n < 0 {
-                return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+                return Err(last_errno());
             }
             // Answers to earlier requests that timed out are skipped.
             if let Some(r) = parse_ack(&answer[..n as usize], self.seq) {
@@ -138,6 +192,10 @@ impl Destroyer {
             }
         }
     }
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
 #[cfg(test)]
@@ -165,5 +223,46 @@ mod tests {
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
         let nobody = ("127.0.0.1".parse().unwrap(), 1);
         assert_eq!(d.destroy(nobody, nobody), Err(libc::ENOENT), "no such socket");
+    }
+
+    /// The kernel's own lookup for a 4-tuple that no connection has falls
+    /// back to a listening socket: a destroy for a made-up pair (a spoofed
+    /// segment to a listening port) must find nothing and leave the
+    /// listener, and its established connections, alone.
+    #[test]
+    fn a_made_up_pair_never_destroys_a_listener_or_another_connection() {
+        for any in ["127.0.0.1:0", "[::]:0"] {
+            let listener = std::net::TcpListener::bind(any).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let there = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let mut client = std::net::TcpStream::connect(there).unwrap();
+            let (mut server, _) = listener.accept().unwrap();
+            let mut d = Destroyer::open().unwrap();
+            let made_up = ("127.0.0.1".parse().unwrap(), client.local_addr().unwrap().port().wrapping_add(1));
+            assert_eq!(d.destroy(("127.0.0.1".parse().unwrap(), port), made_up), Err(libc::ENOENT), "{any}: no such connection");
+            // The listener still accepts, and the connection still carries data.
+            let _second = std::net::TcpStream::connect(there).expect("the listener survived");
+            listener.set_nonblocking(false).unwrap();
+            let (_s2, _) = listener.accept().unwrap();
+            client.write_all(b"y").unwrap();
+            let mut b = [0u8; 1];
+            server.read_exact(&mut b).unwrap();
+            assert_eq!(&b, b"y");
+        }
+    }
+
+    /// A dual-stack listener's IPv4 connection (an AF_INET6 socket with
+    /// mapped addresses) is found and destroyed from its IPv4 4-tuple.
+    #[test]
+    fn a_dual_stack_sockets_ipv4_connection_is_destroyed() {
+        let listener = std::net::TcpListener::bind("[::]:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let remote = client.local_addr().unwrap();
+        Destroyer::open().unwrap().destroy(("127.0.0.1".parse().unwrap(), port), (remote.ip(), remote.port())).expect("found by its IPv4 ends");
+        let mut b = [0u8; 1];
+        assert_eq!(server.read(&mut b).unwrap_err().raw_os_error(), Some(libc::ECONNABORTED));
+        assert_eq!(client.read(&mut b).unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
     }
 }
