@@ -9,6 +9,8 @@
 //! - [`dedup`]: one frame seen on several interfaces, kept once.
 //! - [`control`]: JSON control messages (registration, acknowledgements, errors).
 //! - [`response`]: response actions: which resets and probes to send for the segments seen.
+//! - [`signed_actions`]: the action set the collector signs and each capture-worker verifies.
+//! - [`supervision`]: the messages between the supervisor and its children on their control channels.
 //! - [`sockdiag`]: destroying local sockets: the worker's request, the kernel's netlink message.
 //! - [`tcpseg`]: TCP segments in Ethernet frames: parsing them, building resets and probes.
 //! - [`bpf`]: classic BPF programs: compiling filters, the direction guard.
@@ -31,7 +33,9 @@ pub mod metrics;
 pub mod pcapng;
 pub mod privileges;
 pub mod response;
+pub mod signed_actions;
 pub mod sockdiag;
+pub mod supervision;
 pub mod tcpseg;
 pub mod timefmt;
 
