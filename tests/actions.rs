@@ -278,3 +278,183 @@ fn actions_survive_a_collector_restart() {
     sensor.stop().unwrap();
     server.kill();
 }
+
+/// A quarantine, then bare ACKs from the quarantined host to a port the
+/// sensor's host listens on, with no connection behind them (what one
+/// spoofed segment looks like). The kernel's lookup for such a 4-tuple
+/// falls back to the listener; the supervisor only destroys a connection a
+/// sock_diag dump found, so the listener lives on. The host's real
+/// connection from the quarantined host is still destroyed.
+#[test]
+fn a_quarantine_and_bare_segments_never_destroy_a_listening_socket() {
+    let prefix = unique_prefix();
+    let (cli, sen) = (Netns::new(&prefix, "cli").unwrap(), Netns::new(&prefix, "sen").unwrap());
+    for ns in [&cli, &sen] {
+        ns.disable_ipv6().unwrap();
+    }
+    veth_pair(&cli, "c0", "198.18.66.1/24", &sen, "l0", "198.18.66.254/24").unwrap();
+    let dir = TestDir::new("listener");
+    let collector = Collector::start(&sen, dir.path()).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "l0".into()));
+    env.push(("OSSENSOR_DEBUG".into(), "3".into()));
+    let mut sensor = Sensor::start(&sen, dir.path(), &env, &["l0"]).unwrap();
+    sensor.guard.wait_for_line("response actions: connected", Duration::from_secs(20)).unwrap();
+
+    let mut server = sen.spawn(&["python3", &script(), "server", "198.18.66.254", "7003"], dir.join("server.log")).unwrap();
+    server.wait_for_line("listening", Duration::from_secs(10)).unwrap();
+    let mut busy = cli.spawn(&["python3", &script(), "busy", "198.18.66.254", "7003", "busy"], dir.join("busy.log")).unwrap();
+    busy.wait_for_line("echoed", Duration::from_secs(10)).unwrap();
+    let listening = || !sen.run(&["ss", "-H", "-ltn", "sport = :7003"]).unwrap().stdout.is_empty();
+    assert!(listening());
+
+    let mut cmd = sen.exec(bin("vsensor").to_str().unwrap());
+    cmd.args(["action", "quarantine", "--host", "198.18.66.1", "--for", "30"]).env_clear().env("VSENSOR_DATA_DIR", &collector.data_dir);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    wait_until("the real connection destroyed", Duration::from_secs(3), || ended(&busy).is_some());
+    assert_eq!(ended(&busy).unwrap()["how"], "ECONNRESET", "{:?}", events(&busy));
+
+    // Twenty bare ACKs from random ports of the quarantined host.
+    let mut acks = cli.spawn(&["python3", &script(), "bare-acks", "198.18.66.1", "198.18.66.254", "7003", "20"], dir.join("acks.log")).unwrap();
+    assert!(acks.wait_timeout(Duration::from_secs(10)).unwrap().success(), "{}", acks.log());
+    assert_eq!(events(&acks).len(), 20);
+    // Give the sensor time to act on each (it answers within 50 ms).
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(listening(), "the listener was destroyed:\n{}", sensor.guard.log());
+
+    let mut cmd = sen.exec(bin("vsensor").to_str().unwrap());
+    cmd.args(["action", "cancel", &id]).env_clear().env("VSENSOR_DATA_DIR", &collector.data_dir);
+    assert!(cmd.output().unwrap().status.success());
+    wait_until("the cancellation applied", Duration::from_secs(10), || sensor.guard.log().contains(&format!("action {id} cancelled")));
+    assert!(probe_to(&cli, &dir, "198.18.66.254", 7003), "the listener still accepts");
+    sensor.stop().unwrap();
+    server.kill();
+}
+
+fn probe_to(ns: &Netns, dir: &TestDir, host: &str, port: u16) -> bool {
+    let mut p = ns.spawn(&["python3", &script(), "probe", host, &port.to_string()], dir.join(format!("probe-{host}-{port}.log"))).unwrap();
+    p.wait_timeout(Duration::from_secs(10)).unwrap().success()
+}
+
+mod forged {
+    use super::*;
+    use ossensor_shared::ipc::{encode_frame, UplinkMsg};
+    use ossensor_shared::response::{Action, Target};
+    use ossensor_shared::signed_actions::{self, ActionSet, SignedSet};
+    use ossensor_suite::channel;
+    use ring::signature::Ed25519KeyPair;
+    use std::io::Write;
+
+    fn now_ns() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    }
+
+    fn frame(set: SignedSet) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(&UplinkMsg::Actions { set }, &mut out).unwrap();
+        out
+    }
+
+    fn quarantine(id: u64, host: &str, until_ns: u64) -> Action {
+        Action { id, target: Target::Quarantine { host: host.parse().unwrap() }, until_ns }
+    }
+
+    /// Key=value fields of one audit line, from the syslog socket.
+    fn audit_events(socket: &std::os::unix::net::UnixDatagram, seen: &mut Vec<std::collections::BTreeMap<String, String>>) {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if let Some(rest) = text.split("ossensor-audit ").nth(1) {
+                seen.push(rest.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect());
+            }
+        }
+    }
+
+    /// What a compromised uplink (or anyone writing on its end of a
+    /// worker's connection) can do with response actions: nothing. With a
+    /// live connection between the blocked hosts on the wire, the test
+    /// writes action sets that target it: signed by another key; the
+    /// collector's own set with its target changed; an older set of the
+    /// collector's after a newer one (a replay); one signed an hour ago;
+    /// one whose action has expired; one with a garbage signature. The
+    /// connection lives, no reset crosses the link, and each refusal is
+    /// audited with its reason. Then a real action through the collector
+    /// resets it: the same path works when the operator orders it.
+    #[test]
+    fn forged_replayed_retargeted_and_expired_sets_on_a_workers_channel_send_nothing() {
+        let bed = bed();
+        let dir = TestDir::new("forged");
+        let collector = Collector::start(&bed.sen, dir.path()).unwrap();
+        let mut env = base_env(&collector, dir.path());
+        env.push(("OSSENSOR_NETWORK_DEVICE".into(), "br0".into()));
+        env.push(("OSSENSOR_DEBUG".into(), "3".into()));
+        let sock_path = dir.join("syslog.sock");
+        let syslog = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        syslog.set_nonblocking(true).unwrap();
+        env.push(("OSSENSOR_SYSLOG_SOCKET".into(), sock_path.display().to_string()));
+        let mut sensor = Sensor::start(&bed.sen, dir.path(), &env, &["br0"]).unwrap();
+        sensor.guard.wait_for_line("response actions: connected", Duration::from_secs(20)).unwrap();
+        // The supervisor pinned the collector's key at the registration.
+        let pinned = dir.join("state/action-key");
+        wait_until("the action key pinned", Duration::from_secs(10), || pinned.exists());
+        let collector_key = Ed25519KeyPair::from_pkcs8(&std::fs::read(collector.data_dir.join("action-key.pk8")).unwrap()).unwrap();
+        let other_key = Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap().as_ref()).unwrap();
+
+        let mut server = bed.srv.spawn(&["python3", &script(), "server", SRV, "7000"], dir.join("server.log")).unwrap();
+        server.wait_for_line("listening", Duration::from_secs(10)).unwrap();
+        let mut busy = bed.cli.spawn(&["python3", &script(), "busy", SRV, "7000", "busy"], dir.join("busy.log")).unwrap();
+        busy.wait_for_line("echoed", Duration::from_secs(10)).unwrap();
+        let resets = Tcpdump::start(&bed.sen, "br0", Some("tcp[tcpflags] & tcp-rst != 0"), dir.path()).unwrap();
+
+        let uplink = sensor.child_pid("uplink").unwrap();
+        let worker = sensor.child_pid("capture-worker for br0").unwrap();
+        let (mut ch, _) = channel::uplink_end(&bed.sen, uplink, worker, None);
+        let t = now_ns();
+        let hour = 3600 * 1_000_000_000;
+        let target = quarantine(900, CLI, t + hour);
+        let unrelated = quarantine(901, "198.18.64.77", t + hour);
+        let set = |version, issued_ns, actions| ActionSet { version, issued_ns, actions };
+        // Signed by a key that is not the pinned one.
+        ch.write_all(&frame(signed_actions::sign(&other_key, &set(t, t, vec![target])))).unwrap();
+        // The collector's set, its target changed, its signature kept.
+        let mut retargeted = signed_actions::sign(&collector_key, &set(t, t, vec![unrelated]));
+        retargeted.payload = signed_actions::encode(&set(t, t, vec![Action { id: 901, ..target }]));
+        ch.write_all(&frame(retargeted)).unwrap();
+        // A newer set of the collector's (harmless), then an older one that
+        // would quarantine the client: a replay.
+        ch.write_all(&frame(signed_actions::sign(&collector_key, &set(t + 2, t, vec![unrelated])))).unwrap();
+        ch.write_all(&frame(signed_actions::sign(&collector_key, &set(t + 1, t, vec![target])))).unwrap();
+        // Signed an hour ago, and an hour ahead.
+        ch.write_all(&frame(signed_actions::sign(&collector_key, &set(t + 3, t - hour, vec![quarantine(900, CLI, t + 2 * hour)])))).unwrap();
+        ch.write_all(&frame(signed_actions::sign(&collector_key, &set(t + 3, t + hour, vec![target])))).unwrap();
+        // Its action over already (taken: it ends the unrelated one).
+        ch.write_all(&frame(signed_actions::sign(&collector_key, &set(t + 4, t, vec![quarantine(900, CLI, t - 1_000_000_000)])))).unwrap();
+        // A garbage signature.
+        ch.write_all(&frame(SignedSet { payload: signed_actions::encode(&set(t + 5, t, vec![target])), signature: vec![0; 64] })).unwrap();
+        drop(ch);
+
+        let mut audit = Vec::new();
+        let wanted = ["bad_signature", "older", "stale", "from_the_future"];
+        wait_until("every refusal audited", Duration::from_secs(10), || {
+            audit_events(&syslog, &mut audit);
+            wanted.iter().all(|r| audit.iter().any(|e| e.get("event").map(String::as_str) == Some("action_set_refused") && e.get("reason").map(String::as_str) == Some(r)))
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(ended(&busy).is_none(), "the connection was reset: {:?}\n{}", events(&busy), sensor.guard.log());
+        let sent = resets.stop_and_read().unwrap();
+        assert!(sent.is_empty(), "{} resets crossed the link", sent.len());
+        assert!(!audit.iter().any(|e| e.get("event").map(String::as_str) == Some("action_applied") && e.get("id").map(String::as_str) == Some("900")), "{audit:?}");
+
+        // The operator's action, through the collector: the same connection dies.
+        let id = action(&bed, &collector, &["quarantine", "--host", CLI, "--for", "5"]);
+        wait_until("the operator's action applied", Duration::from_secs(5), || ended(&busy).is_some());
+        assert_eq!(ended(&busy).unwrap()["how"], "ECONNRESET");
+        println!("forged, re-targeted, replayed, stale, future, expired and unsigned sets refused; action {} reset the connection", id.trim());
+        sensor.stop().unwrap();
+        server.kill();
+    }
+}

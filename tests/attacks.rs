@@ -374,46 +374,9 @@ mod worker_channel {
     use super::*;
     use ossensor_shared::bpf::BpfInsn;
     use ossensor_shared::ipc::{encode_frame, UplinkMsg};
-    use ossensor_shared::response::{Action, Endpoint, Target};
-    use std::io::{Read, Write};
-    use std::os::fd::FromRawFd;
-    use std::os::unix::net::UnixStream;
-
-    /// The inode of the uplink's end of `worker`'s connection, from `ss`
-    /// in the sensor's namespace (the worker's socket and its peer).
-    fn uplink_end_inode(ns: &Netns, worker: i32) -> Option<u64> {
-        let out = ns.run(&["ss", "-x", "-p", "-n", "-H"]).ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().find(|l| l.contains(&format!("pid={worker},")) && l.starts_with("u_str"))?;
-        // u_str ESTAB 0 0 <local path or *> <inode> <peer path or *> <peer inode> users:…
-        let f: Vec<&str> = line.split_whitespace().collect();
-        f.get(7)?.parse().ok()
-    }
-
-    /// A duplicate of the uplink's end of the worker's command channel
-    /// (pidfd_getfd, as root): what a compromised uplink writes on.
-    fn take_channel(ns: &Netns, uplink: i32, worker: i32, not: Option<u64>) -> (UnixStream, u64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(inode) = uplink_end_inode(ns, worker).filter(|i| Some(*i) != not) {
-                let want = format!("socket:[{inode}]");
-                for e in std::fs::read_dir(format!("/proc/{uplink}/fd")).unwrap().flatten() {
-                    if std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want) {
-                        let target: i32 = e.file_name().to_string_lossy().parse().unwrap();
-                        // SAFETY: plain system calls; the fd returned is ours.
-                        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, uplink, 0) } as i32;
-                        assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
-                        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, target, 0) } as i32;
-                        assert!(fd >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
-                        unsafe { libc::close(pidfd) };
-                        return (unsafe { UnixStream::from_raw_fd(fd) }, inode);
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "no connection between the uplink and the worker");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    use ossensor_suite::channel;
+    use serde_json::Value;
+    use std::io::Write;
 
     fn frame(msg: &UplinkMsg) -> Vec<u8> {
         let mut out = Vec::new();
@@ -421,13 +384,14 @@ mod worker_channel {
         out
     }
 
-    /// Garbage on a running capture-worker's command channel, written on
-    /// the uplink's own end of it: random bytes, an oversized length,
-    /// filters the worker must not attach, and response actions for flows
-    /// it never saw with forged ids and times. It refuses them all, stays
-    /// the same process and keeps capturing: a numbered datagram sent after
-    /// each abuse is stored. Also a fake worker sending garbage to the
-    /// uplink's socket: the uplink closes that connection only.
+    /// Garbage on a running capture-worker's connection to the uplink,
+    /// written on the uplink's own end of it: random bytes, an oversized
+    /// length, filters the worker must not attach. It refuses them all,
+    /// stays the same process and keeps capturing: a numbered datagram sent
+    /// after each abuse is stored. And garbage written on the worker's end
+    /// (a worker gone bad): the uplink closes that connection only, and the
+    /// worker gets a new one from the supervisor. (Forged response actions
+    /// on this channel: tests/actions.rs.)
     #[test]
     fn garbage_on_the_workers_command_channel_is_refused_and_capture_goes_on() {
         let (host, peer) = host_and_peer("198.18.92").unwrap();
@@ -454,7 +418,7 @@ mod worker_channel {
         let refusals = |log: &str| log.matches(&format!("capture-worker[h1][{worker}] L0: refused a malformed frame")).count();
 
         // 1. Bytes that are no message (a plausible length, then 0xff).
-        let (mut ch, inode) = take_channel(&host, uplink, worker, None);
+        let (mut ch, inode) = channel::uplink_end(&host, uplink, worker, None);
         let mut junk = 200u32.to_le_bytes().to_vec();
         junk.extend([0xff; 200]);
         ch.write_all(&junk).unwrap();
@@ -463,7 +427,7 @@ mod worker_channel {
         captured_again("junk");
 
         // 2. An oversized frame: a 4 GiB length prefix (the limit is 8 MiB).
-        let (mut ch, inode) = take_channel(&host, uplink, worker, Some(inode));
+        let (mut ch, inode) = channel::uplink_end(&host, uplink, worker, Some(inode));
         let mut big = 0xffff_fff0u32.to_le_bytes().to_vec();
         big.extend([0; 4096]);
         // The worker may close before the last byte: its refusal, not an error.
@@ -474,7 +438,7 @@ mod worker_channel {
 
         // 3. Well-formed commands the worker must not obey: filters that
         // are too long, jump out of the program, or do not end in a return.
-        let (mut ch, inode) = take_channel(&host, uplink, worker, Some(inode));
+        let (mut ch, _) = channel::uplink_end(&host, uplink, worker, Some(inode));
         let ret = BpfInsn { code: 0x06, jt: 0, jf: 0, k: 0 };
         let too_long = vec![BpfInsn { code: 0x06, jt: 0, jf: 0, k: 0xffff }; 5000];
         let wild_jump = vec![BpfInsn { code: 0x15, jt: 200, jf: 0, k: 0 }, ret];
@@ -482,48 +446,97 @@ mod worker_channel {
         for program in [too_long, wild_jump, no_return, Vec::new()] {
             ch.write_all(&frame(&UplinkMsg::SetFilter { program })).unwrap();
         }
-        // 4. Response actions for flows the worker never saw (no TCP at all
-        // crosses h1 here), with forged ids (0, u64::MAX, the same id
-        // twice) and times (expired, forever).
-        let ep = |ip: &str, port| Endpoint { ip: ip.parse().unwrap(), port };
-        let actions = vec![
-            Action { id: 0, target: Target::Block { a: ep("198.18.92.2", Some(40000)), b: ep("198.18.92.1", Some(443)) }, until_ns: u64::MAX },
-            Action { id: u64::MAX, target: Target::Quarantine { host: "198.18.92.2".parse().unwrap() }, until_ns: u64::MAX },
-            Action { id: 7, target: Target::Quarantine { host: "198.18.92.1".parse().unwrap() }, until_ns: 1 },
-            Action { id: 7, target: Target::Block { a: ep("2001:db8::1", None), b: ep("198.18.92.1", None) }, until_ns: u64::MAX },
-        ];
-        ch.write_all(&frame(&UplinkMsg::Actions { actions })).unwrap();
         wait_until("the bad filters refused", Duration::from_secs(10), || {
             (sensor.guard.log().matches(&format!("capture-worker[h1][{worker}] L0: refused a filter from the uplink")).count() >= 4).then_some(())
         })
         .unwrap();
-        captured_again("filters-and-actions");
-        // Cancel them (the empty set), as the real uplink would.
-        ch.write_all(&frame(&UplinkMsg::Actions { actions: Vec::new() })).unwrap();
         drop(ch);
-        let _ = inode;
+        captured_again("filters");
 
-        // 5. A fake worker on the uplink's socket (root may connect):
-        // garbage, and the uplink closes that connection.
-        let sock = sensor.runtime_dir.join("uplink.sock");
-        let mut fake = UnixStream::connect(&sock).unwrap();
-        fake.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        fake.write_all(&junk).unwrap();
-        let mut buf = [0u8; 64];
-        assert_eq!(fake.read(&mut buf).unwrap_or(0), 0, "the uplink closes a connection that sends garbage");
-        captured_again("fake-worker");
+        // 4. A worker gone bad: garbage on its own end. The uplink closes
+        // that connection; the worker asks the supervisor for a new one.
+        let (mut own, _) = channel::worker_end(&host, worker, None);
+        let closed_before = sensor.guard.log().matches("connection of the worker for h1 closed").count();
+        own.write_all(&junk).unwrap();
+        drop(own);
+        wait_until("the uplink closing that connection", Duration::from_secs(10), || {
+            (sensor.guard.log().matches("connection of the worker for h1 closed").count() > closed_before).then_some(())
+        })
+        .unwrap();
+        captured_again("bad-worker");
 
         let log = sensor.guard.log();
         assert_eq!(sensor.child_pid("capture-worker for h1"), Some(worker), "the worker was never restarted:\n{log}");
         assert_eq!(sensor.child_pid("uplink"), Some(uplink), "nor the uplink");
         assert!(!log.contains("event=child_restart"), "no child restarted:\n{log}");
-        assert!(!log.contains(" sent to "), "no reset or probe sent for flows never seen:\n{log}");
-        let tcp = collector.frames().unwrap().iter().filter(|f| f.data.len() > 34 && f.data[12..14] == [8, 0] && f.data[23] == 6).count();
-        assert_eq!(tcp, 0, "no TCP frame (a reset or probe) on h1");
         println!(
-            "worker {worker}: 2 malformed frames refused (reconnected each time), 4 bad filters refused, 4 forged actions sent nothing; \
-             a fake worker's garbage closed only its connection; {marks} datagrams stored, one after each abuse; no restart"
+            "worker {worker}: 2 malformed frames refused (a new connection each time), 4 bad filters refused; \
+             a bad worker's garbage closed only its connection; {marks} datagrams stored, one after each abuse; no restart"
         );
+        sensor.stop().unwrap();
+    }
+
+    /// A process of the children's uid (what the workers and the uplink
+    /// run as) tries to take the uplink's place: it listens where the
+    /// uplink's socket used to be, and the uplink is killed so the workers
+    /// must connect again. They never reach it: the supervisor hands them
+    /// their connections, and nothing has a name to connect to. Nor can it
+    /// take a connection out of the uplink or a worker (both refuse
+    /// ptrace-level access: not dumpable).
+    #[test]
+    fn a_process_of_the_childrens_uid_cannot_take_the_uplinks_place() {
+        let (host, peer) = host_and_peer("198.18.93").unwrap();
+        let dir = TestDir::new("impostor");
+        let collector = Collector::start(&host, dir.path()).unwrap();
+        let mut udp = UdpListener::start(&host, "198.18.93.1", 7000, dir.path()).unwrap();
+        let mut env = base_env(&collector, dir.path());
+        env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
+        let mut sensor = ossensor_suite::sensor::Sensor::start(&host, dir.path(), &env, &["h1"]).unwrap();
+        let uplink = sensor.child_pid("uplink").unwrap();
+        let worker = sensor.child_pid("capture-worker for h1").unwrap();
+        let uid = std::fs::read_to_string(format!("/proc/{uplink}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap().to_string()))
+            .unwrap();
+        assert_ne!(uid, "0", "the children do not run as root");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/impostor.py");
+        let as_children = |args: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = ["setpriv", "--reuid", &uid, "--regid", &uid, "--clear-groups", "/usr/bin/python3", script.to_str().unwrap()].iter().map(|s| s.to_string()).collect();
+            v.extend(args.iter().map(|s| s.to_string()));
+            v
+        };
+        let socket = sensor.runtime_dir.join("uplink.sock");
+        let listen = as_children(&["listen", socket.to_str().unwrap()]);
+        let mut impostor = host.spawn(&listen.iter().map(String::as_str).collect::<Vec<_>>(), dir.join("impostor.log")).unwrap();
+        impostor.wait_for_line("listening", Duration::from_secs(10)).unwrap();
+
+        // The uplink dies; the supervisor starts another after 0.5 s.
+        let starts = |log: &str| log.matches("started uplink (pid").count();
+        let before = starts(&sensor.guard.log());
+        // SAFETY: a signal to the test's own sensor's child.
+        assert_eq!(unsafe { libc::kill(uplink, libc::SIGKILL) }, 0);
+        wait_until("the uplink restarted", Duration::from_secs(10), || (starts(&sensor.guard.log()) > before).then_some(())).unwrap();
+        udp_send(&peer, "198.18.93.1", 7000, b"after-the-uplink-restarted", None).unwrap();
+        udp.wait_for(b"after-the-uplink-restarted", Duration::from_secs(5)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !collector.frames().unwrap().iter().any(|f| f.data.windows(26).any(|w| w == b"after-the-uplink-restarted")) {
+            assert!(Instant::now() < deadline, "nothing stored after the restart:\n{}", sensor.guard.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let events: Vec<Value> = impostor.log().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let taken = events.iter().filter(|e| e["event"] == "connection").count();
+        assert_eq!(taken, 0, "a worker connected to the impostor: {events:?}\n{}", sensor.guard.log());
+
+        // Nor can it duplicate a descriptor out of the uplink or a worker.
+        let new_uplink = sensor.child_pid("uplink").unwrap();
+        for (who, pid) in [("uplink", new_uplink), ("worker", worker)] {
+            let grab = as_children(&["grab", &pid.to_string()]);
+            let out = host.run(&grab.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+            assert_eq!(answer["errno"], "EPERM", "the children's uid took a descriptor out of the {who}: {answer}");
+        }
+        impostor.kill();
         sensor.stop().unwrap();
     }
 }

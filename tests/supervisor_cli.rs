@@ -39,6 +39,7 @@ fn every_bad_value_stops_start_up_naming_variable_and_value() {
         ("VSENSOR_HMAC_KEY", KEY),
         ("OSSENSOR_CONFIG_PATH", dir.join("gen.cfg").to_str().unwrap()),
         ("OSSENSOR_RUNTIME_DIR", dir.join("run").to_str().unwrap()),
+        ("OSSENSOR_STATE_DIR", dir.join("state").to_str().unwrap()),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -108,6 +109,7 @@ fn env_file_follows_docker_rules_and_the_generated_file_runs_with_dash_c() {
         ("OSSENSOR_DEBUG", "2"),
         ("OSSENSOR_CONFIG_PATH", gen.to_str().unwrap()),
         ("OSSENSOR_RUNTIME_DIR", dir.join("run").to_str().unwrap()),
+        ("OSSENSOR_STATE_DIR", dir.join("state").to_str().unwrap()),
         ("OSSENSOR_NETWORK_DEVICE", "v0"),
     ]
     .iter()

@@ -1,77 +1,81 @@
-//! The worker's end of its Unix socket to the uplink: frames out, typed
-//! commands in. If the uplink goes away (restarted by the supervisor) the
-//! worker reconnects and resends what it had not delivered; meanwhile the
-//! kernel ring buffers packets, and anything beyond it is a counted drop.
+//! The worker's end of its connection to the uplink: frames out, typed
+//! commands in. The connection is a socket pair the supervisor made: it
+//! arrives on the worker's control channel (`supervision`), and no other
+//! process can stand in for the uplink (nothing has a name to connect to).
+//! If the connection fails (the uplink restarted, or sent a malformed
+//! frame), the worker asks the supervisor for a new one and resends what
+//! it had not delivered; meanwhile the kernel ring buffers packets, and
+//! anything beyond it is a counted drop.
+//!
+//! The control channel also brings the collector's action key, as the
+//! supervisor pinned it.
 
-use interprocess::local_socket::{prelude::*, GenericFilePath};
-// The Unix flavour, which exposes its file descriptor for poll().
-use interprocess::os::unix::uds_local_socket::Stream;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use ossensor_shared::bpf::BpfInsn;
 use ossensor_shared::ipc::{batch_frame_header, encode_frame, FrameDecoder, UplinkMsg, WorkerMsgRef};
 use ossensor_shared::log;
 use ossensor_shared::log::BASIC;
-use ossensor_shared::bpf::BpfInsn;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use ossensor_shared::seqpacket::{self, Received};
+use ossensor_shared::signed_actions::PublicKey;
+use ossensor_shared::supervision::{self, FromWorker, ToWorker, MAX_MESSAGE};
 use std::io::{IoSlice, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// How long the worker waits for a connection to the uplink before it
+/// gives up (and the supervisor restarts it).
+const CONNECT_WAIT: Duration = Duration::from_secs(60);
+
 pub struct Link {
-    path: String,
-    /// The encoded hello, resent on every reconnection.
+    /// The control channel to the supervisor.
+    control: OwnedFd,
+    /// The encoded hello, sent on every new connection.
     hello: Vec<u8>,
     stop: &'static AtomicBool,
-    stream: Stream,
+    stream: UnixStream,
     decoder: FrameDecoder,
     out: Vec<u8>,
     readable: bool,
+    control_readable: bool,
     pending: Vec<UplinkMsg>,
-}
-
-fn open(path: &str) -> std::io::Result<Stream> {
-    let name = path.to_fs_name::<GenericFilePath>()?;
-    Stream::connect(name)
+    /// Action keys the supervisor handed over, for the caller.
+    keys: Vec<PublicKey>,
 }
 
 impl Link {
-    /// Connects (retrying while the uplink starts) and says hello.
-    pub fn connect(path: &str, hello: &WorkerMsgRef<'_>, stop: &'static AtomicBool) -> Result<Link, String> {
+    /// Takes the control channel at `control_fd`, waits for the
+    /// supervisor's connection to the uplink and says hello on it.
+    pub fn connect(control_fd: RawFd, hello: &WorkerMsgRef<'_>, stop: &'static AtomicBool) -> Result<Link, String> {
+        // SAFETY: the supervisor passed this descriptor for us alone; it is
+        // checked to be open before it is owned.
+        if unsafe { libc::fcntl(control_fd, libc::F_GETFD) } < 0 {
+            return Err(format!("no control channel at fd {control_fd}: the supervisor starts this process"));
+        }
+        let control = unsafe { OwnedFd::from_raw_fd(control_fd) };
         let mut frame = Vec::new();
         encode_frame(hello, &mut frame).map_err(|e| e.to_string())?;
-        Self::connect_with(path, frame, stop)
+        let mut keys = Vec::new();
+        let stream = wait_for_uplink(&control, stop, &mut keys)?;
+        let mut link = Link {
+            control,
+            hello: frame,
+            stop,
+            stream,
+            decoder: FrameDecoder::new(),
+            out: Vec::new(),
+            readable: false,
+            control_readable: false,
+            pending: Vec::new(),
+            keys,
+        };
+        link.say_hello()?;
+        Ok(link)
     }
 
-    fn connect_with(path: &str, hello: Vec<u8>, stop: &'static AtomicBool) -> Result<Link, String> {
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(20);
-        loop {
-            match open(path) {
-                Ok(stream) => {
-                    let mut link = Link {
-                        path: path.to_string(),
-                        hello: hello.clone(),
-                        stop,
-                        stream,
-                        decoder: FrameDecoder::new(),
-                        out: Vec::new(),
-                        readable: false,
-                        pending: Vec::new(),
-                    };
-                    if link.stream.write_all(&hello).is_ok() {
-                        return Ok(link);
-                    }
-                }
-                Err(e) if started.elapsed() > Duration::from_secs(60) => {
-                    return Err(format!("cannot reach the uplink at {path}: {e}"));
-                }
-                Err(_) => {}
-            }
-            if stop.load(Ordering::Relaxed) {
-                return Err("stopped before the uplink answered".into());
-            }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_millis(500));
-        }
+    fn say_hello(&mut self) -> Result<(), String> {
+        self.stream.write_all(&self.hello).map_err(|e| format!("hello to the uplink: {e}"))
     }
 
     fn write(&mut self, msg: &WorkerMsgRef<'_>) -> std::io::Result<()> {
@@ -101,8 +105,8 @@ impl Link {
         }
     }
 
-    /// Sends a frame; on failure reconnects and sends it again, so a batch
-    /// survives an uplink restart.
+    /// Sends a frame; on failure gets a new connection and sends it again,
+    /// so a batch survives an uplink restart.
     pub fn send(&mut self, msg: &WorkerMsgRef<'_>) -> Result<(), String> {
         self.send_with(|link| link.write(msg))
     }
@@ -131,31 +135,60 @@ impl Link {
         }
     }
 
+    /// Asks the supervisor for a new connection and waits for it.
     fn reconnect(&mut self, why: &str) -> Result<(), String> {
-        log!(BASIC, "uplink connection lost ({why}); reconnecting");
-        *self = Link::connect_with(&self.path, std::mem::take(&mut self.hello), self.stop)?;
-        // The uplink answers a hello with the current filter; keep it for
-        // the caller, which re-attaches it.
+        log!(BASIC, "uplink connection lost ({why}); asking the supervisor for a new one");
+        seqpacket::send(self.control.as_fd(), &supervision::encode(&FromWorker::NeedUplink), None)
+            .map_err(|e| format!("cannot reach the supervisor: {e}"))?;
+        let stream = wait_for_uplink(&self.control, self.stop, &mut self.keys)?;
+        self.replace(stream)
+    }
+
+    /// Starts over on `stream`: hello, and the filter the uplink answers
+    /// it with, kept for the caller, which re-attaches it.
+    fn replace(&mut self, stream: UnixStream) -> Result<(), String> {
+        self.stream = stream;
+        self.decoder = FrameDecoder::new();
+        self.readable = false;
+        self.say_hello()?;
         let program = self.wait_for_filter()?;
         self.pending.push(UplinkMsg::SetFilter { program });
         Ok(())
     }
 
-    /// Waits up to `timeout` for any of `fds` or the socket to be readable.
+    /// Waits up to `timeout` for any of `fds`, the connection or the
+    /// control channel to be readable.
     pub fn poll(&mut self, fds: &[RawFd], timeout: Duration) {
-        let sock = self.stream.as_fd();
         // SAFETY: the capture fds stay open for the duration of this call.
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|fd| unsafe { BorrowedFd::borrow_raw(*fd) }).collect();
         let mut pfds: Vec<PollFd<'_>> = borrowed.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
-        pfds.push(PollFd::new(sock, PollFlags::POLLIN));
+        pfds.push(PollFd::new(self.stream.as_fd(), PollFlags::POLLIN));
+        pfds.push(PollFd::new(self.control.as_fd(), PollFlags::POLLIN));
         let ms = timeout.as_millis().min(60_000) as u16;
         if poll(&mut pfds, PollTimeout::from(ms)).is_ok() {
-            self.readable = pfds.last().and_then(|p| p.revents()).is_some_and(|r| !r.is_empty());
+            let ready = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+            let n = pfds.len();
+            self.readable = ready(&pfds[n - 2]);
+            self.control_readable = ready(&pfds[n - 1]);
         }
     }
 
-    /// Commands that arrived (reads the socket only if poll saw it readable).
+    /// Action keys the supervisor handed over since the last call.
+    pub fn take_action_keys(&mut self) -> Vec<PublicKey> {
+        std::mem::take(&mut self.keys)
+    }
+
+    /// Commands that arrived (reads only what poll saw readable).
     pub fn commands(&mut self) -> Result<Vec<UplinkMsg>, String> {
+        if self.control_readable {
+            self.control_readable = false;
+            // A new connection from the supervisor replaces ours: the
+            // uplink restarted.
+            if let Some(stream) = read_control(&self.control, &mut self.keys)? {
+                log!(BASIC, "a new connection to the uplink (the uplink restarted)");
+                self.replace(stream)?;
+            }
+        }
         if self.readable {
             self.readable = false;
             let buf = self.decoder.read_buf(64 * 1024);
@@ -195,6 +228,44 @@ impl Link {
             }
         }
         Ok(std::mem::take(&mut self.pending))
+    }
+}
+
+/// Reads what waits on the control channel: action keys go to `keys`; the
+/// newest connection to the uplink, if one came, is returned.
+fn read_control(control: &OwnedFd, keys: &mut Vec<PublicKey>) -> Result<Option<UnixStream>, String> {
+    let mut buf = [0u8; MAX_MESSAGE];
+    let mut newest = None;
+    loop {
+        match seqpacket::recv(control.as_fd(), &mut buf, false) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(newest),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("control channel: {e}")),
+            Ok(Received::Closed) => return Err("the supervisor closed the control channel".into()),
+            Ok(Received::Datagram { len, fd }) => match (supervision::decode::<ToWorker>(&buf[..len]), fd) {
+                (Ok(ToWorker::Uplink), Some(fd)) => newest = Some(UnixStream::from(fd)),
+                (Ok(ToWorker::ActionKey(k)), None) => keys.push(k),
+                (m, fd) => log!(BASIC, "refused a malformed control message ({m:?}, descriptor {})", fd.is_some()),
+            },
+        }
+    }
+}
+
+/// Waits for the supervisor to hand over a connection to the uplink.
+fn wait_for_uplink(control: &OwnedFd, stop: &AtomicBool, keys: &mut Vec<PublicKey>) -> Result<UnixStream, String> {
+    let started = Instant::now();
+    loop {
+        if let Some(stream) = read_control(control, keys)? {
+            return Ok(stream);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err("stopped before the uplink was reachable".into());
+        }
+        if started.elapsed() > CONNECT_WAIT {
+            return Err(format!("no connection to the uplink within {} s", CONNECT_WAIT.as_secs()));
+        }
+        let mut pfd = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut pfd, PollTimeout::from(200u16));
     }
 }
 

@@ -2,8 +2,10 @@
 //! interface. It holds CAP_NET_RAW and nothing else, as an unprivileged user
 //! (the supervisor arranges both before exec). It opens the interface with
 //! libpcap, attaches the filter the uplink compiled, and streams packets to
-//! the uplink in batches over its Unix socket. It parses nothing from the
-//! network and obeys one typed command: SetFilter.
+//! the uplink in batches over the socket the supervisor connected. It obeys
+//! two typed commands: SetFilter (a program the kernel verifies) and the
+//! response actions in force, which it enforces only once their signature
+//! verifies with the action key the supervisor pinned.
 
 mod capture;
 mod link;
@@ -18,6 +20,7 @@ use ossensor_shared::ipc::{UplinkMsg, WorkerMsgRef};
 use ossensor_shared::log::{self as slog, BASIC, STATS};
 use ossensor_shared::log;
 use ossensor_shared::privileges::{self, Privileges};
+use ossensor_shared::signed_actions::PublicKey;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -98,13 +101,18 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
     );
     let ifindex = nix::net::if_::if_nametoindex(cfg.interface.as_str()).unwrap_or(0);
     let hello = WorkerMsgRef::Hello { interface: &cfg.interface, ifindex, linktype: cap.linktype, pid: std::process::id() };
-    let mut link = Link::connect(&cfg.socket_path, &hello, &STOP)?;
+    let mut link = Link::connect(cfg.control_fd, &hello, &STOP)?;
     let program = link.wait_for_filter()?;
     cap.attach(&program, true)?;
     log!(BASIC, "filter attached ({} instructions)", program.len());
 
+    let pinned = match cfg.action_key.as_deref().map(PublicKey::parse) {
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => return Err(format!("the action key the supervisor gave {e}")),
+        None => None,
+    };
     let mut responder = if cfg.respond {
-        let r = respond::Responder::new(&cfg.interface, cap.linktype, cfg.destroy_fd);
+        let r = respond::Responder::new(&cfg.interface, cap.linktype, cfg.destroy_fd, pinned);
         if r.is_none() {
             log!(BASIC, "{}: response actions cannot be enforced on link type {} (Ethernet only)", cfg.interface, cap.linktype);
         }
@@ -162,19 +170,24 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
             let _ = link.send(&WorkerMsgRef::Stats(&stats));
             return Err(e);
         }
-        for cmd in link.commands()? {
+        let commands = link.commands()?;
+        if let Some(r) = responder.as_mut() {
+            for key in link.take_action_keys() {
+                r.set_key(ossensor_shared::timefmt::now_ns(), key);
+            }
+        }
+        for cmd in commands {
             match cmd {
                 UplinkMsg::SetFilter { program } => match cap.attach(&program, false) {
                     Ok(()) => log!(BASIC, "new filter attached ({} instructions)", program.len()),
                     Err(e) => log!(BASIC, "refused a filter from the uplink: {e}"),
                 },
-                UplinkMsg::Actions { actions } => match responder.as_mut() {
+                UplinkMsg::Actions { set } => match responder.as_mut() {
                     Some(r) => {
-                        r.set_actions(ossensor_shared::timefmt::now_ns(), &actions);
+                        r.take_signed(ossensor_shared::timefmt::now_ns(), &set);
                         r.send(|frame| cap.inject(frame));
                     }
-                    None if actions.is_empty() => {}
-                    None => log!(BASIC, "{}: {} response actions not enforced here", cfg.interface, actions.len()),
+                    None => log!(STATS, "{}: response actions are not enforced here", cfg.interface),
                 },
             }
         }

@@ -1,14 +1,17 @@
 //! Response actions on this interface: the thin shell around
 //! `ossensor_shared::response::Enforcer`. It feeds the enforcer every
 //! captured TCP segment and sends, on the same interface, the resets and
-//! probes it decides. The uplink only says which actions are in force;
-//! every packet sent here is a RST or an empty ACK built from a flow this
-//! worker saw itself, so a compromised uplink cannot make it send anything
-//! else. For a flow that ends on this host, the supervisor is also asked to
-//! destroy the local socket (a RST on the wire never reaches it).
+//! probes it decides. The uplink relays the set of actions in force as the
+//! collector signed it; the set is verified here, with the key the
+//! supervisor pinned (`signed_actions`), before anything is enforced, so a
+//! compromised uplink cannot order, extend or replay an action. Every
+//! packet sent is a RST or an empty ACK built from a flow this worker saw
+//! itself. For a flow that ends on this host, the supervisor is also asked
+//! to destroy the local socket (a RST on the wire never reaches it).
 
 use ossensor_shared::log::{self as slog, ACTIONS};
 use ossensor_shared::response::{Action, ActionStats, Enforcer, Injection, Reason};
+use ossensor_shared::signed_actions::{PublicKey, Refusal, SetVerifier, SignedSet};
 use ossensor_shared::tcpseg::{self, LINKTYPE_ETHERNET, RST};
 use ossensor_shared::log;
 use ossensor_shared::sockdiag;
@@ -24,9 +27,16 @@ const MAX_FLOWS: usize = 65_536;
 const LOCAL_REFRESH: Duration = Duration::from_secs(5);
 /// How long to wait for the supervisor to destroy a local socket.
 const DESTROY_WAIT_MS: i32 = 50;
+/// A refused action set of one kind is logged and audited at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Responder {
     enforcer: Enforcer,
+    verifier: SetVerifier,
+    /// A set that came before any key was pinned: verified once one is.
+    unverified: Option<SignedSet>,
+    /// Refusals of sets, by kind, and when each was last logged.
+    refused_logged: HashMap<&'static str, Instant>,
     linktype: i32,
     decided: Vec<Injection>,
     frame: Vec<u8>,
@@ -102,8 +112,9 @@ impl LocalSockets {
 impl Responder {
     /// None when the link type cannot carry what we would send (only
     /// Ethernet can).
-    /// `destroy_fd`: the supervisor's socket-destroy channel, if it gave one.
-    pub fn new(interface: &str, linktype: i32, destroy_fd: Option<i32>) -> Option<Responder> {
+    /// `destroy_fd`: the supervisor's socket-destroy channel, if it gave one;
+    /// `key`: the action key it pinned, if one is pinned yet.
+    pub fn new(interface: &str, linktype: i32, destroy_fd: Option<i32>, key: Option<PublicKey>) -> Option<Responder> {
         if linktype != LINKTYPE_ETHERNET {
             return None;
         }
@@ -118,6 +129,9 @@ impl Responder {
         });
         Some(Responder {
             enforcer: Enforcer::new(own_mac, MAX_FLOWS),
+            verifier: SetVerifier::new(key),
+            unverified: None,
+            refused_logged: HashMap::new(),
             linktype,
             decided: Vec::new(),
             frame: Vec::with_capacity(80),
@@ -133,10 +147,48 @@ impl Responder {
         }
     }
 
-    /// The full set of actions in force, as the uplink sends it: new ones
-    /// are applied (resetting and probing the known flows they cover),
-    /// missing ones cancelled.
-    pub fn set_actions(&mut self, now_ns: u64, actions: &[Action]) {
+    /// The action key the supervisor pinned after this worker started.
+    pub fn set_key(&mut self, now_ns: u64, key: PublicKey) {
+        if self.verifier.key() != Some(key) {
+            log!(ACTIONS, "{}: response actions are verified with the action key {key}", self.interface);
+            self.verifier.set_key(key);
+            if let Some(set) = self.unverified.take() {
+                self.take_signed(now_ns, &set);
+            }
+        }
+    }
+
+    /// The set of actions in force as the collector signed it, relayed by
+    /// the uplink. Once verified, new actions are applied (resetting and
+    /// probing the known flows they cover) and missing ones cancelled. A
+    /// refused set changes nothing.
+    pub fn take_signed(&mut self, now_ns: u64, set: &SignedSet) {
+        match self.verifier.accept(now_ns, set) {
+            Ok(accepted) => {
+                log!(ACTIONS, "{}: action set version {} verified: {} in force", self.interface, accepted.version, accepted.actions.len());
+                self.set_actions(now_ns, &accepted.actions);
+            }
+            Err(Refusal::NoKey) => {
+                // The first registration pins the key; this set waits for it.
+                log!(ACTIONS, "{}: an action set waits for the action key to be pinned", self.interface);
+                self.unverified = Some(set.clone());
+            }
+            Err(refusal) => {
+                let kind = refusal.kind();
+                let due = self.refused_logged.get(kind).is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY);
+                if due {
+                    self.refused_logged.insert(kind, Instant::now());
+                    log!(slog::BASIC, "{}: refused an action set: {refusal}; nothing of it is enforced", self.interface);
+                    slog::audit(slog::AuditSeverity::Warning, "action_set_refused", &[("interface", &self.interface), ("reason", kind)]);
+                }
+            }
+        }
+    }
+
+    /// Applies a verified set: actions are told apart by id (a set signed
+    /// again later carries the same ids, and must not reset their flows
+    /// again); new ones applied, missing ones cancelled.
+    fn set_actions(&mut self, now_ns: u64, actions: &[Action]) {
         let current: Vec<Action> = self.enforcer.actions().to_vec();
         for old in &current {
             if !actions.iter().any(|a| a.id == old.id) && self.enforcer.cancel(old.id) {
@@ -144,7 +196,7 @@ impl Responder {
             }
         }
         for a in actions {
-            if current.contains(a) {
+            if current.iter().any(|c| c.id == a.id) {
                 continue;
             }
             self.enforcer.apply(now_ns, *a, &mut self.decided);

@@ -31,8 +31,10 @@ impl LogConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerConfig {
     pub interface: String,
-    /// The uplink's Unix socket.
-    pub socket_path: String,
+    /// The fd of the control channel to the supervisor, which hands over
+    /// the connection to the uplink and the pinned action key
+    /// (`supervision`).
+    pub control_fd: i32,
     /// Kernel ring size for each of the interface's two capture handles.
     pub ring_bytes: u64,
     /// Enforce response actions (ANTIGENA_ENABLED): track TCP flows and send
@@ -43,12 +45,19 @@ pub struct WorkerConfig {
     /// connections that end on this host), if it gave one.
     #[serde(default)]
     pub destroy_fd: Option<i32>,
+    /// The collector's action key as the supervisor pinned it (`ed25519:`
+    /// and hex); None until the first registration pins one. Response
+    /// actions are verified with it and nothing else.
+    #[serde(default)]
+    pub action_key: Option<String>,
     pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UplinkConfig {
-    pub socket_path: String,
+    /// The fd of the control channel to the supervisor, which hands over
+    /// the workers' connections (`supervision`).
+    pub control_fd: i32,
     pub collector_host: String,
     pub collector_port: u16,
     pub hmac_key: String,

@@ -1,6 +1,7 @@
 //! JSON control messages between sensor and collector (docs/protocol.md).
 
 use crate::response::{ActionStats, Target};
+use crate::signed_actions::SignedSet;
 use serde::{Deserialize, Serialize};
 
 pub const PATH_REGISTER: &str = "/v1/register";
@@ -36,6 +37,11 @@ pub struct RegisterResponse {
     /// The highest sequence the collector stored for this (sensor, epoch),
     /// so a sensor that re-registers knows where it stands.
     pub last_seq: Option<u64>,
+    /// The collector's action key (`ed25519:` and hex), which signs every
+    /// response action. The sensor's supervisor pins the first one it is
+    /// given (or the one OSSENSOR_ACTION_KEY names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_key: Option<String>,
 }
 
 /// `POST /v1/chunks` answer.
@@ -52,22 +58,37 @@ pub const PATH_ACTIONS_WS: &str = "/v1/actions/ws";
 /// The operators' API (bearer token): `GET`/`POST` here, `DELETE .../{id}`.
 pub const PATH_OPERATOR_ACTIONS: &str = "/v1/operator/actions";
 
-/// One response action as the collector pushes it: the time left rather
-/// than an end time, so the sensor's clock need not agree with ours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PushedAction {
-    pub id: u64,
-    pub target: Target,
-    pub expires_in_ms: u64,
+/// A signed action set in JSON: its payload and signature in hex
+/// (`signed_actions` says what they hold).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedSetHex {
+    pub payload: String,
+    pub signature: String,
+}
+
+impl SignedSetHex {
+    pub fn from_set(s: &SignedSet) -> SignedSetHex {
+        SignedSetHex { payload: hex::encode(&s.payload), signature: hex::encode(&s.signature) }
+    }
+
+    /// The bytes; None if either field is not hex or is longer than a set
+    /// may be.
+    pub fn to_set(&self) -> Option<SignedSet> {
+        if self.payload.len() > 2 * crate::signed_actions::MAX_PAYLOAD || self.signature.len() > 2 * crate::signed_actions::SIGNATURE_LEN {
+            return None;
+        }
+        Some(SignedSet { payload: hex::decode(&self.payload).ok()?, signature: hex::decode(&self.signature).ok()? })
+    }
 }
 
 /// Collector → sensor on the WebSocket (JSON text messages).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToSensor {
-    /// Every action in force for this sensor; sent on connection and on
-    /// every change. An action missing from the set is over.
-    Actions { actions: Vec<PushedAction> },
+    /// Every action in force, signed by the collector's action key; sent
+    /// on connection, on every change and again every minute (a fresh
+    /// signature). An action missing from the set is over.
+    Actions { signed: SignedSetHex },
 }
 
 /// What one action did on one sensor: cumulative since the sensor's uplink
@@ -213,12 +234,14 @@ mod tests {
 
     #[test]
     fn action_messages_are_tagged_json() {
-        let m = ToSensor::Actions {
-            actions: vec![PushedAction { id: 3, target: Target::Quarantine { host: "198.18.0.9".parse().unwrap() }, expires_in_ms: 5000 }],
-        };
+        let set = SignedSet { payload: vec![1, 2, 0xab], signature: vec![0xcd; 64] };
+        let m = ToSensor::Actions { signed: SignedSetHex::from_set(&set) };
         let text = serde_json::to_string(&m).unwrap();
-        assert_eq!(text, r#"{"type":"actions","actions":[{"id":3,"target":{"quarantine":{"host":"198.18.0.9"}},"expires_in_ms":5000}]}"#);
+        assert_eq!(text, format!(r#"{{"type":"actions","signed":{{"payload":"0102ab","signature":"{}"}}}}"#, "cd".repeat(64)));
         assert_eq!(serde_json::from_str::<ToSensor>(&text).unwrap(), m);
+        let ToSensor::Actions { signed } = m;
+        assert_eq!(signed.to_set(), Some(set));
+        assert_eq!(SignedSetHex { payload: "zz".into(), signature: String::new() }.to_set(), None);
         let r: FromSensor = serde_json::from_str(r#"{"type":"report","actions":[{"id":3,"connections_reset":1,"connections_refused":0,"resets_sent":2,"probes_sent":2}]}"#).unwrap();
         let FromSensor::Report { actions } = r;
         assert_eq!(actions[0].stats.resets_sent, 2);

@@ -12,7 +12,8 @@
 
 use crate::bpf::BpfInsn;
 use crate::pcapng::Direction;
-use crate::response::{Action, ActionStats};
+use crate::response::ActionStats;
+use crate::signed_actions::SignedSet;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -40,9 +41,11 @@ pub enum UplinkMsg {
     /// Attach this classic BPF program (already compiled for the worker's
     /// link type) as the kernel filter.
     SetFilter { program: Vec<BpfInsn> },
-    /// The response actions in force now (the whole set: an action missing
-    /// from it is over). The worker resets only flows it has seen itself.
-    Actions { actions: Vec<Action> },
+    /// The response actions in force now, as the collector signed them
+    /// (the whole set: an action missing from it is over). The worker
+    /// verifies the signature with the key the supervisor pinned, and
+    /// resets only flows it has seen itself.
+    Actions { set: SignedSet },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,19 +298,15 @@ mod tests {
 
     #[test]
     fn actions_and_their_stats_cross_the_socket() {
-        use crate::response::{Action, ActionStats, Endpoint, Target};
-        let ep = |ip: &str, port| Endpoint { ip: ip.parse().unwrap(), port };
-        let actions = vec![
-            Action { id: 1, target: Target::Block { a: ep("198.18.0.1", None), b: ep("2001:db8::2", Some(443)) }, until_ns: 9 },
-            Action { id: 2, target: Target::Quarantine { host: "198.18.0.3".parse().unwrap() }, until_ns: u64::MAX },
-        ];
+        use crate::response::ActionStats;
+        let set = SignedSet { payload: vec![1, 2, 3], signature: vec![9; 64] };
         let mut wire = Vec::new();
-        encode_frame(&UplinkMsg::Actions { actions: actions.clone() }, &mut wire).unwrap();
+        encode_frame(&UplinkMsg::Actions { set: set.clone() }, &mut wire).unwrap();
         let stats = vec![(1, ActionStats { connections_reset: 1, connections_refused: 2, resets_sent: 3, probes_sent: 4 })];
         encode_frame(&WorkerMsgRef::ActionStats(stats.clone()), &mut wire).unwrap();
         let mut d = FrameDecoder::new();
         d.push(&wire);
-        assert_eq!(d.next::<UplinkMsg>().unwrap(), Some(UplinkMsg::Actions { actions }));
+        assert_eq!(d.next::<UplinkMsg>().unwrap(), Some(UplinkMsg::Actions { set }));
         assert_eq!(d.next::<WorkerMsg>().unwrap(), Some(WorkerMsg::ActionStats(stats)));
     }
 

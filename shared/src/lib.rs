@@ -11,6 +11,7 @@
 //! - [`response`]: response actions: which resets and probes to send for the segments seen.
 //! - [`signed_actions`]: the action set the collector signs and each capture-worker verifies.
 //! - [`supervision`]: the messages between the supervisor and its children on their control channels.
+//! - [`seqpacket`]: the control channels' system calls (datagrams carrying a descriptor); the one I/O module.
 //! - [`sockdiag`]: destroying local sockets: the worker's request, the kernel's netlink message.
 //! - [`tcpseg`]: TCP segments in Ethernet frames: parsing them, building resets and probes.
 //! - [`bpf`]: classic BPF programs: compiling filters, the direction guard.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod pcapng;
 pub mod privileges;
 pub mod response;
+pub mod seqpacket;
 pub mod signed_actions;
 pub mod sockdiag;
 pub mod supervision;

@@ -45,6 +45,8 @@ const SIMPLE_KEYS: &[(&str, &str)] = &[
     ("metricsAddress", "OSSENSOR_METRICS_ADDR"),
     ("deduplicate", "OSSENSOR_DEDUPLICATE"),
     ("captureBudgetMB", "OSSENSOR_CAPTURE_BUDGET_MB"),
+    ("stateDir", "OSSENSOR_STATE_DIR"),
+    ("actionKey", "OSSENSOR_ACTION_KEY"),
 ];
 
 /// The INI key a variable is read from, for error messages under `-c`.
@@ -121,6 +123,8 @@ pub fn render(cfg: &Config) -> String {
     kv("metricsAddress", &cfg.metrics_addr.map(|a| a.to_string()).unwrap_or_default());
     kv("deduplicate", &cfg.deduplicate.to_string());
     kv("captureBudgetMB", &(cfg.ring_budget_bytes / MIB).to_string());
+    kv("stateDir", &cfg.state_dir.display().to_string());
+    kv("actionKey", &cfg.action_key.map(|k| k.to_string()).unwrap_or_default());
     s
 }
 
@@ -526,6 +530,8 @@ mod tests {
             ring in proptest::option::of(2u64..=2048),
             user in proptest::option::of(prop_oneof!["[a-z_][a-z0-9_-]{0,10}", (0u32..100000).prop_map(|u| u.to_string())]),
             runtime in proptest::option::of("/run/[a-z]{1,8}"),
+            state in proptest::option::of("/var/lib/[a-z]{1,8}"),
+            action_key in proptest::option::of(proptest::array::uniform32(any::<u8>())),
         ) -> Vec<(String, String)> {
             let mut v = vec![
                 ("VSENSOR_HOSTNAME".to_string(), host),
@@ -548,6 +554,8 @@ mod tests {
             opt("OSSENSOR_CAPTURE_BUFFER_MB", ring.map(|s| s.to_string()));
             opt("OSSENSOR_USER", user);
             opt("OSSENSOR_RUNTIME_DIR", runtime);
+            opt("OSSENSOR_STATE_DIR", state);
+            opt("OSSENSOR_ACTION_KEY", action_key.map(|k| ossensor_shared::signed_actions::PublicKey(k).to_string()));
             v
         }
     }

@@ -29,9 +29,9 @@ pub enum Output<'a> {
     File(&'a std::fs::File),
 }
 
-/// Starts `role`. `fd3`: a descriptor the child finds as its fd 3 (a
-/// worker's socket-destroy channel).
-pub fn spawn<C: Serialize>(role: Role, who: Identity, config: &C, output: Output<'_>, fd3: Option<RawFd>) -> Result<Child, String> {
+/// Starts `role`. `pass`: (fd number in the child, our descriptor) pairs:
+/// its control channel and, for a worker, its socket-destroy channel.
+pub fn spawn<C: Serialize>(role: Role, who: Identity, config: &C, output: Output<'_>, pass: &[(RawFd, RawFd)]) -> Result<Child, String> {
     let name = match role {
         Role::CaptureWorker => "ossensor-capture-worker",
         Role::Uplink => "ossensor-uplink",
@@ -53,13 +53,12 @@ pub fn spawn<C: Serialize>(role: Role, who: Identity, config: &C, output: Output
             cmd.stdout(out).stderr(err);
         }
     }
+    let pass = pass.to_vec();
     // SAFETY: the supervisor is single-threaded when it forks, and the
     // closure only makes system calls.
     unsafe {
         cmd.pre_exec(move || {
-            if let Some(fd) = fd3 {
-                pass_as_fd3(fd)?;
-            }
+            pass_fds(&pass)?;
             drop_in_child(role, who)
         });
     }
@@ -75,16 +74,26 @@ pub fn spawn<C: Serialize>(role: Role, who: Identity, config: &C, output: Output
     Ok(child)
 }
 
-/// In the child, before exec: `fd` becomes fd 3, kept across exec.
-fn pass_as_fd3(fd: RawFd) -> std::io::Result<()> {
-    let rc = if fd == 3 {
-        // Already there: only clear close-on-exec.
-        unsafe { libc::fcntl(3, libc::F_SETFD, 0) }
-    } else {
-        unsafe { libc::dup2(fd, 3) }
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
+/// In the child, before exec: each descriptor moves to its number, kept
+/// across exec. They are first copied above every target, so moving one
+/// never overwrites another that is still to move.
+fn pass_fds(pass: &[(RawFd, RawFd)]) -> std::io::Result<()> {
+    let high = pass.iter().map(|(target, _)| *target).max().unwrap_or(0) + 1;
+    let mut copies = [0 as RawFd; 8];
+    for (i, (_, fd)) in pass.iter().enumerate().take(copies.len()) {
+        copies[i] = check(unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, high) })?;
+    }
+    for (i, (target, _)) in pass.iter().enumerate().take(copies.len()) {
+        // dup2 clears close-on-exec on the target.
+        check(unsafe { libc::dup2(copies[i], *target) })?;
     }
     Ok(())
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<RawFd> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
 }

@@ -17,6 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ossensor_shared::children::{ActionsConfig, LogConfig, UplinkConfig, WorkerConfig};
+use ossensor_shared::signed_actions::PublicKey;
 
 use crate::{cfgfile, envfile};
 
@@ -49,6 +50,8 @@ pub const VARIABLES: &[&str] = &[
     "OSSENSOR_METRICS_ADDR",
     "OSSENSOR_DEDUPLICATE",
     "OSSENSOR_CAPTURE_BUDGET_MB",
+    "OSSENSOR_STATE_DIR",
+    "OSSENSOR_ACTION_KEY",
 ];
 
 /// Prefixes of variables that look like ours: an unknown one in an env file
@@ -57,6 +60,7 @@ const OUR_PREFIXES: &[&str] = &["VSENSOR_", "OSSENSOR_", "ANTIGENA_", "NETWORK_D
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/darktrace/ossensor.cfg";
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/ossensor";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ossensor";
 pub const MIB: u64 = 1024 * 1024;
 
 /// Chunks the uplink builds: closed at 1 MiB of raw packets or 200 ms after
@@ -496,6 +500,12 @@ pub struct Config {
     /// OSSENSOR_METRICS_ADDR: where the uplink serves Prometheus metrics;
     /// None = no metrics endpoint.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// OSSENSOR_STATE_DIR, default /var/lib/ossensor: what the sensor keeps
+    /// across restarts (the pinned action key).
+    pub state_dir: PathBuf,
+    /// OSSENSOR_ACTION_KEY: the collector's action key, pinned from the
+    /// first start; None = pinned at the first registration.
+    pub action_key: Option<PublicKey>,
 }
 
 /// Collects problems while validating; labels them with the config file's
@@ -804,6 +814,14 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let runtime_dir = c
         .path("OSSENSOR_RUNTIME_DIR", true)
         .unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into());
+    let state_dir = c.path("OSSENSOR_STATE_DIR", true).unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+    let action_key = c.get("OSSENSOR_ACTION_KEY").and_then(|v| match PublicKey::parse(v) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            c.bad("OSSENSOR_ACTION_KEY", Some(v), format!("{e}; the collector prints its key at start (vsensor action key)"));
+            None
+        }
+    });
     let syslog_socket = c.path("OSSENSOR_SYSLOG_SOCKET", true);
     let deduplicate = c.boolean("OSSENSOR_DEDUPLICATE", true, "true or false (any case), or 1 or 0");
     let metrics_addr = match c.get("OSSENSOR_METRICS_ADDR").filter(|v| !v.is_empty()) {
@@ -866,6 +884,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         metrics_addr,
         deduplicate,
         ring_budget_bytes,
+        state_dir,
+        action_key,
     })
 }
 
@@ -985,21 +1005,24 @@ impl Config {
 
     /// The configuration of `interface`'s worker, with `ring` bytes of
     /// kernel ring (see [`Config::ring_share`]).
-    pub fn worker_config(&self, interface: &str, socket_path: &str, ring: u64) -> WorkerConfig {
+    /// `control_fd`: where it finds its control channel; `action_key`: the
+    /// key pinned now, if any.
+    pub fn worker_config(&self, interface: &str, control_fd: i32, ring: u64, action_key: Option<PublicKey>) -> WorkerConfig {
         WorkerConfig {
             interface: interface.to_string(),
-            socket_path: socket_path.to_string(),
+            control_fd,
             ring_bytes: ring / 2,
             respond: self.antigena_enabled,
             destroy_fd: None,
+            action_key: action_key.map(|k| k.to_string()),
             log: self.log(),
         }
     }
 
     /// The configuration the uplink reads from its stdin (it carries the key).
-    pub fn uplink_config(&self, socket_path: &str) -> UplinkConfig {
+    pub fn uplink_config(&self, control_fd: i32) -> UplinkConfig {
         UplinkConfig {
-            socket_path: socket_path.to_string(),
+            control_fd,
             collector_host: self.collector_host.clone(),
             collector_port: self.collector_port,
             hmac_key: self.hmac_key.expose().to_string(),
@@ -1028,7 +1051,7 @@ impl Config {
         format!(
             "collector={}:{} key={} sensor_id={} devices={} include={:?} exclude={:?} any={} bpf={:?} \
              debug={} logfile={} antigena={} antigena_period={}s spool={}MiB compression={} \
-             capture_buffer={}MiB capture_budget={}MiB user={} runtime_dir={} ca_file={} syslog={} metrics={} deduplicate={} config_path={}",
+             capture_buffer={}MiB capture_budget={}MiB user={} runtime_dir={} state_dir={} action_key={} ca_file={} syslog={} metrics={} deduplicate={} config_path={}",
             self.collector_host,
             self.collector_port,
             self.hmac_key,
@@ -1048,6 +1071,8 @@ impl Config {
             self.ring_budget_bytes / MIB,
             self.user.as_deref().unwrap_or("(default)"),
             self.runtime_dir.display(),
+            self.state_dir.display(),
+            self.action_key.map_or("(first registration)".to_string(), |k| k.to_string()),
             opt(&self.ca_file, "(none)"),
             opt(&self.syslog_socket, "/dev/log"),
             self.metrics_addr.map_or("off".to_string(), |a| a.to_string()),
@@ -1418,6 +1443,7 @@ mod tests {
         assert_eq!(c.user, None);
         assert_eq!(c.runtime_dir, Path::new("/run/ossensor"));
         assert_eq!(c.ca_file, None);
+        assert_eq!((c.state_dir.as_path(), c.action_key), (Path::new("/var/lib/ossensor"), None));
     }
 
     #[test]
@@ -1699,6 +1725,13 @@ mod tests {
         }
         refused("OSSENSOR_RUNTIME_DIR", "run/ossensor");
         refused("OSSENSOR_RUNTIME_DIR", "/run/ossensor ");
+        refused("OSSENSOR_STATE_DIR", "var/lib/ossensor");
+        for v in ["ed25519:1234", "ed25519:", "zz"] {
+            let m = refused("OSSENSOR_ACTION_KEY", v);
+            assert!(m.contains("vsensor action key"), "{m}");
+        }
+        let key = format!("ed25519:{}", "ab".repeat(32));
+        assert_eq!(with(&[("OSSENSOR_ACTION_KEY", key.clone().leak())]).unwrap().action_key, Some(PublicKey([0xab; 32])));
         let m = refused("VSENSOR_CA_FILE", "/nonexistent/ca.pem");
         assert!(m.contains("cannot read the CA file"), "{m}");
         refused("VSENSOR_CA_FILE", "/");
@@ -1773,9 +1806,10 @@ mod tests {
             ("BPF", "tcp"),
         ])
         .unwrap();
-        let w = c.worker_config("eth0", "/run/ossensor/uplink.sock", c.ring_share(0, 1));
+        let key = PublicKey([7; 32]);
+        let w = c.worker_config("eth0", 4, c.ring_share(0, 1), Some(key));
         assert_eq!(w.interface, "eth0");
-        assert_eq!(w.socket_path, "/run/ossensor/uplink.sock");
+        assert_eq!((w.control_fd, w.action_key.as_deref()), (4, Some(key.to_string().as_str())));
         assert_eq!(w.ring_bytes, 32 * MIB);
         assert_eq!(
             w.log,
@@ -1785,7 +1819,7 @@ mod tests {
                 syslog_socket: None,
             }
         );
-        let u = c.uplink_config("/s");
+        let u = c.uplink_config(3);
         assert_eq!(
             (
                 u.collector_host.as_str(),
@@ -1804,7 +1838,7 @@ mod tests {
         );
         assert_eq!((u.ca_file, u.log.level), (None, 3));
         assert_eq!(
-            with(&[]).unwrap().uplink_config("/s").compression_level,
+            with(&[]).unwrap().uplink_config(3).compression_level,
             Some(-3)
         );
     }

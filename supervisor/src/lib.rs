@@ -12,6 +12,7 @@
 //! - [`sockdestroy`]: destroying local sockets for the workers (response actions).
 //! - [`supervise`]: the event loop, restarts and ordered shutdown.
 
+pub mod action_key;
 pub mod cfgfile;
 pub mod config;
 pub mod envfile;

@@ -6,6 +6,7 @@
 //! batch to the uplink), then the uplink (it drains them, closes its last
 //! chunk and delivers its spool), then the supervisor exits 0.
 
+use crate::action_key::{Offer, Pin};
 use crate::children::{self, Output};
 use crate::config::Config;
 use crate::interfaces;
@@ -17,10 +18,13 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use ossensor_shared::log::{audit, AuditSeverity, BASIC};
+use ossensor_shared::seqpacket::{self, Received};
+use ossensor_shared::signed_actions::PublicKey;
+use ossensor_shared::supervision::{self, FromUplink, FromWorker, ToUplink, ToWorker, MAX_MESSAGE, UPLINK_CONTROL_FD, WORKER_CONTROL_FD};
 use ossensor_shared::log;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -32,6 +36,9 @@ struct Slot {
     child: Option<Child>,
     /// Kernel ring bytes its running worker holds (0 when not running).
     ring: u64,
+    /// Our end of its control channel (`supervision`): the connections
+    /// between workers and the uplink, the action key.
+    control: Option<OwnedFd>,
     /// A worker's socket-destroy channel (response actions), our end.
     destroys: Option<Channel>,
     backoff: Backoff,
@@ -43,14 +50,13 @@ struct Slot {
 
 impl Slot {
     fn new() -> Slot {
-        Slot { child: None, ring: 0, destroys: None, backoff: Backoff::default(), restart_at: Some(Instant::now()), absent: false }
+        Slot { child: None, ring: 0, control: None, destroys: None, backoff: Backoff::default(), restart_at: Some(Instant::now()), absent: false }
     }
 }
 
 pub struct Supervisor {
     cfg: Config,
     who: Identity,
-    socket_path: String,
     log_file: Option<File>,
     uplink: Slot,
     /// Interface name → its worker.
@@ -59,13 +65,33 @@ pub struct Supervisor {
     links: LinkWatch,
     /// With response actions: destroys local sockets for the workers.
     destroyer: Option<Destroyer>,
+    /// The collector's action key, as pinned.
+    pin: Pin,
+}
+
+/// Which control channel is readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ready {
+    Uplink,
+    Worker(String),
+    Destroys(String),
 }
 
 impl Supervisor {
     pub fn new(cfg: Config, who: Identity, interfaces: Vec<String>) -> Result<Supervisor, String> {
-        let runtime = &cfg.runtime_dir;
-        prepare_runtime_dir(runtime, who)?;
-        let socket_path = runtime.join("uplink.sock").display().to_string();
+        prepare_runtime_dir(&cfg.runtime_dir, who)?;
+        let pin = Pin::load(cfg.action_key, &cfg.state_dir).map_err(|e| format!("OSSENSOR_STATE_DIR: {e}"))?;
+        match (pin.key(), pin.source()) {
+            (Some(k), Some(source)) => {
+                log!(BASIC, "response actions are verified with the collector's action key {k} (pinned by {})", source.name());
+                audit(AuditSeverity::Notice, "action_key", &[("key", &k.to_string()), ("source", source.name())]);
+            }
+            _ => log!(
+                BASIC,
+                "no action key pinned yet: the key the collector names at the first registration will be pinned in {}",
+                pin.state_file().display()
+            ),
+        }
         let log_file = match &cfg.logfile {
             Some(p) => Some(
                 std::fs::OpenOptions::new()
@@ -94,18 +120,29 @@ impl Supervisor {
             },
             false => None,
         };
-        Ok(Supervisor { cfg, who, socket_path, log_file, uplink: Slot::new(), workers, signals, links, destroyer })
+        Ok(Supervisor { cfg, who, log_file, uplink: Slot::new(), workers, signals, links, destroyer, pin })
     }
 
     pub fn run(&mut self) -> Result<(), String> {
         loop {
             self.start_due();
             let timeout = self.next_due().map_or(Duration::from_secs(5), |t| t.saturating_duration_since(Instant::now()));
-            let (sig_ready, link_ready, destroys_ready) = {
+            let (sig_ready, link_ready, channels) = {
                 let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN), PollFd::new(self.links.as_fd(), PollFlags::POLLIN)];
-                let channels: Vec<&String> = self.workers.iter().filter(|(_, s)| s.destroys.is_some()).map(|(n, _)| n).collect();
-                for name in &channels {
-                    fds.push(PollFd::new(self.workers[*name].destroys.as_ref().expect("filtered").fd.as_fd(), PollFlags::POLLIN));
+                let mut which = Vec::new();
+                if let Some(c) = &self.uplink.control {
+                    fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+                    which.push(Ready::Uplink);
+                }
+                for (name, slot) in &self.workers {
+                    if let Some(c) = &slot.control {
+                        fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+                        which.push(Ready::Worker(name.clone()));
+                    }
+                    if let Some(d) = &slot.destroys {
+                        fds.push(PollFd::new(d.fd.as_fd(), PollFlags::POLLIN));
+                        which.push(Ready::Destroys(name.clone()));
+                    }
                 }
                 let ms = timeout.as_millis().min(5000) as u16;
                 match poll(&mut fds, PollTimeout::from(ms)) {
@@ -113,13 +150,19 @@ impl Supervisor {
                     Err(e) => return Err(format!("poll: {e}")),
                 }
                 let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
-                let destroys: Vec<String> = channels.iter().zip(&fds[2..]).filter(|(_, f)| ready(f)).map(|(n, _)| (*n).clone()).collect();
-                (ready(&fds[0]), ready(&fds[1]), destroys)
+                let channels: Vec<Ready> = which.into_iter().zip(&fds[2..]).filter(|(_, f)| ready(f)).map(|(w, _)| w).collect();
+                (ready(&fds[0]), ready(&fds[1]), channels)
             };
-            for name in destroys_ready {
-                if let (Some(d), Some(slot)) = (self.destroyer.as_mut(), self.workers.get_mut(&name)) {
-                    if let Some(c) = slot.destroys.as_mut() {
-                        c.serve(&format!("capture-worker for {name}"), d);
+            for ch in channels {
+                match ch {
+                    Ready::Uplink => self.serve_uplink(),
+                    Ready::Worker(name) => self.serve_worker(&name),
+                    Ready::Destroys(name) => {
+                        if let (Some(d), Some(slot)) = (self.destroyer.as_mut(), self.workers.get_mut(&name)) {
+                            if let Some(c) = slot.destroys.as_mut() {
+                                c.serve(&format!("capture-worker for {name}"), d);
+                            }
+                        }
                     }
                 }
             }
@@ -142,6 +185,105 @@ impl Supervisor {
         }
     }
 
+    /// What the uplink says: the action key the collector named.
+    fn serve_uplink(&mut self) {
+        let mut buf = [0u8; MAX_MESSAGE];
+        loop {
+            let Some(control) = self.uplink.control.as_ref() else { return };
+            let msg = match seqpacket::recv(control.as_fd(), &mut buf, false) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Ok(Received::Closed) | Err(_) => {
+                    // Closed (the uplink is exiting) or broken: no more
+                    // from this one; the next uplink gets a new channel.
+                    self.uplink.control = None;
+                    return;
+                }
+                Ok(Received::Datagram { len, .. }) => supervision::decode::<FromUplink>(&buf[..len]),
+            };
+            match msg {
+                Ok(FromUplink::ActionKey(key)) => self.offered(key),
+                Err(e) => log!(BASIC, "refused a malformed message from the uplink: {e}"),
+            }
+        }
+    }
+
+    /// The collector named `key` at a registration.
+    fn offered(&mut self, key: PublicKey) {
+        match self.pin.offer(key) {
+            Offer::Same => {}
+            Offer::Pinned { saved } => {
+                let where_ = match &saved {
+                    Ok(()) => format!("saved in {}", self.pin.state_file().display()),
+                    Err(e) => format!("NOT saved, pinned until the sensor stops: {e}"),
+                };
+                log!(BASIC, "pinned the collector's action key {key} at the first registration ({where_})");
+                audit(
+                    AuditSeverity::Notice,
+                    "action_key_pinned",
+                    &[("key", &key.to_string()), ("source", "first_registration"), ("saved", if saved.is_ok() { "yes" } else { "no" })],
+                );
+                let msg = supervision::encode(&ToWorker::ActionKey(key));
+                for (name, slot) in &self.workers {
+                    if let Some(c) = &slot.control {
+                        if let Err(e) = seqpacket::send(c.as_fd(), &msg, None) {
+                            log!(BASIC, "capture-worker for {name}: cannot hand over the action key: {e}");
+                        }
+                    }
+                }
+            }
+            Offer::Refused { pinned, first } => {
+                if first {
+                    log!(
+                        BASIC,
+                        "the collector names action key {key}, but {pinned} is pinned: actions signed with it are refused \
+                         (set OSSENSOR_ACTION_KEY, or delete {} while the sensor is stopped, to pin another)",
+                        self.pin.state_file().display()
+                    );
+                    audit(AuditSeverity::Warning, "action_key_mismatch", &[("offered", &key.to_string()), ("pinned", &pinned.to_string())]);
+                }
+            }
+        }
+    }
+
+    /// What a worker says: its connection to the uplink failed.
+    fn serve_worker(&mut self, name: &str) {
+        let mut buf = [0u8; MAX_MESSAGE];
+        loop {
+            let Some(control) = self.workers.get(name).and_then(|s| s.control.as_ref()) else { return };
+            let msg = match seqpacket::recv(control.as_fd(), &mut buf, false) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Ok(Received::Closed) | Err(_) => {
+                    if let Some(slot) = self.workers.get_mut(name) {
+                        slot.control = None;
+                    }
+                    return;
+                }
+                Ok(Received::Datagram { len, .. }) => supervision::decode::<FromWorker>(&buf[..len]),
+            };
+            match msg {
+                Ok(FromWorker::NeedUplink) => self.connect(name),
+                Err(e) => log!(BASIC, "refused a malformed message from the capture-worker for {name}: {e}"),
+            }
+        }
+    }
+
+    /// Connects `name`'s worker to the uplink: a stream socket pair, one
+    /// end to each. The uplink's end goes first: a worker only gets a
+    /// connection the uplink holds the other end of.
+    fn connect(&mut self, name: &str) {
+        let Some(slot) = self.workers.get(name) else { return };
+        let (Some(to_uplink), Some(to_worker), Some(pid)) = (&self.uplink.control, &slot.control, slot.child.as_ref().map(Child::id)) else {
+            return; // the uplink's start connects every running worker
+        };
+        let result = seqpacket::stream_pair().and_then(|(w, u)| {
+            seqpacket::send(to_uplink.as_fd(), &supervision::encode(&ToUplink::Worker { interface: name.to_string(), pid }), Some(u.as_fd()))?;
+            seqpacket::send(to_worker.as_fd(), &supervision::encode(&ToWorker::Uplink), Some(w.as_fd()))
+        });
+        if let Err(e) = result {
+            log!(BASIC, "cannot connect the capture-worker for {name} to the uplink: {e}");
+        }
+    }
+
     fn output(&self) -> Output<'_> {
         self.log_file.as_ref().map_or(Output::Inherit, Output::File)
     }
@@ -149,11 +291,24 @@ impl Supervisor {
     fn start_due(&mut self) {
         let now = Instant::now();
         if self.uplink.restart_at.is_some_and(|t| t <= now) {
-            let mut cfg = self.cfg.uplink_config(&self.socket_path);
+            let mut cfg = self.cfg.uplink_config(UPLINK_CONTROL_FD);
             // The supervisor hands children the open log file as stdout.
             cfg.log.path = None;
-            let result = children::spawn(Role::Uplink, self.who, &cfg, self.output(), None);
-            started(&mut self.uplink, "uplink", Role::Uplink, self.who, result, now);
+            let result = seqpacket::pair().map_err(|e| format!("uplink control channel: {e}")).and_then(|(ours, theirs)| {
+                let child = children::spawn(Role::Uplink, self.who, &cfg, self.output(), &[(UPLINK_CONTROL_FD, theirs.as_raw_fd())])?;
+                Ok((child, ours))
+            });
+            let result = result.map(|(child, ours)| {
+                self.uplink.control = Some(ours);
+                child
+            });
+            if started(&mut self.uplink, "uplink", Role::Uplink, self.who, result, now) {
+                // A new uplink: every running worker gets a connection to it.
+                let names: Vec<String> = self.workers.iter().filter(|(_, s)| s.child.is_some()).map(|(n, _)| n.clone()).collect();
+                for name in names {
+                    self.connect(&name);
+                }
+            }
         }
         let due: Vec<String> = self.workers.iter().filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now)).map(|(n, _)| n.clone()).collect();
         if due.is_empty() {
@@ -173,7 +328,7 @@ impl Supervisor {
             let in_use: u64 = self.workers.values().filter(|s| s.child.is_some()).map(|s| s.ring).sum();
             let ring = self.cfg.ring_share(in_use, starting);
             starting = starting.saturating_sub(1);
-            let mut cfg = self.cfg.worker_config(&name, &self.socket_path, ring);
+            let mut cfg = self.cfg.worker_config(&name, WORKER_CONTROL_FD, ring, self.pin.key());
             cfg.log.path = None;
             // A fresh channel per start: a restarted worker never reads its
             // predecessor's answers.
@@ -186,12 +341,23 @@ impl Supervisor {
                 (None, _) => None,
             };
             cfg.destroy_fd = channel.as_ref().map(|_| sockdestroy::WORKER_FD);
-            let result = children::spawn(Role::CaptureWorker, self.who, &cfg, self.output(), channel.as_ref().map(|(_, w)| w.as_raw_fd()));
+            let result = seqpacket::pair().map_err(|e| format!("capture-worker for {name}: control channel: {e}")).and_then(|(ours, theirs)| {
+                let mut pass = vec![(WORKER_CONTROL_FD, theirs.as_raw_fd())];
+                pass.extend(channel.as_ref().map(|(_, w)| (sockdestroy::WORKER_FD, w.as_raw_fd())));
+                let child = children::spawn(Role::CaptureWorker, self.who, &cfg, self.output(), &pass)?;
+                Ok((child, ours))
+            });
             let slot = self.workers.get_mut(&name).expect("present");
-            // Our copy of the worker's end closes here.
+            let result = result.map(|(child, ours)| {
+                slot.control = Some(ours);
+                child
+            });
+            // Our copies of the worker's ends close here.
             slot.destroys = channel.map(|(ours, _)| Channel::new(ours));
             slot.ring = ring;
-            started(slot, &format!("capture-worker for {name}"), Role::CaptureWorker, self.who, result, now);
+            if started(slot, &format!("capture-worker for {name}"), Role::CaptureWorker, self.who, result, now) {
+                self.connect(&name);
+            }
         }
     }
 
@@ -237,6 +403,8 @@ impl Supervisor {
                 if let Some(mut c) = slot.child.take() {
                     terminate(&mut c, WORKER_STOP_GRACE);
                 }
+                slot.control = None;
+                slot.destroys = None;
                 slot.restart_at = None;
                 continue;
             }
@@ -289,7 +457,8 @@ fn present_interfaces() -> Option<Vec<interfaces::Interface>> {
     None
 }
 
-fn started(slot: &mut Slot, what: &str, role: Role, who: Identity, result: Result<Child, String>, now: Instant) {
+/// Records a start; whether the child runs.
+fn started(slot: &mut Slot, what: &str, role: Role, who: Identity, result: Result<Child, String>, now: Instant) -> bool {
     match result {
         Ok(child) => {
             log!(BASIC, "started {what} (pid {})", child.id());
@@ -301,11 +470,14 @@ fn started(slot: &mut Slot, what: &str, role: Role, who: Identity, result: Resul
             slot.child = Some(child);
             slot.restart_at = None;
             slot.backoff.started(now);
+            true
         }
         Err(e) => {
             let at = slot.backoff.died(now);
             log!(BASIC, "error: {e}; trying again in {} ms", at.duration_since(now).as_millis());
             slot.restart_at = Some(at);
+            slot.control = None;
+            false
         }
     }
 }
@@ -315,6 +487,8 @@ fn reap_slot(slot: &mut Slot, what: &str, now: Instant, restart: bool) {
     let Ok(Some(status)) = child.try_wait() else { return };
     let pid = child.id();
     slot.child = None;
+    slot.control = None;
+    slot.destroys = None;
     if restart {
         let at = slot.backoff.died(now);
         slot.restart_at = Some(at);

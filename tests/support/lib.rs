@@ -23,6 +23,7 @@
 //! whose interface names appear in shared output such as logs.
 
 pub mod capture;
+pub mod channel;
 pub mod netns;
 pub mod podman;
 pub mod process;

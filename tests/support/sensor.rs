@@ -132,6 +132,8 @@ pub fn base_env(collector: &Collector, dir: &Path) -> Vec<(String, String)> {
         ("VSENSOR_HMAC_KEY", KEY.to_string()),
         ("OSSENSOR_CONFIG_PATH", dir.join("ossensor.cfg").display().to_string()),
         ("OSSENSOR_RUNTIME_DIR", dir.join("run").display().to_string()),
+        // Each test's own pinned action key (its own collector's).
+        ("OSSENSOR_STATE_DIR", dir.join("state").display().to_string()),
         ("OSSENSOR_DEBUG", "2".to_string()),
         ("OSSENSOR_SENSOR_ID", "test-sensor".to_string()),
     ]

@@ -7,10 +7,15 @@ per event, with CLOCK_REALTIME time, and flushes it at once.
   tcpends.py idle HOST PORT NAME         one echo, then silence until the connection ends
   tcpends.py probe HOST PORT             one new connection: three echoes 50 ms apart;
                                          exit 0 if all came back, 1 otherwise
+  tcpends.py bare-acks SRC DST DPORT N   N bare ACK segments from SRC (random ports and
+                                         numbers, no socket behind them) to DST:DPORT,
+                                         through a raw socket (root)
 """
 import errno
 import json
+import random
 import socket
+import struct
 import sys
 import threading
 import time
@@ -102,6 +107,30 @@ def probe(host, port):
         return 1
 
 
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def bare_acks(src, dst, dport, count):
+    """Segments a spoofer (or a host with no such connection) sends: the
+    kernel adds the IP header; the TCP header and its checksum are ours."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    for _ in range(int(count)):
+        sport = random.randint(20000, 60000)
+        seq, ack = random.getrandbits(32), random.getrandbits(32)
+        header = struct.pack("!HHIIBBHHH", sport, int(dport), seq, ack, 5 << 4, 0x10, 65535, 0, 0)
+        pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header))
+        header = header[:16] + struct.pack("!H", checksum(pseudo + header)) + header[18:]
+        s.sendto(header, (dst, 0))
+        emit(event="bare_ack", sport=sport, dport=int(dport))
+        time.sleep(0.02)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "server":
@@ -110,5 +139,7 @@ if __name__ == "__main__":
         client(sys.argv[2], sys.argv[3], sys.argv[4], mode == "busy")
     elif mode == "probe":
         sys.exit(probe(sys.argv[2], sys.argv[3]))
+    elif mode == "bare-acks":
+        bare_acks(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     else:
         sys.exit(__doc__)

@@ -1,9 +1,10 @@
 //! Response actions, the uplink's part (ANTIGENA_ENABLED): a WebSocket to
 //! the collector, opened once registration has pinned the collector's
 //! certificate and reopened after any loss. The collector pushes the set of
-//! actions in force; the uplink hands it to every capture-worker (which
-//! enforce it on the flows they see) and reports what each action did every
-//! ANTIGENA_TIME_PERIOD seconds.
+//! actions in force, signed with its action key; the uplink relays it as it
+//! is to every capture-worker (which verify it, then enforce it on the
+//! flows they see) and reports what each action did every
+//! ANTIGENA_TIME_PERIOD seconds. It reads the set only to log and count it.
 //!
 //! The upgrade request is signed like every other request, and the
 //! connection is refused unless the collector presents the certificate that
@@ -13,7 +14,8 @@ use crate::intake::Filters;
 use ossensor_shared::auth::{self, RequestMeta};
 use ossensor_shared::control::{ActionReport, FromSensor, ToSensor, PATH_ACTIONS_WS};
 use ossensor_shared::log::{audit, AuditSeverity, ACTIONS, BASIC, SENDS};
-use ossensor_shared::response::{Action, ActionStats};
+use ossensor_shared::response::ActionStats;
+use ossensor_shared::signed_actions;
 use ossensor_shared::{log, timefmt};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
@@ -136,26 +138,30 @@ fn session(
             return "stopping".into();
         }
         match ws.read() {
-            Ok(Message::Text(text)) => match serde_json::from_str::<ToSensor>(text.as_str()) {
-                Ok(ToSensor::Actions { actions }) => {
+            Ok(Message::Text(text)) => match serde_json::from_str::<ToSensor>(text.as_str()).map(|ToSensor::Actions { signed }| signed.to_set()) {
+                Ok(Some(signed)) => {
                     let now = timefmt::now_ns();
-                    let set: Vec<Action> = actions
-                        .iter()
-                        .map(|a| Action { id: a.id, target: a.target, until_ns: now.saturating_add(a.expires_in_ms.saturating_mul(1_000_000)) })
-                        .collect();
-                    for a in &set {
-                        log!(ACTIONS, "response action {} received: {:?} for {} ms", a.id, a.target, (a.until_ns - now) / 1_000_000);
-                        if known.insert(a.id) {
-                            audit(
-                                AuditSeverity::Notice,
-                                "action_received",
-                                &[("id", &a.id.to_string()), ("target", &format!("{:?}", a.target)), ("seconds", &((a.until_ns - now) / 1_000_000_000).to_string())],
-                            );
+                    // Read, not verified: for the log and the audit trail.
+                    match signed_actions::decode(&signed.payload) {
+                        Ok(set) => {
+                            for a in &set.actions {
+                                let ms = a.until_ns.saturating_sub(set.issued_ns) / 1_000_000;
+                                log!(ACTIONS, "response action {} received: {:?} for {ms} ms", a.id, a.target);
+                                if known.insert(a.id) {
+                                    audit(
+                                        AuditSeverity::Notice,
+                                        "action_received",
+                                        &[("id", &a.id.to_string()), ("target", &format!("{:?}", a.target)), ("seconds", &(ms / 1000).to_string())],
+                                    );
+                                }
+                            }
+                            log!(ACTIONS, "response actions in force: {} (set version {})", set.actions.len(), set.version);
                         }
+                        Err(e) => log!(BASIC, "response actions: the collector's set does not decode ({e}); relayed, the workers will refuse it"),
                     }
-                    log!(ACTIONS, "response actions in force: {}", set.len());
-                    filters.lock().unwrap_or_else(|e| e.into_inner()).set_actions(set);
+                    filters.lock().unwrap_or_else(|e| e.into_inner()).set_actions(signed, now);
                 }
+                Ok(None) => log!(BASIC, "response actions: ignored a set whose payload or signature is not hex"),
                 Err(e) => log!(BASIC, "response actions: ignored a message the collector sent: {e}"),
             },
             Ok(Message::Close(_)) => return "closed by the collector".into(),

@@ -1,18 +1,21 @@
-//! The uplink's Unix socket: accepts capture-workers, answers each hello
-//! with the filter compiled for its link type, and passes their batches and
-//! statistics to the chunker through a bounded channel (when the chunker
-//! falls behind, workers block and the kernel rings absorb the burst; beyond
-//! them the kernel counts drops).
+//! The uplink's connections to the capture-workers: the supervisor hands
+//! each over on the control channel (`supervision`; no socket has a name,
+//! so nobody else can connect). Each worker's hello is answered with the
+//! filter compiled for its link type, and its batches and statistics go to
+//! the chunker through a bounded channel (when the chunker falls behind,
+//! workers block and the kernel rings absorb the burst; beyond them the
+//! kernel counts drops).
 
-use interprocess::local_socket::{prelude::*, GenericFilePath, ListenerOptions};
-use interprocess::os::unix::uds_local_socket::{Listener, Stream};
 use ossensor_shared::bpf::{self};
 use ossensor_shared::ipc::{encode_frame, CaptureStats, FrameDecoder, UplinkMsg, WorkerMsg};
 use ossensor_shared::log;
 use ossensor_shared::log::BASIC;
-use ossensor_shared::response::{Action, ActionStats};
+use ossensor_shared::response::ActionStats;
+use ossensor_shared::seqpacket::{self, Received};
+use ossensor_shared::signed_actions::{self, SignedSet};
+use ossensor_shared::supervision::{self, ToUplink, MAX_MESSAGE};
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
@@ -30,9 +33,17 @@ pub enum Intake {
 #[derive(Default)]
 pub struct Filters {
     expression: String,
-    actions: Vec<Action>,
+    actions: Option<Relayed>,
     workers: Vec<(u64, i32, UnixStream)>,
     next_id: u64,
+}
+
+/// The signed set the collector sent last, relayed as it is (the workers
+/// verify it), and when each of its actions ends on our clock (read from
+/// the payload without verifying it: for counting only).
+struct Relayed {
+    set: SignedSet,
+    ends_ns: Vec<u64>,
 }
 
 impl Filters {
@@ -63,25 +74,25 @@ impl Filters {
         &self.expression
     }
 
-    /// Replaces the set of response actions and sends it to every worker.
-    pub fn set_actions(&mut self, actions: Vec<Action>) {
-        self.actions = actions;
-        let msg = self.actions_msg();
+    /// Replaces the set of response actions (as the collector signed it)
+    /// and sends it to every worker. `now_ns`: our clock, for counting.
+    pub fn set_actions(&mut self, set: SignedSet, now_ns: u64) {
+        let ends_ns = match signed_actions::decode(&set.payload) {
+            Ok(s) => s.actions.iter().map(|a| now_ns.saturating_add(a.until_ns.saturating_sub(s.issued_ns))).collect(),
+            Err(_) => Vec::new(),
+        };
+        let msg = UplinkMsg::Actions { set: set.clone() };
+        self.actions = Some(Relayed { set, ends_ns });
         for (_, _, stream) in &mut self.workers {
             let _ = send(stream, &msg);
         }
     }
 
-    /// How many actions are in force now.
+    /// How many actions are in force now (as the set says; the workers
+    /// enforce only what verifies).
     pub fn actions_in_force(&self) -> usize {
         let now = ossensor_shared::timefmt::now_ns();
-        self.actions.iter().filter(|a| a.until_ns > now).count()
-    }
-
-    /// The actions still in force, as a command for a worker.
-    fn actions_msg(&self) -> UplinkMsg {
-        let now = ossensor_shared::timefmt::now_ns();
-        UplinkMsg::Actions { actions: self.actions.iter().filter(|a| a.until_ns > now).copied().collect() }
+        self.actions.as_ref().map_or(0, |r| r.ends_ns.iter().filter(|t| **t > now).count())
     }
 }
 
@@ -91,37 +102,43 @@ fn send(stream: &mut UnixStream, msg: &UplinkMsg) -> std::io::Result<()> {
     stream.write_all(&out)
 }
 
-pub fn listen(path: &str) -> Result<Listener, String> {
-    let _ = std::fs::remove_file(path);
-    let name = path.to_fs_name::<GenericFilePath>().map_err(|e| format!("socket path {path}: {e}"))?;
-    let l = ListenerOptions::new().name(name).create_sync_as::<Listener>().map_err(|e| format!("cannot listen on {path}: {e}"))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| format!("chmod {path}: {e}"))?;
-    Ok(l)
-}
-
-/// Accepts workers forever, one reader thread each.
-pub fn serve(listener: Listener, filters: Arc<Mutex<Filters>>, tx: SyncSender<Intake>) {
-    for conn in listener.incoming() {
-        let stream = match conn {
-            Ok(s) => s,
+/// Takes the workers' connections the supervisor hands over on `control`
+/// until it closes, one reader thread each.
+pub fn serve(control: Arc<OwnedFd>, filters: Arc<Mutex<Filters>>, tx: SyncSender<Intake>) {
+    let mut buf = [0u8; MAX_MESSAGE];
+    loop {
+        let (len, fd) = match seqpacket::recv(control.as_fd(), &mut buf, true) {
+            Ok(Received::Datagram { len, fd }) => (len, fd),
+            Ok(Received::Closed) => {
+                log!(BASIC, "the supervisor closed the control channel: no more workers");
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                log!(BASIC, "accepting a worker connection failed: {e}");
+                log!(BASIC, "control channel: {e}");
+                return;
+            }
+        };
+        let (interface, pid, stream) = match (supervision::decode::<ToUplink>(&buf[..len]), fd) {
+            (Ok(ToUplink::Worker { interface, pid }), Some(fd)) => (interface, pid, UnixStream::from(fd)),
+            (m, fd) => {
+                log!(BASIC, "refused a malformed control message ({m:?}, descriptor {})", fd.is_some());
                 continue;
             }
         };
         let filters = filters.clone();
         let tx = tx.clone();
         std::thread::spawn(move || {
-            if let Err(e) = read_worker(stream, &filters, &tx) {
-                log!(BASIC, "worker connection closed: {e}");
+            if let Err(e) = read_worker(stream, (&interface, pid), &filters, &tx) {
+                log!(BASIC, "connection of the worker for {interface} closed: {e}");
             }
         });
     }
 }
 
-fn read_worker(stream: Stream, filters: &Mutex<Filters>, tx: &SyncSender<Intake>) -> Result<(), String> {
-    let mut stream = UnixStream::from(OwnedFd::from(stream));
+/// `expected`: the interface and pid the supervisor connected; the
+/// worker's hello must say the same.
+fn read_worker(mut stream: UnixStream, expected: (&str, u32), filters: &Mutex<Filters>, tx: &SyncSender<Intake>) -> Result<(), String> {
     let mut decoder = FrameDecoder::new();
     // (interface, link type, id in Filters) once the worker said hello.
     let mut identity: Option<(Arc<str>, i32, u64)> = None;
@@ -151,14 +168,21 @@ fn read_worker(stream: Stream, filters: &Mutex<Filters>, tx: &SyncSender<Intake>
                     break;
                 }
                 Ok(Some(msg)) => match (msg, &identity) {
+                    (WorkerMsg::Hello { interface, pid, .. }, None) if (interface.as_str(), pid) != expected => {
+                        failed = Some(format!(
+                            "the worker said hello as {interface:?} (pid {pid}), not as the supervisor's {:?} (pid {})",
+                            expected.0, expected.1
+                        ));
+                        break;
+                    }
                     (WorkerMsg::Hello { interface, linktype, pid, .. }, None) => {
                         let interface: Arc<str> = interface.into();
                         let mut f = filters.lock().unwrap_or_else(|e| e.into_inner());
                         let program = bpf::compile(f.expression(), linktype)
                             .map_err(|e| format!("filter {:?} for link type {linktype}: {e}", f.expression()))?;
                         send(&mut stream, &UplinkMsg::SetFilter { program }).map_err(|e| e.to_string())?;
-                        if !f.actions.is_empty() {
-                            send(&mut stream, &f.actions_msg()).map_err(|e| e.to_string())?;
+                        if let Some(r) = &f.actions {
+                            send(&mut stream, &UplinkMsg::Actions { set: r.set.clone() }).map_err(|e| e.to_string())?;
                         }
                         let id = f.next_id;
                         f.next_id += 1;

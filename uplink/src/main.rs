@@ -4,7 +4,8 @@
 //! to the collector over HTTPS with HMAC-signed requests, in order, each
 //! exactly once (the collector ignores a (epoch, seq) it already stored).
 //!
-//! Threads: the socket acceptor and one reader per worker (intake), the
+//! Threads: the control channel (the supervisor hands over each worker's
+//! connection) and one reader per worker (intake), the
 //! chunker (this thread), and the sender. Shutdown on SIGTERM: the
 //! supervisor stops the workers first; the uplink then drains what they
 //! sent, closes the last chunk, and delivers the spool before exiting.
@@ -27,6 +28,7 @@ use ossensor_shared::{bpf, chunk, log};
 use sender::Shared;
 use spool::{OverflowReport, SpooledChunk};
 use std::collections::BTreeMap;
+use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
@@ -133,17 +135,22 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         start_filter
     );
 
-    let listener = intake::listen(&cfg.socket_path)?;
+    // SAFETY: the supervisor passed this descriptor for us alone; it is
+    // checked to be open before it is owned.
+    if unsafe { libc::fcntl(cfg.control_fd, libc::F_GETFD) } < 0 {
+        return Err(format!("no control channel at fd {}: the supervisor starts this process", cfg.control_fd));
+    }
+    let control = Arc::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(cfg.control_fd) });
     // Room for a few batches (each at most about 1.3 MiB); beyond that
     // workers wait and their rings hold the packets. Bounded in count, so
     // in memory: INTAKE_QUEUE batches at most (docs/reliability.md, host
     // protection).
     let (tx, rx) = sync_channel::<Intake>(INTAKE_QUEUE);
     {
-        let filters = filters.clone();
+        let (filters, control) = (filters.clone(), control.clone());
         std::thread::Builder::new()
             .name("intake".into())
-            .spawn(move || intake::serve(listener, filters, tx))
+            .spawn(move || intake::serve(control, filters, tx))
             .map_err(|e| e.to_string())?;
     }
 
@@ -156,9 +163,10 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         let filters = filters.clone();
         let actions = actions.clone();
         let workers = worker_stats.clone();
+        let control = control.clone();
         std::thread::Builder::new()
             .name("sender".into())
-            .spawn(move || sender::run(&cfg, epoch, &shared, &filters, &actions, &workers))
+            .spawn(move || sender::run(&cfg, epoch, &shared, &filters, &actions, &workers, &control))
             .map_err(|e| e.to_string())?
     };
     if let Some(a) = &cfg.actions {

@@ -12,7 +12,11 @@ use ossensor_shared::children::UplinkConfig;
 use ossensor_shared::chunk::Encoding;
 use ossensor_shared::control::{InterfaceInfo, InterfaceStatus, RegisterRequest, StatusReport};
 use ossensor_shared::log::{audit, AuditSeverity, BASIC, SENDS};
+use ossensor_shared::seqpacket;
+use ossensor_shared::signed_actions::PublicKey;
+use ossensor_shared::supervision::{self, FromUplink};
 use ossensor_shared::{bpf, log};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -77,7 +81,23 @@ impl Shared {
 /// How often the sensor reports its running state to the collector.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
-pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filters>, actions: &ActionsShared, workers: &WorkerStats) {
+/// `control`: the supervisor's channel, where the collector's action key is
+/// offered after each registration.
+/// Tells the supervisor which action key the collector named (it pins the
+/// first one; the workers get it from the supervisor, never from us).
+fn offer_action_key(key: Option<&str>, control: &OwnedFd) {
+    match key.map(PublicKey::parse) {
+        None => log!(BASIC, "the collector named no action key: response actions cannot be verified"),
+        Some(Err(e)) => log!(BASIC, "the collector's action key {e}; response actions cannot be verified"),
+        Some(Ok(k)) => {
+            if let Err(e) = seqpacket::send(control.as_fd(), &supervision::encode(&FromUplink::ActionKey(k)), None) {
+                log!(BASIC, "cannot offer the action key to the supervisor: {e}");
+            }
+        }
+    }
+}
+
+pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filters>, actions: &ActionsShared, workers: &WorkerStats, control: &OwnedFd) {
     let mut collector = match Collector::new(&cfg.collector_host, cfg.collector_port, &cfg.hmac_key, &cfg.sensor_id, epoch, cfg.ca_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -141,6 +161,7 @@ pub fn run(cfg: &UplinkConfig, epoch: u64, shared: &Shared, filters: &Mutex<Filt
                     let fp = collector.pinned_fingerprint().unwrap_or_default();
                     *actions.dialer.lock().unwrap_or_else(|e| e.into_inner()) = collector.dialer();
                     log!(BASIC, "registered with the collector (certificate {fp}); effective filter: {effective:?}");
+                    offer_action_key(resp.action_key.as_deref(), control);
                     audit(AuditSeverity::Notice, "collector_registered", &[("certificate_sha256", &fp), ("filter", &effective)]);
                     if let Err(e) = filters.lock().unwrap_or_else(|e| e.into_inner()).replace(effective) {
                         log!(BASIC, "error: the collector's filter does not compile, keeping the previous one: {e}");

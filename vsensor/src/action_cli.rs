@@ -21,6 +21,7 @@ usage: vsensor action block --src IP [--sport PORT] --dst IP [--dport PORT] [--p
        vsensor action quarantine --host IP --for SECONDS
        vsensor action cancel ID
        vsensor action list [--json]
+       vsensor action key             the public action key sensors pin (OSSENSOR_ACTION_KEY)
 options: --data-dir DIR   the collector's data folder (default: VSENSOR_DATA_DIR, else /var/lib/vsensor)
 Run on the collector's host, as a user who can read DATA_DIR/operator.json.
 ";
@@ -39,10 +40,22 @@ enum Command {
     List { json: bool },
 }
 
+/// A call of the collector's API, or a question this host answers alone.
+#[derive(Debug, PartialEq, Eq)]
+enum Invocation {
+    Api(Command),
+    /// Print the public action key.
+    Key,
+}
+
 /// Runs `vsensor action ARGS...`; returns what to print on stdout.
 pub fn run(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<String, CliError> {
-    let (command, data_dir) = parse(args)?;
+    let (invocation, data_dir) = parse(args)?;
     let data_dir = data_dir.or_else(|| env("VSENSOR_DATA_DIR").filter(|s| !s.is_empty()).map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("/var/lib/vsensor"));
+    let command = match invocation {
+        Invocation::Key => return crate::action_key::read_public(&data_dir).map(|k| format!("{k}\n")).map_err(CliError::Failed),
+        Invocation::Api(c) => c,
+    };
     let op_path = data_dir.join(OPERATOR_FILE);
     let op: OperatorFile = serde_json::from_slice(
         &std::fs::read(&op_path).map_err(|e| CliError::Failed(format!("cannot read {} (is the collector running with this data folder?): {e}", op_path.display())))?,
@@ -122,7 +135,7 @@ fn endpoint(e: &Endpoint) -> String {
     }
 }
 
-fn parse(args: &[String]) -> Result<(Command, Option<PathBuf>), CliError> {
+fn parse(args: &[String]) -> Result<(Invocation, Option<PathBuf>), CliError> {
     let usage = |m: String| CliError::Usage(format!("{m}\n{USAGE}"));
     let mut rest: Vec<&str> = Vec::new();
     let mut opts: Vec<(&str, &str)> = Vec::new();
@@ -165,7 +178,7 @@ fn parse(args: &[String]) -> Result<(Command, Option<PathBuf>), CliError> {
     let allowed: &[&str] = match rest.first().copied() {
         Some("block") => &["--src", "--sport", "--dst", "--dport", "--proto", "--for", "--data-dir"],
         Some("quarantine") => &["--host", "--for", "--data-dir"],
-        Some("cancel" | "list") => &["--data-dir"],
+        Some("cancel" | "list" | "key") => &["--data-dir"],
         Some(other) => return Err(usage(format!("unknown action command {other:?}"))),
         None => return Err(usage("an action command is required".into())),
     };
@@ -194,12 +207,16 @@ fn parse(args: &[String]) -> Result<(Command, Option<PathBuf>), CliError> {
             let id = rest.get(1).ok_or_else(|| usage("cancel needs an action id".into()))?;
             Command::Cancel(id.parse().map_err(|_| usage(format!("action id {id:?} is not a number")))?)
         }
+        "key" => {
+            extra(1)?;
+            return Ok((Invocation::Key, take("--data-dir").map(PathBuf::from)));
+        }
         _ => {
             extra(1)?;
             Command::List { json }
         }
     };
-    Ok((cmd, take("--data-dir").map(PathBuf::from)))
+    Ok((Invocation::Api(cmd), take("--data-dir").map(PathBuf::from)))
 }
 
 /// An HTTPS client that trusts exactly the certificate in `cert_path`.
@@ -260,15 +277,16 @@ mod tests {
     fn commands_parse() {
         let (c, d) = parse(&args("block --src 198.18.0.1 --dst 198.18.0.2 --dport 7000 --for 60 --data-dir /x")).unwrap();
         assert_eq!(d, Some(PathBuf::from("/x")));
-        let Command::Create(n) = c else { panic!() };
+        let Invocation::Api(Command::Create(n)) = c else { panic!() };
         assert_eq!(n.for_seconds, 60);
         assert_eq!(
             n.target,
             Target::Block { a: Endpoint { ip: "198.18.0.1".parse().unwrap(), port: None }, b: Endpoint { ip: "198.18.0.2".parse().unwrap(), port: Some(7000) } }
         );
-        assert_eq!(parse(&args("cancel 12")).unwrap().0, Command::Cancel(12));
-        assert_eq!(parse(&args("list --json")).unwrap().0, Command::List { json: true });
-        assert!(matches!(parse(&args("quarantine --host 2001:db8::1 --for 5")).unwrap().0, Command::Create(_)));
+        assert_eq!(parse(&args("cancel 12")).unwrap().0, Invocation::Api(Command::Cancel(12)));
+        assert_eq!(parse(&args("list --json")).unwrap().0, Invocation::Api(Command::List { json: true }));
+        assert!(matches!(parse(&args("quarantine --host 2001:db8::1 --for 5")).unwrap().0, Invocation::Api(Command::Create(_))));
+        assert_eq!(parse(&args("key --data-dir /d")).unwrap(), (Invocation::Key, Some(PathBuf::from("/d"))));
     }
 
     #[test]

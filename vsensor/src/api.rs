@@ -50,6 +50,8 @@ pub struct App {
     refusals: StdMutex<HashMap<(IpAddr, &'static str), Instant>>,
     /// Response actions (kept in `DATA_DIR/actions.json`).
     pub actions: StdMutex<Book>,
+    /// Signs every set of actions the sensors receive.
+    pub action_key: crate::action_key::ActionKey,
     /// Bumped on every change of the set in force; each sensor's WebSocket
     /// watches it.
     actions_version: tokio::sync::watch::Sender<u64>,
@@ -249,7 +251,15 @@ pub(crate) fn response(status: StatusCode, body: Vec<u8>, content_type: &'static
 }
 
 impl App {
-    pub fn new(key: Vec<u8>, cert_sha256: [u8; 32], registry: Registry, store: Arc<Store>, actions: Book, operator_token: String) -> App {
+    pub fn new(
+        key: Vec<u8>,
+        cert_sha256: [u8; 32],
+        registry: Registry,
+        store: Arc<Store>,
+        actions: Book,
+        action_key: crate::action_key::ActionKey,
+        operator_token: String,
+    ) -> App {
         App {
             key,
             cert_sha256,
@@ -258,6 +268,7 @@ impl App {
             store,
             refusals: StdMutex::new(HashMap::new()),
             actions: StdMutex::new(actions),
+            action_key,
             actions_version: tokio::sync::watch::Sender::new(0),
             actions_dirty: AtomicBool::new(false),
             ws_open: StdMutex::new(Default::default()),
@@ -285,6 +296,12 @@ impl App {
             .flat_map(|(_, rec)| addresses(rec))
             .collect();
         Some(ossensor_shared::bpf::combine(&base, &crate::fleet::exclusion(&own, &peers)))
+    }
+
+    /// The set in force now, signed with the action key.
+    pub fn signed_actions(&self) -> ossensor_shared::signed_actions::SignedSet {
+        let set = self.actions.lock().unwrap_or_else(|e| e.into_inner()).action_set(timefmt::now_ns());
+        self.action_key.sign(&set)
     }
 
     /// Tells every sensor's WebSocket to send the set in force again.
@@ -551,7 +568,12 @@ async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Resul
         conn.remote,
         last_seq
     );
-    Ok(json(&RegisterResponse { filter, max_chunk_bytes: chunk::MAX_RAW_CHUNK as u64, last_seq }))
+    Ok(json(&RegisterResponse {
+        filter,
+        max_chunk_bytes: chunk::MAX_RAW_CHUNK as u64,
+        last_seq,
+        action_key: Some(app.action_key.public.to_string()),
+    }))
 }
 
 async fn chunks(app: &App, conn: &Conn, h: &AuthHeaders, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, Refusal> {

@@ -6,6 +6,7 @@
 //! - [`server`]: accept loop (listener and shutdown passed in), periodic driver.
 //! - [`api`]: authenticate, then route `/v1/register`, `/v1/chunks` and `/v1/actions/ws`.
 //! - [`action_cli`]: `vsensor action ...`, the operators' command line.
+//! - [`action_key`]: the Ed25519 key every set of actions is signed with.
 //! - [`actions`]: the book of response actions (`actions.json`).
 //! - [`fleet`]: each packet once across sensors: the filters between them.
 //! - [`operator`]: the operators' API for actions (bearer token in `operator.json`).
@@ -18,6 +19,7 @@
 //! pcapng) lives in the sans-IO crate `ossensor-shared`.
 
 pub mod action_cli;
+pub mod action_key;
 pub mod actions;
 pub mod api;
 pub mod config;
@@ -30,6 +32,7 @@ pub mod store;
 pub mod tls;
 pub mod ws;
 
+use ossensor_shared::log;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -60,8 +63,16 @@ impl Collector {
         let store = store::Store::open(&config.data_dir, limits)
             .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?;
         let book = actions::Book::open(&config.data_dir).map_err(|e| format!("cannot read the response actions: {e}"))?;
+        let action_key = action_key::ActionKey::load_or_make(&config.data_dir)?;
+        log!(
+            log::BASIC,
+            "response actions are signed with the action key {} ({}; {})",
+            action_key.public,
+            if action_key.generated { "new" } else { "kept" },
+            config.data_dir.join(action_key::PUBLIC_FILE).display()
+        );
         let token = operator::load_or_make_token(&config.data_dir)?;
-        let app = Arc::new(api::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store), book, token));
+        let app = Arc::new(api::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store), book, action_key, token));
         Ok(Collector { app, tls, data_dir: config.data_dir.clone() })
     }
 

@@ -1,14 +1,17 @@
 //! The sensors' WebSocket for response actions (`GET /v1/actions/ws`, signed
-//! like every request; see `api::route`). On connection, and whenever the
-//! set changes, the collector sends every action in force; the sensor sends
-//! reports, which go into the book. Pings every 20 s find dead peers.
+//! like every request; see `api::route`). On connection, whenever the set
+//! changes, and every minute (a fresh signature, which workers need: they
+//! refuse a set signed too long ago), the collector sends every action in
+//! force, signed with its action key; the sensor sends reports, which go
+//! into the book. Pings every 20 s find dead peers.
 
 use crate::api::{response, App, Resp};
 use futures_util::{SinkExt, StreamExt};
 use hyper::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
-use ossensor_shared::control::{FromSensor, ToSensor};
+use ossensor_shared::control::{FromSensor, SignedSetHex, ToSensor};
+use ossensor_shared::signed_actions::RESIGN_EVERY_NS;
 use ossensor_shared::{log, timefmt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,22 +59,24 @@ async fn serve(app: Arc<App>, sensor: String, ws: WebSocketStream<TokioIo<hyper:
     let (mut tx, mut rx) = ws.split();
     let mut changed = app.actions_watch();
     let mut ping = tokio::time::interval(PING_EVERY);
+    let mut resign = tokio::time::interval(Duration::from_nanos(RESIGN_EVERY_NS));
+    resign.tick().await; // the first tick is now: the set is sent below
     // A sensor that sends garbage must not flood the log.
     let mut said_malformed = false;
     app.set_ws_connected(&sensor, true);
     log!(log::BASIC, "sensor {sensor}: response-action channel open");
     let why = loop {
-        // Send the set now (first pass, or after a change).
-        let set = app.actions.lock().unwrap_or_else(|e| e.into_inner()).in_force(timefmt::now_ns());
-        let n = set.len();
-        let text = serde_json::to_string(&ToSensor::Actions { actions: set }).expect("serialisable");
+        // Send the set now (first pass, after a change, or to sign it again).
+        let signed = app.signed_actions();
+        let text = serde_json::to_string(&ToSensor::Actions { signed: SignedSetHex::from_set(&signed) }).expect("serialisable");
         if let Err(e) = tx.send(Message::text(text)).await {
             break e.to_string();
         }
-        log!(log::ACTIONS, "sensor {sensor}: sent {n} actions in force");
+        log!(log::ACTIONS, "sensor {sensor}: sent the signed set of actions in force ({} bytes)", signed.payload.len());
         let next = loop {
             tokio::select! {
                 c = changed.changed() => break if c.is_ok() { None } else { Some("stopping".to_string()) },
+                _ = resign.tick() => break None,
                 _ = ping.tick() => {
                     if let Err(e) = tx.send(Message::Ping(Vec::new().into())).await {
                         break Some(e.to_string());
