@@ -65,6 +65,8 @@ impl Server {
         let cert_sha256 = collector.cert_sha256();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // As the binary does: operator.json names where operators reach it.
+        collector.write_operator_file(addr).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(collector.run(listener, async move {
             let _ = rx.await;
@@ -618,6 +620,99 @@ async fn rotation_by_size_and_retention_across_sensors() {
             ossensor_shared::pcapng::check_sections(&std::fs::read(&f).unwrap()).unwrap();
         }
     }
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// The operators' API
+// ---------------------------------------------------------------------------
+
+/// The operators' tokens in operator.json: (read token, action token).
+/// Before the split there was one `token`, which could do both.
+fn operator_tokens(data_dir: &Path) -> (String, String) {
+    let f: serde_json::Value = serde_json::from_slice(&std::fs::read(data_dir.join("operator.json")).unwrap()).unwrap();
+    let field = |name: &str| f[name].as_str().or(f["token"].as_str()).unwrap_or_else(|| panic!("no {name} in {f}")).to_string();
+    (field("read_token"), field("action_token"))
+}
+
+/// Standard base64 with padding (RFC 4648).
+fn base64(raw: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in raw.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+fn h(name: &str, value: &str) -> (String, String) {
+    (name.to_string(), value.to_string())
+}
+
+fn bearer(token: &str) -> (String, String) {
+    h("authorization", &format!("Bearer {token}"))
+}
+
+/// What a browser sends with cached credentials: HTTP Basic.
+fn basic(token: &str) -> (String, String) {
+    h("authorization", &format!("Basic {}", base64(format!("operator:{token}").as_bytes())))
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+fn json_type() -> (String, String) {
+    h(JSON.0, JSON.1)
+}
+
+const QUARANTINE: &[u8] = br#"{"target":{"quarantine":{"host":"198.18.0.9"}},"for_seconds":600}"#;
+
+/// The actions the collector holds, read with the read token.
+async fn action_list(c: &mut Client, read_token: &str) -> Vec<serde_json::Value> {
+    let r = c.request("GET", "/v1/operator/actions", &[bearer(read_token)], b"").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json::<serde_json::Value>()["actions"].as_array().unwrap().clone()
+}
+
+/// A refusal: a 4xx with a JSON reason.
+fn assert_refused(r: &Resp, status: u16, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", String::from_utf8_lossy(&r.body));
+    assert!(!r.error().is_empty(), "{what}: a reason");
+}
+
+/// The cross-site request forgery the review found: a page on another
+/// site posts an HTML form (`enctype="text/plain"`, the field name holding
+/// JSON up to `"x":"`, its value `"}`), and the browser adds the Basic
+/// credentials it cached for `/status`.
+#[tokio::test]
+async fn a_cross_site_form_post_with_cached_basic_credentials_orders_nothing() {
+    let (dir, server, mut c) = started().await;
+    let (read, action) = operator_tokens(dir.path());
+    let form = [&br#"{"target":{"quarantine":{"host":"198.18.0.9"}},"for_seconds":31622400,"x":""#[..], b"=", b"\"}"].concat();
+    assert!(serde_json::from_slice::<serde_json::Value>(&form).is_ok(), "the form body is JSON");
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        for token in [&action, &read] {
+            let headers = [basic(token), h("content-type", content_type), h("origin", "https://evil.example"), h("sec-fetch-site", "cross-site")];
+            let r = c.request("POST", "/v1/operator/actions", &headers, &form).await;
+            assert!((400..500).contains(&r.status), "{content_type}: refused, not {} {}", r.status, String::from_utf8_lossy(&r.body));
+            assert!(!r.error().is_empty());
+        }
+    }
+    assert_eq!(action_list(&mut c, &read).await, Vec::<serde_json::Value>::new(), "no action was ordered");
+    server.stop().await;
+}
+
+/// HTTP Basic is what browsers cache and send by themselves: refused for
+/// ordering actions even with the right token, a JSON body and no Origin.
+#[tokio::test]
+async fn basic_credentials_cannot_order_actions() {
+    let (dir, server, mut c) = started().await;
+    let (read, action) = operator_tokens(dir.path());
+    let r = c.request("POST", "/v1/operator/actions", &[basic(&action), json_type()], QUARANTINE).await;
+    assert_refused(&r, 401, "Basic with the action token");
+    assert_eq!(action_list(&mut c, &read).await, Vec::<serde_json::Value>::new(), "no action was ordered");
     server.stop().await;
 }
 
