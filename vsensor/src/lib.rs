@@ -8,7 +8,9 @@
 //! - [`action_cli`]: `vsensor action ...`, the operators' command line.
 //! - [`actions`]: the book of response actions (`actions.json`).
 //! - [`fleet`]: each packet once across sensors: the filters between them.
-//! - [`operator`]: the operators' API for actions (bearer token in `operator.json`).
+//! - [`operator`]: the operators' API: status and actions.
+//! - [`operator_auth`]: who may read or act there, and the cross-site rules.
+//! - [`operator_file`]: `operator.json`, its two tokens, their rotation and reload.
 //! - [`status`]: the fleet as operators see it: JSON, the `/status` page, `/metrics`.
 //! - [`ws`]: the sensors' WebSocket: actions pushed, reports received.
 //! - [`registry`]: the known sensors, `registry.json`.
@@ -23,6 +25,8 @@ pub mod api;
 pub mod config;
 pub mod fleet;
 pub mod operator;
+pub mod operator_auth;
+pub mod operator_file;
 pub mod registry;
 pub mod server;
 pub mod status;
@@ -60,8 +64,8 @@ impl Collector {
         let store = store::Store::open(&config.data_dir, limits)
             .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?;
         let book = actions::Book::open(&config.data_dir).map_err(|e| format!("cannot read the response actions: {e}"))?;
-        let token = operator::load_or_make_token(&config.data_dir)?;
-        let app = Arc::new(api::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store), book, token));
+        let tokens = operator_file::open(&config.data_dir, &operator::local_url(config.listen))?;
+        let app = Arc::new(api::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store), book, tokens));
         Ok(Collector { app, tls, data_dir: config.data_dir.clone() })
     }
 
@@ -74,11 +78,10 @@ impl Collector {
         &self.tls
     }
 
-    /// Writes `DATA_DIR/operator.json` (this collector's local URL and the
-    /// operators' token) for `vsensor action`.
+    /// Writes this collector's local URL into `DATA_DIR/operator.json` for
+    /// `vsensor action`. The tokens in the file stay.
     pub fn write_operator_file(&self, listening: std::net::SocketAddr) -> Result<(), String> {
-        let f = operator::OperatorFile { url: operator::local_url(listening), token: self.app.operator_token.clone() };
-        operator::write_file(&self.data_dir, &f).map_err(|e| format!("cannot write {}: {e}", self.data_dir.join(operator::OPERATOR_FILE).display()))
+        operator_file::write_url(&self.data_dir, &operator::local_url(listening), &self.app.operator_tokens.current())
     }
 
     /// Serves on `listener` until `shutdown` completes; then drains

@@ -627,11 +627,14 @@ async fn rotation_by_size_and_retention_across_sensors() {
 // The operators' API
 // ---------------------------------------------------------------------------
 
+fn operator_file(data_dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(data_dir.join("operator.json")).unwrap()).unwrap()
+}
+
 /// The operators' tokens in operator.json: (read token, action token).
-/// Before the split there was one `token`, which could do both.
 fn operator_tokens(data_dir: &Path) -> (String, String) {
-    let f: serde_json::Value = serde_json::from_slice(&std::fs::read(data_dir.join("operator.json")).unwrap()).unwrap();
-    let field = |name: &str| f[name].as_str().or(f["token"].as_str()).unwrap_or_else(|| panic!("no {name} in {f}")).to_string();
+    let f = operator_file(data_dir);
+    let field = |name: &str| f[name].as_str().unwrap_or_else(|| panic!("no {name} in operator.json")).to_string();
     (field("read_token"), field("action_token"))
 }
 
@@ -713,6 +716,122 @@ async fn basic_credentials_cannot_order_actions() {
     let r = c.request("POST", "/v1/operator/actions", &[basic(&action), json_type()], QUARANTINE).await;
     assert_refused(&r, 401, "Basic with the action token");
     assert_eq!(action_list(&mut c, &read).await, Vec::<serde_json::Value>::new(), "no action was ordered");
+    server.stop().await;
+}
+
+/// Who may order, cancel and list: only the action token as Bearer, with a
+/// JSON body, from no other origin.
+#[tokio::test]
+async fn only_the_action_token_as_bearer_orders_and_cancels_from_the_own_origin() {
+    let (dir, server, mut c) = started().await;
+    let (read, action) = operator_tokens(dir.path());
+    assert_ne!(read, action);
+    assert!(read.len() >= 64 && action.len() >= 64, "at least 32 random bytes, hex");
+    let r = c.request("POST", "/v1/operator/actions", &[bearer(&read), json_type()], QUARANTINE).await;
+    assert_refused(&r, 403, "the read token as Bearer");
+    assert!(r.error().contains("read-only token cannot order actions"), "{}", r.error());
+    let r = c.request("POST", "/v1/operator/actions", &[bearer(&"0".repeat(64)), json_type()], QUARANTINE).await;
+    assert_refused(&r, 401, "a wrong token");
+    let r = c.request("POST", "/v1/operator/actions", &[json_type()], QUARANTINE).await;
+    assert_refused(&r, 401, "no token");
+
+    let r = c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await;
+    assert_eq!(r.status, 201, "the action token as Bearer, JSON, no Origin: {}", String::from_utf8_lossy(&r.body));
+    let first = r.json::<serde_json::Value>()["id"].as_u64().unwrap();
+
+    let r = c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type(), h("origin", "https://evil.example")], QUARANTINE).await;
+    assert_refused(&r, 403, "a foreign Origin");
+    assert!(r.error().contains("evil.example"), "{}", r.error());
+    for site in ["cross-site", "same-site"] {
+        let r = c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type(), h("sec-fetch-site", site)], QUARANTINE).await;
+        assert_refused(&r, 403, site);
+    }
+    // The test client sends `host: localhost`.
+    let own = [bearer(&action), h("content-type", "Application/JSON; charset=utf-8"), h("origin", "https://localhost"), h("sec-fetch-site", "same-origin")];
+    let r = c.request("POST", "/v1/operator/actions", &own, QUARANTINE).await;
+    assert_eq!(r.status, 201, "the collector's own origin: {}", String::from_utf8_lossy(&r.body));
+
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let r = c.request("POST", "/v1/operator/actions", &[bearer(&action), h("content-type", content_type)], QUARANTINE).await;
+        assert_refused(&r, 415, content_type);
+        assert!(r.error().contains(content_type), "names what it got: {}", r.error());
+    }
+    let r = c.request("POST", "/v1/operator/actions", &[bearer(&action)], QUARANTINE).await;
+    assert_refused(&r, 415, "no content type");
+
+    let path = format!("/v1/operator/actions/{first}");
+    let r = c.request("DELETE", &path, &[basic(&action)], b"").await;
+    assert_refused(&r, 401, "DELETE with Basic");
+    assert!(r.error().contains("Bearer"), "{}", r.error());
+    let r = c.request("DELETE", &path, &[bearer(&read)], b"").await;
+    assert_refused(&r, 403, "DELETE with the read token");
+    let r = c.request("DELETE", &path, &[bearer(&action), h("origin", "https://evil.example")], b"").await;
+    assert_refused(&r, 403, "DELETE from a foreign Origin");
+
+    // Listing: the read token either way, the action token as Bearer.
+    let states = |list: &[serde_json::Value]| list.iter().map(|a| a["state"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(states(&action_list(&mut c, &read).await), ["active", "active"], "every refusal changed nothing");
+    let r = c.request("DELETE", &path, &[bearer(&action)], b"").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json::<serde_json::Value>()["cancelled"], true);
+    assert_eq!(states(&action_list(&mut c, &action).await), ["cancelled", "active"]);
+    let r = c.request("GET", "/v1/operator/actions", &[basic(&read)], b"").await;
+    assert_eq!(r.status, 200);
+    let r = c.request("GET", "/v1/operator/actions", &[basic(&action)], b"").await;
+    assert_refused(&r, 401, "the action token never as Basic");
+    server.stop().await;
+}
+
+/// The read token opens the status page, the JSON status and the metrics,
+/// as Basic (browsers) or Bearer (Prometheus, scripts).
+#[tokio::test]
+async fn the_read_token_reads_with_basic_or_bearer_and_wrong_tokens_are_refused() {
+    let (dir, server, mut c) = started().await;
+    let (read, action) = operator_tokens(dir.path());
+    for path in ["/status", "/metrics", "/v1/operator/status"] {
+        for auth in [basic(&read), bearer(&read), bearer(&action)] {
+            let r = c.request("GET", path, std::slice::from_ref(&auth), b"").await;
+            assert_eq!(r.status, 200, "{path} with {}", auth.1.split(' ').next().unwrap());
+        }
+        for auth in [basic("wrong"), bearer("wrong"), basic(&action), h("authorization", "Digest x")] {
+            let r = c.request("GET", path, &[auth], b"").await;
+            assert_refused(&r, 401, path);
+        }
+        let r = c.request("GET", path, &[], b"").await;
+        assert_refused(&r, 401, path);
+        assert_eq!(r.headers.contains_key("www-authenticate"), path == "/status", "only the page asks a browser for the token");
+    }
+    let r = c.request("GET", "/v1/operator/status", &[bearer(&read)], b"").await;
+    assert!(r.json::<serde_json::Value>()["sensors"].is_array());
+    server.stop().await;
+}
+
+/// An operator.json from before the split: its token stays valid for
+/// reading (Prometheus and browsers keep working) and cannot act; a new
+/// action token is made once.
+#[tokio::test]
+async fn an_old_single_token_becomes_the_read_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = "5e".repeat(32);
+    std::fs::write(dir.path().join("operator.json"), format!(r#"{{"url":"https://127.0.0.1:1","token":"{old}"}}"#)).unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let (read, action) = operator_tokens(dir.path());
+    assert_eq!(read, old);
+    assert!(action.len() == 64 && action != old);
+    assert!(operator_file(dir.path()).get("token").is_none());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(dir.path().join("operator.json")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let mut c = Client::connect(server.addr).await;
+    assert_eq!(c.request("GET", "/status", &[basic(&old)], b"").await.status, 200);
+    assert_eq!(c.request("GET", "/metrics", &[bearer(&old)], b"").await.status, 200);
+    assert_refused(&c.request("POST", "/v1/operator/actions", &[bearer(&old), json_type()], QUARANTINE).await, 403, "the old token");
+    assert_eq!(c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await.status, 201);
+    server.stop().await;
+
+    // A second start keeps both.
+    let server = Server::start(dir.path(), &[]).await;
+    assert_eq!(operator_tokens(dir.path()), (read, action));
     server.stop().await;
 }
 
