@@ -22,6 +22,9 @@ vsensor: the ossensor collector. Registers sensors, verifies their signed
 requests and stores their packets as pcapng files.
 
 USAGE: vsensor [FLAGS]
+       vsensor action COMMAND ...     order, cancel or list response actions
+       vsensor operator rotate-tokens [--read] [--action]
+                                      new operators' tokens, without a restart
 
 Every setting comes from the environment; a flag given on the command line
 wins over its variable.

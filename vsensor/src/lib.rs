@@ -6,6 +6,7 @@
 //! - [`server`]: accept loop (listener and shutdown passed in), periodic driver.
 //! - [`api`]: authenticate, then route `/v1/register`, `/v1/chunks` and `/v1/actions/ws`.
 //! - [`action_cli`]: `vsensor action ...`, the operators' command line.
+//! - [`operator_cli`]: `vsensor operator rotate-tokens`.
 //! - [`actions`]: the book of response actions (`actions.json`).
 //! - [`fleet`]: each packet once across sensors: the filters between them.
 //! - [`operator`]: the operators' API: status and actions.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod fleet;
 pub mod operator;
 pub mod operator_auth;
+pub mod operator_cli;
 pub mod operator_file;
 pub mod registry;
 pub mod server;

@@ -4,26 +4,17 @@
 use ossensor_shared::log::AuditSeverity;
 use ossensor_shared::{log, VERSION};
 use std::process::ExitCode;
+use vsensor::action_cli::CliError;
 use vsensor::config::{Invocation, RawConfig, TlsSource, HELP};
 use vsensor::{tls, Collector};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("action") {
-        return match vsensor::action_cli::run(&args[1..], |k| std::env::var(k).ok()) {
-            Ok(out) => {
-                print!("{out}");
-                ExitCode::SUCCESS
-            }
-            Err(vsensor::action_cli::CliError::Usage(m)) => {
-                eprint!("vsensor action: {m}");
-                ExitCode::from(2)
-            }
-            Err(vsensor::action_cli::CliError::Failed(m)) => {
-                eprintln!("vsensor action: {m}");
-                ExitCode::from(1)
-            }
-        };
+    let env = |k: &str| std::env::var(k).ok();
+    match args.first().map(String::as_str) {
+        Some("action") => return command("vsensor action", vsensor::action_cli::run(&args[1..], env)),
+        Some("operator") => return command("vsensor operator", vsensor::operator_cli::run(&args[1..], env)),
+        _ => {}
     }
     let raw = match RawConfig::from_process() {
         Ok(Invocation::Run(raw)) => raw,
@@ -64,6 +55,24 @@ fn main() -> ExitCode {
         Err(e) => {
             log!(log::BASIC, "error: {e}");
             eprintln!("vsensor: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A subcommand's outcome: 0 done, 1 failed, 2 usage error.
+fn command(name: &str, outcome: Result<String, CliError>) -> ExitCode {
+    match outcome {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(CliError::Usage(m)) => {
+            eprint!("{name}: {m}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(m)) => {
+            eprintln!("{name}: {m}");
             ExitCode::from(1)
         }
     }

@@ -835,6 +835,79 @@ async fn an_old_single_token_becomes_the_read_token() {
     server.stop().await;
 }
 
+/// Polls `check` every 100 ms for up to 5 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the real `vsensor ARGS` (blocking, off the runtime the collector
+/// runs on): (exit status, stdout, stderr).
+async fn vsensor_command(args: &[&str]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new(env!("CARGO_BIN_EXE_vsensor")).env_clear().args(&args).output().unwrap())
+        .await
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `vsensor operator rotate-tokens` against a running collector: the old
+/// tokens are refused and the new ones accepted within seconds, without a
+/// restart.
+#[tokio::test]
+async fn rotated_tokens_take_effect_in_a_running_collector() {
+    let (dir, server, mut c) = started().await;
+    let d = dir.path().to_str().unwrap().to_string();
+    let (read, action) = operator_tokens(dir.path());
+    assert_eq!(c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await.status, 201);
+
+    let (code, out, err) = vsensor_command(&["operator", "rotate-tokens", "--action", "--data-dir", &d]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (read2, action2) = operator_tokens(dir.path());
+    assert_eq!(read2, read, "--action leaves the read token");
+    assert_ne!(action2, action);
+    assert!(!out.contains(&action2) && !err.contains(&action2), "the new token is not printed");
+    // Polled with a request that changes nothing while it is accepted.
+    eventually("the old action token refused", async || c.request("GET", "/v1/operator/actions", &[bearer(&action)], b"").await.status == 401).await;
+    assert_refused(&c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await, 401, "the old action token");
+    assert_eq!(c.request("POST", "/v1/operator/actions", &[bearer(&action2), json_type()], QUARANTINE).await.status, 201);
+    assert_eq!(c.request("GET", "/status", &[basic(&read)], b"").await.status, 200, "the read token still works");
+
+    // No flag: both.
+    let (code, _, err) = vsensor_command(&["operator", "rotate-tokens", &format!("--data-dir={d}")]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (read3, action3) = operator_tokens(dir.path());
+    assert!(read3 != read && action3 != action2);
+    eventually("the old read token refused", async || c.request("GET", "/metrics", &[bearer(&read)], b"").await.status == 401).await;
+    assert_eq!(c.request("GET", "/metrics", &[bearer(&read3)], b"").await.status, 200);
+    assert_refused(&c.request("DELETE", "/v1/operator/actions/1", &[bearer(&action2)], b"").await, 401, "the previous action token");
+    assert_eq!(c.request("DELETE", "/v1/operator/actions/1", &[bearer(&action3)], b"").await.status, 200);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(dir.path().join("operator.json")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // `vsensor action` uses the (new) action token.
+    let (code, out, err) = vsensor_command(&["action", "quarantine", "--host", "198.18.0.7", "--for", "60", "--data-dir", &d]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "3", "the new action's id");
+
+    // Usage errors: 2, naming the option; failures: 1, naming the file.
+    let (code, _, err) = vsensor_command(&["operator", "rotate-tokens", "--all", "--data-dir", &d]).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--all"), "{err}");
+    let (code, _, err) = vsensor_command(&["operator", "rotate-tokens", "--data-dir"]).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--data-dir"), "{err}");
+    let missing = dir.path().join("nowhere");
+    let (code, _, err) = vsensor_command(&["operator", "rotate-tokens", "--data-dir", missing.to_str().unwrap()]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+    assert_eq!(operator_tokens(dir.path()), (read3, action3), "nothing changed by the refused commands");
+    server.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // The real binary
 // ---------------------------------------------------------------------------
