@@ -3,7 +3,7 @@
 //!
 //! - [`config`]: environment and flags, raw → validated.
 //! - [`tls`]: the served certificate (operator's, or self-signed once) and its SHA-256.
-//! - [`server`]: accept loop (listener and shutdown passed in), periodic driver.
+//! - [`server`]: accept loop (listeners and shutdown passed in), periodic driver.
 //! - [`api`]: authenticate, then route `/v1/register`, `/v1/chunks` and `/v1/actions/ws`.
 //! - [`action_cli`]: `vsensor action ...`, the operators' command line.
 //! - [`operator_cli`]: `vsensor operator rotate-tokens`.
@@ -66,7 +66,7 @@ impl Collector {
         let store = store::Store::open(&config.data_dir, limits)
             .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?;
         let book = actions::Book::open(&config.data_dir).map_err(|e| format!("cannot read the response actions: {e}"))?;
-        let tokens = operator_file::open(&config.data_dir, &operator::local_url(config.listen))?;
+        let tokens = operator_file::open(&config.data_dir, &operator::local_url(config.operator_listen.unwrap_or(config.listen)))?;
         let app = Arc::new(api::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store), book, tokens));
         Ok(Collector { app, tls, data_dir: config.data_dir.clone() })
     }
@@ -81,17 +81,42 @@ impl Collector {
     }
 
     /// Writes this collector's local URL into `DATA_DIR/operator.json` for
-    /// `vsensor action`. The tokens in the file stay.
+    /// `vsensor action`: `listening` is the operators' listener if there is
+    /// one, else the only one. The tokens in the file stay.
     pub fn write_operator_file(&self, listening: std::net::SocketAddr) -> Result<(), String> {
         operator_file::write_url(&self.data_dir, &operator::local_url(listening), &self.app.operator_tokens.current())
     }
 
-    /// Serves on `listener` until `shutdown` completes; then drains
-    /// in-flight requests, closes and syncs every file and writes the
+    /// Serves everything on `listener` until `shutdown` completes; then
+    /// drains in-flight requests, closes and syncs every file and writes the
     /// registry.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        self.run_listeners(listener, None, shutdown).await
+    }
+
+    /// As [`Collector::run`]; with `operators` (`VSENSOR_OPERATOR_LISTEN`),
+    /// the operators' API is served there only and `sensors` answers 404
+    /// for it (and the operators' listener 404 for the sensors' paths).
+    pub async fn run_listeners(self, sensors: TcpListener, operators: Option<TcpListener>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let periodic = tokio::spawn(server::periodic(self.app.clone()));
-        server::serve(listener, self.app.clone(), self.tls.server_config.clone(), shutdown).await;
+        let tls = self.tls.server_config.clone();
+        match operators {
+            None => server::serve(sensors, server::Serves::All, self.app.clone(), tls, shutdown).await,
+            Some(operators) => {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let stop_when = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                tokio::join!(
+                    server::serve(sensors, server::Serves::Sensors, self.app.clone(), tls.clone(), stop_when(stopped.clone())),
+                    server::serve(operators, server::Serves::Operators, self.app.clone(), tls, stop_when(stopped)),
+                    async move {
+                        shutdown.await;
+                        let _ = stop.send(true);
+                    }
+                );
+            }
+        }
         periodic.abort();
         let _ = periodic.await;
         server::close_all(self.app).await

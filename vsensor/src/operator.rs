@@ -15,9 +15,15 @@ use crate::operator_auth::{may_act, may_read};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::{Method, Request, StatusCode};
-use ossensor_shared::control::{NewAction, PATH_OPERATOR_ACTIONS};
+use ossensor_shared::control::{NewAction, PATH_OPERATOR_ACTIONS, PATH_OPERATOR_STATUS};
 use ossensor_shared::response::{Endpoint, Target};
 use ossensor_shared::{log, timefmt};
+
+/// The paths of the operators' API (served on the operators' listener
+/// when there is one, and only there).
+pub fn is_operator_path(path: &str) -> bool {
+    matches!(path, "/status" | "/metrics" | PATH_OPERATOR_STATUS) || path == "/v1/operator" || path.starts_with("/v1/operator/")
+}
 
 /// The URL a local client uses for a listening address (a wildcard
 /// address becomes loopback).
@@ -174,6 +180,16 @@ mod tests {
         assert_eq!(local_url("0.0.0.0:8443".parse().unwrap()), "https://127.0.0.1:8443");
         assert_eq!(local_url("[::]:8443".parse().unwrap()), "https://[::1]:8443");
         assert_eq!(local_url("198.18.0.1:9".parse().unwrap()), "https://198.18.0.1:9");
+    }
+
+    #[test]
+    fn operator_paths() {
+        for p in ["/status", "/metrics", "/v1/operator/status", "/v1/operator/actions", "/v1/operator/actions/7", "/v1/operator/x", "/v1/operator"] {
+            assert!(is_operator_path(p), "{p}");
+        }
+        for p in ["/healthz", "/v1/register", "/v1/chunks", "/v1/status", "/v1/actions/ws", "/v1/operatorx", "/statusx", "/"] {
+            assert!(!is_operator_path(p), "{p}");
+        }
     }
 
     #[test]

@@ -48,6 +48,8 @@ fn now() -> i64 {
 
 struct Server {
     addr: SocketAddr,
+    /// The operators' listener, with `VSENSOR_OPERATOR_LISTEN`.
+    operator_addr: Option<SocketAddr>,
     cert_sha256: [u8; 32],
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -65,13 +67,19 @@ impl Server {
         let cert_sha256 = collector.cert_sha256();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        // As the binary does: operator.json names where operators reach it.
-        collector.write_operator_file(addr).unwrap();
+        // As the binary does: a second listener for the operators if asked,
+        // and operator.json names where operators reach the collector.
+        let operators = match config.operator_listen {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.unwrap()),
+            None => None,
+        };
+        let operator_addr = operators.as_ref().map(|l| l.local_addr().unwrap());
+        collector.write_operator_file(operator_addr.unwrap_or(addr)).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(collector.run(listener, async move {
+        let task = tokio::spawn(collector.run_listeners(listener, operators, async move {
             let _ = rx.await;
         }));
-        Server { addr, cert_sha256, stop: Some(tx), task: Some(task) }
+        Server { addr, operator_addr, cert_sha256, stop: Some(tx), task: Some(task) }
     }
 
     async fn stop(mut self) {
@@ -908,6 +916,48 @@ async fn rotated_tokens_take_effect_in_a_running_collector() {
     server.stop().await;
 }
 
+/// With `VSENSOR_OPERATOR_LISTEN`, the operators' API is only there; the
+/// sensors' listener does not know it, and sensors still use the main one.
+#[tokio::test]
+async fn an_operator_listener_takes_the_operators_api_away_from_the_sensors_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("VSENSOR_OPERATOR_LISTEN", "127.0.0.1:0")]).await;
+    let op_addr = server.operator_addr.expect("an operators' listener");
+    assert_ne!(op_addr, server.addr);
+    assert_eq!(operator_file(dir.path())["url"], format!("https://127.0.0.1:{}", op_addr.port()));
+    let (read, action) = operator_tokens(dir.path());
+    let mut sensors = Client::connect(server.addr).await;
+    let mut operators = Client::connect(op_addr).await;
+    assert_eq!(operators.cert_sha256, sensors.cert_sha256, "the same certificate");
+
+    for path in ["/status", "/metrics", "/v1/operator/status", "/v1/operator/actions"] {
+        assert_eq!(operators.request("GET", path, &[bearer(&read)], b"").await.status, 200, "{path} on the operators' listener");
+        assert_refused(&sensors.request("GET", path, &[bearer(&read)], b"").await, 404, path);
+    }
+    assert_refused(&sensors.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await, 404, "POST");
+    assert_eq!(operators.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await.status, 201);
+    assert_refused(&sensors.request("DELETE", "/v1/operator/actions/1", &[bearer(&action)], b"").await, 404, "DELETE");
+
+    let (r, nonce) = register(&mut sensors, "s1", 1).await;
+    assert_eq!(r.status, 200, "sensors register on the main listener");
+    assert!(proof_ok(&sensors, &nonce, &r));
+    let (r, _) = send_chunk(&mut sensors, "s1", 1, 1, &section(2, 1), 2).await;
+    assert_eq!(r.json::<ChunkAck>(), ChunkAck { seq: 1, stored: true });
+    let (r, _) = register(&mut operators, "s2", 1).await;
+    assert_refused(&r, 404, "no sensor on the operators' listener");
+    for c in [&mut sensors, &mut operators] {
+        assert_eq!(c.request("GET", "/healthz", &[], b"").await.status, 200);
+    }
+
+    // `vsensor action` finds the operators' listener through operator.json.
+    let d = dir.path().to_str().unwrap().to_string();
+    let (code, out, err) = vsensor_command(&["action", "list", "--json", "--data-dir", &d]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["actions"].as_array().unwrap().len(), 1);
+    server.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // The real binary
 // ---------------------------------------------------------------------------
@@ -938,6 +988,19 @@ fn binary_exits_2_on_bad_configuration() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vsensor")).arg("--help").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("VSENSOR_RETENTION_MB"));
+}
+
+#[test]
+fn a_bad_operator_listen_address_exits_2_naming_it() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vsensor"))
+        .env_clear()
+        .env("VSENSOR_HMAC_KEY", "k")
+        .env("VSENSOR_OPERATOR_LISTEN", "operators.example")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("VSENSOR_OPERATOR_LISTEN") && err.contains("operators.example"), "{err}");
 }
 
 #[test]
