@@ -1,16 +1,17 @@
 //! What operators see of the fleet: a sensor with real traffic, then the
 //! collector's JSON status API, its `/status` page loaded in headless
-//! Chromium, and its Prometheus metrics, all with the operators' token
-//! (and refused without it).
+//! Chromium, and its Prometheus metrics, all with the operators' read-only
+//! token (and refused without it).
 
 use ossensor_suite::sensor::{base_env, Collector, Sensor};
 use ossensor_suite::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+/// The operators' read-only token: what browsers and Prometheus hold.
 fn token(collector: &Collector) -> String {
     let f: Value = serde_json::from_slice(&std::fs::read(collector.data_dir.join("operator.json")).unwrap()).unwrap();
-    f["token"].as_str().unwrap().to_string()
+    f["read_token"].as_str().unwrap().to_string()
 }
 
 /// curl inside `ns`: (HTTP status, body).

@@ -1,10 +1,10 @@
 //! `vsensor action ...`: the operators' command line for response actions.
 //! It calls the running collector's API, reading what it needs from the
 //! collector's own environment: `VSENSOR_DATA_DIR` (or `--data-dir`) holds
-//! `operator.json` (the local URL and the bearer token) and the certificate
-//! to trust (`tls/cert.pem`, or `VSENSOR_TLS_CERT`).
+//! `operator.json` (the local URL and the action token, sent as Bearer) and
+//! the certificate to trust (`tls/cert.pem`, or `VSENSOR_TLS_CERT`).
 
-use crate::operator::{OperatorFile, OPERATOR_FILE};
+use crate::operator_file::OPERATOR_FILE;
 use ossensor_shared::control::{ActionView, NewAction, PATH_OPERATOR_ACTIONS};
 use ossensor_shared::response::{Endpoint, Target};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -57,14 +57,26 @@ pub fn run(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Stri
         Invocation::Api(c) => c,
     };
     let op_path = data_dir.join(OPERATOR_FILE);
-    let op: OperatorFile = serde_json::from_slice(
+    /// What this command needs of operator.json.
+    #[derive(serde::Deserialize)]
+    struct Needed {
+        url: String,
+        action_token: Option<String>,
+    }
+    let op: Needed = serde_json::from_slice(
         &std::fs::read(&op_path).map_err(|e| CliError::Failed(format!("cannot read {} (is the collector running with this data folder?): {e}", op_path.display())))?,
     )
     .map_err(|e| CliError::Failed(format!("{}: {e}", op_path.display())))?;
+    let action_token = op.action_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        CliError::Failed(format!(
+            "{} has no action_token (written by an earlier version): restart the collector, or run `vsensor operator rotate-tokens --action`",
+            op_path.display()
+        ))
+    })?;
     let cert_path = env("VSENSOR_TLS_CERT").filter(|s| !s.is_empty()).map(PathBuf::from).unwrap_or_else(|| data_dir.join("tls/cert.pem"));
     let agent = agent(&cert_path)?;
     let url = format!("{}{PATH_OPERATOR_ACTIONS}", op.url);
-    let bearer = format!("Bearer {}", op.token);
+    let bearer = format!("Bearer {action_token}");
     let answer = match &command {
         Command::Create(new) => agent
             .post(&url)
@@ -304,6 +316,15 @@ mod tests {
         assert!(msg("block --src 198.18.0.1 --dst 198.18.0.2 --proto udp --for 5").starts_with("--proto \"udp\": only tcp"));
         assert!(msg("explode").starts_with("unknown action command"));
         assert!(msg("").starts_with("an action command is required"));
+    }
+
+    #[test]
+    fn an_operator_file_without_an_action_token_is_a_clear_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(OPERATOR_FILE), r#"{"url":"https://127.0.0.1:1","token":"0123456789abcdef0123456789abcdef"}"#).unwrap();
+        let d = dir.path().display().to_string();
+        let e = run(&args(&format!("list --data-dir {d}")), |_| None).unwrap_err();
+        assert!(matches!(&e, CliError::Failed(m) if m.contains("operator.json") && m.contains("action_token")), "{e:?}");
     }
 
     #[test]

@@ -59,8 +59,9 @@ pub struct App {
     actions_dirty: AtomicBool,
     /// Open response-action channels per sensor.
     ws_open: StdMutex<std::collections::BTreeMap<String, usize>>,
-    /// The bearer token of the operators' API.
-    pub operator_token: String,
+    /// The operators' read and action tokens (`DATA_DIR/operator.json`,
+    /// re-read when it changes).
+    pub operator_tokens: crate::operator_file::LiveTokens,
     /// Each sensor's last status reports (`POST /v1/status`), in memory.
     pub reports: StdMutex<std::collections::BTreeMap<String, crate::status::Reports>>,
     /// Each sensor's base filter (its uplink to us excluded), from its
@@ -258,7 +259,7 @@ impl App {
         store: Arc<Store>,
         actions: Book,
         action_key: crate::action_key::ActionKey,
-        operator_token: String,
+        operator_tokens: crate::operator_file::LiveTokens,
     ) -> App {
         App {
             key,
@@ -272,7 +273,7 @@ impl App {
             actions_version: tokio::sync::watch::Sender::new(0),
             actions_dirty: AtomicBool::new(false),
             ws_open: StdMutex::new(Default::default()),
-            operator_token,
+            operator_tokens,
             reports: StdMutex::new(Default::default()),
             base_filters: StdMutex::new(Default::default()),
             left: StdMutex::new(Default::default()),

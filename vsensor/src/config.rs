@@ -22,6 +22,9 @@ vsensor: the ossensor collector. Registers sensors, verifies their signed
 requests and stores their packets as pcapng files.
 
 USAGE: vsensor [FLAGS]
+       vsensor action COMMAND ...     order, cancel or list response actions
+       vsensor operator rotate-tokens [--read] [--action]
+                                      new operators' tokens, without a restart
 
 Every setting comes from the environment; a flag given on the command line
 wins over its variable.
@@ -31,6 +34,10 @@ wins over its variable.
   VSENSOR_HMAC_KEY_FILE     removed). Never pass the key itself as a flag.
   --listen ADDR             address:port to listen on (HTTPS)
   VSENSOR_LISTEN            default 0.0.0.0:443
+  --operator-listen ADDR    serve the operators' API (/status, /metrics,
+  VSENSOR_OPERATOR_LISTEN   /v1/operator/*) only on this address:port, e.g.
+                            127.0.0.1:8444 (same certificate); unset or
+                            empty: on the --listen address with the sensors
   --data-dir DIR            where pcapng files, registry.json and the
   VSENSOR_DATA_DIR          self-signed certificate live; default /var/lib/vsensor
   --tls-cert FILE           PEM certificate chain to serve (with --tls-key);
@@ -92,6 +99,7 @@ pub struct RawConfig {
     pub hmac_key: Option<Given>,
     pub hmac_key_file: Option<Given>,
     pub listen: Option<Given>,
+    pub operator_listen: Option<Given>,
     pub data_dir: Option<Given>,
     pub tls_cert: Option<Given>,
     pub tls_key: Option<Given>,
@@ -109,6 +117,7 @@ impl fmt::Debug for RawConfig {
             .field("hmac_key", &self.hmac_key.as_ref().map(|_| "<redacted>"))
             .field("hmac_key_file", &self.hmac_key_file)
             .field("listen", &self.listen)
+            .field("operator_listen", &self.operator_listen)
             .field("data_dir", &self.data_dir)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -134,6 +143,7 @@ pub enum Invocation {
 const SETTINGS: &[(&str, &str)] = &[
     ("VSENSOR_HMAC_KEY_FILE", "--hmac-key-file"),
     ("VSENSOR_LISTEN", "--listen"),
+    ("VSENSOR_OPERATOR_LISTEN", "--operator-listen"),
     ("VSENSOR_DATA_DIR", "--data-dir"),
     ("VSENSOR_TLS_CERT", "--tls-cert"),
     ("VSENSOR_TLS_KEY", "--tls-key"),
@@ -151,6 +161,7 @@ impl RawConfig {
             "VSENSOR_HMAC_KEY" => &mut self.hmac_key,
             "VSENSOR_HMAC_KEY_FILE" => &mut self.hmac_key_file,
             "VSENSOR_LISTEN" => &mut self.listen,
+            "VSENSOR_OPERATOR_LISTEN" => &mut self.operator_listen,
             "VSENSOR_DATA_DIR" => &mut self.data_dir,
             "VSENSOR_TLS_CERT" => &mut self.tls_cert,
             "VSENSOR_TLS_KEY" => &mut self.tls_key,
@@ -253,6 +264,9 @@ pub struct Config {
     pub key: Vec<u8>,
     /// `VSENSOR_LISTEN` / `--listen`: address and port for HTTPS (default `0.0.0.0:443`).
     pub listen: SocketAddr,
+    /// `VSENSOR_OPERATOR_LISTEN` / `--operator-listen`: where the operators'
+    /// API is served instead of `listen` (default: none, all on `listen`).
+    pub operator_listen: Option<SocketAddr>,
     /// `VSENSOR_DATA_DIR` / `--data-dir` (default `/var/lib/vsensor`).
     pub data_dir: PathBuf,
     /// `VSENSOR_TLS_CERT` + `VSENSOR_TLS_KEY`, or self-signed with
@@ -275,6 +289,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("key", &format_args!("<redacted, {} bytes>", self.key.len()))
             .field("listen", &self.listen)
+            .field("operator_listen", &self.operator_listen)
             .field("data_dir", &self.data_dir)
             .field("tls", &self.tls)
             .field("rotate_bytes", &self.rotate_bytes)
@@ -388,6 +403,17 @@ impl RawConfig {
                 .parse::<SocketAddr>()
                 .map_err(|_| bad(g, "expected ADDRESS:PORT, e.g. 0.0.0.0:443 or [::]:443"))?,
         };
+        // Empty is unset, as an env file's `VSENSOR_OPERATOR_LISTEN=` means.
+        let operator_listen = match &self.operator_listen {
+            Some(g) if !g.value.trim().is_empty() => {
+                let a = g.value.trim().parse::<SocketAddr>().map_err(|_| bad(g, "expected ADDRESS:PORT, e.g. 127.0.0.1:8444"))?;
+                if a == listen && a.port() != 0 {
+                    return Err(bad(g, format!("is the sensors' address too ({listen}); give the operators another port")));
+                }
+                Some(a)
+            }
+            _ => None,
+        };
 
         let data_dir = path(&self.data_dir)?.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
 
@@ -444,6 +470,7 @@ impl RawConfig {
         Ok(Config {
             key,
             listen,
+            operator_listen,
             data_dir,
             tls,
             rotate_bytes: rotate_mb << 20,
@@ -473,6 +500,7 @@ mod tests {
         let c = run(&[("VSENSOR_HMAC_KEY", "secret")], &[]).unwrap();
         assert_eq!(c.key, b"secret");
         assert_eq!(c.listen, "0.0.0.0:443".parse().unwrap());
+        assert_eq!(c.operator_listen, None);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/vsensor"));
         assert_eq!(c.rotate_bytes, 128 << 20);
         assert_eq!(c.rotate_seconds, 3600);
@@ -523,6 +551,9 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("VSENSOR_LISTEN", "nowhere"),
             ("VSENSOR_LISTEN", "1.2.3.4"),
+            ("VSENSOR_OPERATOR_LISTEN", "localhost"),
+            ("VSENSOR_OPERATOR_LISTEN", "127.0.0.1:99999"),
+            ("VSENSOR_OPERATOR_LISTEN", "0.0.0.0:443"),
             ("VSENSOR_DATA_DIR", ""),
             ("VSENSOR_TLS_SAN", "ok.example,bad name"),
             ("VSENSOR_ROTATE_MB", "0"),
@@ -555,6 +586,18 @@ mod tests {
         assert_eq!(e.setting, "--bogus");
         let e = run(&[("VSENSOR_HMAC_KEY", "k")], &["--listen"]).unwrap_err();
         assert_eq!(e.setting, "--listen");
+    }
+
+    #[test]
+    fn operator_listener() {
+        let c = run(&[("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_OPERATOR_LISTEN", "127.0.0.1:8444")], &[]).unwrap();
+        assert_eq!(c.operator_listen, Some("127.0.0.1:8444".parse().unwrap()));
+        let c = run(&[("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_OPERATOR_LISTEN", "")], &[]).unwrap();
+        assert_eq!(c.operator_listen, None, "empty is unset");
+        let c = run(&[("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_LISTEN", "127.0.0.1:0")], &["--operator-listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(c.operator_listen, Some("127.0.0.1:0".parse().unwrap()), "two kernel-chosen ports differ");
+        let e = run(&[("VSENSOR_HMAC_KEY", "k")], &["--operator-listen=nowhere"]).unwrap_err();
+        assert_eq!((e.setting.as_str(), e.value.as_deref()), ("--operator-listen", Some("nowhere")));
     }
 
     #[test]

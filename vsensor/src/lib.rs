@@ -3,13 +3,16 @@
 //!
 //! - [`config`]: environment and flags, raw → validated.
 //! - [`tls`]: the served certificate (operator's, or self-signed once) and its SHA-256.
-//! - [`server`]: accept loop (listener and shutdown passed in), periodic driver.
+//! - [`server`]: accept loop (listeners and shutdown passed in), periodic driver.
 //! - [`api`]: authenticate, then route `/v1/register`, `/v1/chunks` and `/v1/actions/ws`.
 //! - [`action_cli`]: `vsensor action ...`, the operators' command line.
 //! - [`action_key`]: the Ed25519 key every set of actions is signed with.
+//! - [`operator_cli`]: `vsensor operator rotate-tokens`.
 //! - [`actions`]: the book of response actions (`actions.json`).
 //! - [`fleet`]: each packet once across sensors: the filters between them.
-//! - [`operator`]: the operators' API for actions (bearer token in `operator.json`).
+//! - [`operator`]: the operators' API: status and actions.
+//! - [`operator_auth`]: who may read or act there, and the cross-site rules.
+//! - [`operator_file`]: `operator.json`, its two tokens, their rotation and reload.
 //! - [`status`]: the fleet as operators see it: JSON, the `/status` page, `/metrics`.
 //! - [`ws`]: the sensors' WebSocket: actions pushed, reports received.
 //! - [`registry`]: the known sensors, `registry.json`.
@@ -25,6 +28,9 @@ pub mod api;
 pub mod config;
 pub mod fleet;
 pub mod operator;
+pub mod operator_auth;
+pub mod operator_cli;
+pub mod operator_file;
 pub mod registry;
 pub mod server;
 pub mod status;
@@ -71,8 +77,8 @@ impl Collector {
             if action_key.generated { "new" } else { "kept" },
             config.data_dir.join(action_key::PUBLIC_FILE).display()
         );
-        let token = operator::load_or_make_token(&config.data_dir)?;
-        let app = Arc::new(api::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store), book, action_key, token));
+        let tokens = operator_file::open(&config.data_dir, &operator::local_url(config.operator_listen.unwrap_or(config.listen)))?;
+        let app = Arc::new(api::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store), book, action_key, tokens));
         Ok(Collector { app, tls, data_dir: config.data_dir.clone() })
     }
 
@@ -85,19 +91,43 @@ impl Collector {
         &self.tls
     }
 
-    /// Writes `DATA_DIR/operator.json` (this collector's local URL and the
-    /// operators' token) for `vsensor action`.
+    /// Writes this collector's local URL into `DATA_DIR/operator.json` for
+    /// `vsensor action`: `listening` is the operators' listener if there is
+    /// one, else the only one. The tokens in the file stay.
     pub fn write_operator_file(&self, listening: std::net::SocketAddr) -> Result<(), String> {
-        let f = operator::OperatorFile { url: operator::local_url(listening), token: self.app.operator_token.clone() };
-        operator::write_file(&self.data_dir, &f).map_err(|e| format!("cannot write {}: {e}", self.data_dir.join(operator::OPERATOR_FILE).display()))
+        operator_file::write_url(&self.data_dir, &operator::local_url(listening), &self.app.operator_tokens.current())
     }
 
-    /// Serves on `listener` until `shutdown` completes; then drains
-    /// in-flight requests, closes and syncs every file and writes the
+    /// Serves everything on `listener` until `shutdown` completes; then
+    /// drains in-flight requests, closes and syncs every file and writes the
     /// registry.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        self.run_listeners(listener, None, shutdown).await
+    }
+
+    /// As [`Collector::run`]; with `operators` (`VSENSOR_OPERATOR_LISTEN`),
+    /// the operators' API is served there only and `sensors` answers 404
+    /// for it (and the operators' listener 404 for the sensors' paths).
+    pub async fn run_listeners(self, sensors: TcpListener, operators: Option<TcpListener>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let periodic = tokio::spawn(server::periodic(self.app.clone()));
-        server::serve(listener, self.app.clone(), self.tls.server_config.clone(), shutdown).await;
+        let tls = self.tls.server_config.clone();
+        match operators {
+            None => server::serve(sensors, server::Serves::All, self.app.clone(), tls, shutdown).await,
+            Some(operators) => {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let stop_when = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                tokio::join!(
+                    server::serve(sensors, server::Serves::Sensors, self.app.clone(), tls.clone(), stop_when(stopped.clone())),
+                    server::serve(operators, server::Serves::Operators, self.app.clone(), tls, stop_when(stopped)),
+                    async move {
+                        shutdown.await;
+                        let _ = stop.send(true);
+                    }
+                );
+            }
+        }
         periodic.abort();
         let _ = periodic.await;
         server::close_all(self.app).await

@@ -4,26 +4,17 @@
 use ossensor_shared::log::AuditSeverity;
 use ossensor_shared::{log, VERSION};
 use std::process::ExitCode;
+use vsensor::action_cli::CliError;
 use vsensor::config::{Invocation, RawConfig, TlsSource, HELP};
 use vsensor::{tls, Collector};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("action") {
-        return match vsensor::action_cli::run(&args[1..], |k| std::env::var(k).ok()) {
-            Ok(out) => {
-                print!("{out}");
-                ExitCode::SUCCESS
-            }
-            Err(vsensor::action_cli::CliError::Usage(m)) => {
-                eprint!("vsensor action: {m}");
-                ExitCode::from(2)
-            }
-            Err(vsensor::action_cli::CliError::Failed(m)) => {
-                eprintln!("vsensor action: {m}");
-                ExitCode::from(1)
-            }
-        };
+    let env = |k: &str| std::env::var(k).ok();
+    match args.first().map(String::as_str) {
+        Some("action") => return command("vsensor action", vsensor::action_cli::run(&args[1..], env)),
+        Some("operator") => return command("vsensor operator", vsensor::operator_cli::run(&args[1..], env)),
+        _ => {}
     }
     let raw = match RawConfig::from_process() {
         Ok(Invocation::Run(raw)) => raw,
@@ -69,6 +60,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// A subcommand's outcome: 0 done, 1 failed, 2 usage error.
+fn command(name: &str, outcome: Result<String, CliError>) -> ExitCode {
+    match outcome {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(CliError::Usage(m)) => {
+            eprint!("{name}: {m}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(m)) => {
+            eprintln!("{name}: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 async fn run(config: vsensor::config::Config) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     log!(
@@ -103,13 +112,29 @@ async fn run(config: vsensor::config::Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {} (VSENSOR_LISTEN): {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    collector.write_operator_file(addr)?;
+    let operators = match config.operator_listen {
+        None => None,
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a).await.map_err(|e| format!("cannot listen on {a} (VSENSOR_OPERATOR_LISTEN): {e}"))?,
+        ),
+    };
+    let operator_addr = match &operators {
+        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    collector.write_operator_file(operator_addr.unwrap_or(addr))?;
     let listen = addr.to_string();
-    log::audit(
-        AuditSeverity::Notice,
-        "start",
-        &[("version", VERSION), ("listen", &listen), ("data_dir", &config.data_dir.display().to_string()), ("cert_sha256", &fp)],
-    );
+    let operator_listen = operator_addr.map(|a| a.to_string());
+    let mut fields = vec![("version", VERSION), ("listen", &listen)];
+    if let Some(o) = &operator_listen {
+        fields.push(("operator_listen", o));
+    }
+    let data_dir = config.data_dir.display().to_string();
+    fields.extend([("data_dir", data_dir.as_str()), ("cert_sha256", fp.as_str())]);
+    log::audit(AuditSeverity::Notice, "start", &fields);
+    if let Some(o) = operator_addr {
+        log!(log::BASIC, "vsensor: operators' API (/status, /metrics, /v1/operator/*) on {o} only");
+    }
     log!(log::BASIC, "vsensor: listening on {addr}");
 
     let shutdown = async move {
@@ -119,7 +144,7 @@ async fn run(config: vsensor::config::Config) -> Result<(), String> {
         };
         log!(log::BASIC, "{name}: stopping; finishing requests in flight");
     };
-    collector.run(listener, shutdown).await.map_err(|e| format!("while closing files: {e}"))?;
+    collector.run_listeners(listener, operators, shutdown).await.map_err(|e| format!("while closing files: {e}"))?;
     log!(log::BASIC, "stopped; every file closed and synced");
     Ok(())
 }

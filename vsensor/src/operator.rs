@@ -1,63 +1,28 @@
-//! The operators' API for response actions (`/v1/operator/actions`),
-//! authenticated by a bearer token that only the collector's host holds:
-//! `DATA_DIR/operator.json` (mode 0600, with the collector's local URL), which
-//! `vsensor action` reads. Sensors hold the HMAC key, not this token, so a
-//! sensor cannot order actions.
+//! The operators' API: the fleet's status (`/status`, `/v1/operator/status`,
+//! `/metrics`) and response actions (`/v1/operator/actions`), with the
+//! operators' tokens from `DATA_DIR/operator.json` ([`crate::operator_file`]),
+//! which only the collector's host holds; who may do what is
+//! [`crate::operator_auth`]. Sensors hold the HMAC key, not these tokens, so
+//! a sensor cannot order actions.
 //!
 //! - `GET /v1/operator/actions`: every action with its state and reports.
 //! - `POST /v1/operator/actions` `{"target": ..., "for_seconds": N}`: 201 and
 //!   the new action; pushed at once to every connected sensor.
 //! - `DELETE /v1/operator/actions/{id}`: cancels it (pushed at once).
 
-use crate::api::{error_body, json, read_body, refusal, response, App, Conn, Refusal, Resp};
+use crate::api::{ends_connection, error_body, json, read_body, refusal, response, App, Conn, Refusal, Resp};
+use crate::operator_auth::{may_act, may_read};
 use hyper::body::Incoming;
-use hyper::header::AUTHORIZATION;
+use hyper::header::{HeaderValue, CONNECTION};
 use hyper::{Method, Request, StatusCode};
-use ossensor_shared::control::{NewAction, PATH_OPERATOR_ACTIONS};
+use ossensor_shared::control::{NewAction, PATH_OPERATOR_ACTIONS, PATH_OPERATOR_STATUS};
 use ossensor_shared::response::{Endpoint, Target};
 use ossensor_shared::{log, timefmt};
-use serde::{Deserialize, Serialize};
-use std::path::Path;
 
-/// `DATA_DIR/operator.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperatorFile {
-    /// Where `vsensor action` reaches this collector (from this host).
-    pub url: String,
-    pub token: String,
-}
-
-pub const OPERATOR_FILE: &str = "operator.json";
-
-/// The token kept in `DATA_DIR/operator.json`, or a new one.
-pub fn load_or_make_token(data_dir: &Path) -> Result<String, String> {
-    let path = data_dir.join(OPERATOR_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let f: OperatorFile = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-            if f.token.len() >= 32 {
-                return Ok(f.token);
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    }
-    let mut raw = [0u8; 32];
-    getrandom::getrandom(&mut raw).map_err(|e| format!("no randomness for the operator token: {e}"))?;
-    Ok(hex::encode(raw))
-}
-
-/// Writes `DATA_DIR/operator.json` (0600, temporary file then rename).
-pub fn write_file(data_dir: &Path, f: &OperatorFile) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join(OPERATOR_FILE);
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    out.write_all(&serde_json::to_vec_pretty(f).expect("serialisable"))?;
-    out.sync_all()?;
-    std::fs::rename(&tmp, &path)
+/// The paths of the operators' API (served on the operators' listener
+/// when there is one, and only there).
+pub fn is_operator_path(path: &str) -> bool {
+    matches!(path, "/status" | "/metrics" | PATH_OPERATOR_STATUS) || path == "/v1/operator" || path.starts_with("/v1/operator/")
 }
 
 /// The URL a local client uses for a listening address (a wildcard
@@ -74,74 +39,28 @@ pub fn local_url(addr: std::net::SocketAddr) -> String {
     }
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The operators' token, as `Authorization: Bearer TOKEN`, or for a
-/// browser as HTTP Basic with the token as the password (any user name).
-fn authorized(app: &App, headers: &hyper::HeaderMap) -> Result<(), Refusal> {
-    let value = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let token = if let Some(t) = value.strip_prefix("Bearer ") {
-        Some(t.trim().as_bytes().to_vec())
-    } else if let Some(b) = value.strip_prefix("Basic ") {
-        base64_decode(b.trim()).and_then(|d| d.iter().position(|c| *c == b':').map(|i| d[i + 1..].to_vec()))
-    } else {
-        None
-    };
-    match token {
-        None => Err(Refusal {
-            status: StatusCode::UNAUTHORIZED,
-            kind: "operator_auth",
-            reason: "missing the operator token (Authorization: Bearer TOKEN, or Basic with the token as password)".into(),
-            audit: true,
-        }),
-        Some(t) if !same(&t, app.operator_token.as_bytes()) => {
-            Err(Refusal { status: StatusCode::UNAUTHORIZED, kind: "operator_auth", reason: "wrong operator token".into(), audit: true })
-        }
-        Some(_) => Ok(()),
+/// A refusal's answer, after reading what is left of a small body so the
+/// connection stays usable (a body over the limit ends it instead).
+async fn refused(app: &App, conn: &Conn, r: &Refusal, headers: &hyper::HeaderMap, body: Incoming) -> Resp {
+    app.note_refusal(conn, None, r);
+    let ends = read_body(headers, body).await.is_err_and(|e| ends_connection(e.status));
+    let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
+    if ends {
+        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
-}
-
-/// Standard base64 (RFC 4648, padding optional); None if malformed.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim_end_matches('=').as_bytes();
-    if s.len() % 4 == 1 || s.len() > 4096 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for group in s.chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in group.iter().enumerate() {
-            n |= val(*c)? << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..group.len()]);
-    }
-    Some(out)
+    resp
 }
 
 /// `/status` (the page), `/v1/operator/status` (JSON), `/metrics`
-/// (Prometheus): GET only, with the operators' token.
+/// (Prometheus): GET only, with the read token (or the action token).
 pub async fn status(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
-    if let Err(r) = authorized(app, req.headers()) {
-        app.note_refusal(conn, None, &r);
-        let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
+    if let Err(r) = may_read(&app.operator_tokens.current(), req.headers()) {
+        let (parts, body) = req.into_parts();
+        let mut resp = refused(app, conn, &r, &parts.headers, body).await;
         if path == "/status" {
             // Lets a browser ask for the token.
-            resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Basic realm=\"vsensor\""));
+            resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"vsensor\""));
         }
         return resp;
     }
@@ -156,10 +75,16 @@ pub async fn status(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
     }
 }
 
+/// `/v1/operator/actions`: listing with the read token, ordering and
+/// cancelling only as [`may_act`] allows.
 pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
+    let tokens = app.operator_tokens.current();
+    let allowed = if parts.method == Method::GET { may_read(&tokens, &parts.headers) } else { may_act(&tokens, &parts.method, &parts.headers) };
+    if let Err(r) = allowed {
+        return refused(app, conn, &r, &parts.headers, body).await;
+    }
     let result = async {
-        authorized(app, &parts.headers)?;
         let body = read_body(&parts.headers, body).await?;
         let path = parts.uri.path();
         let rest = path.strip_prefix(PATH_OPERATOR_ACTIONS).unwrap_or(path);
@@ -258,30 +183,12 @@ mod tests {
     }
 
     #[test]
-    fn token_is_kept_across_starts() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = load_or_make_token(dir.path()).unwrap();
-        assert_eq!(t.len(), 64);
-        write_file(dir.path(), &OperatorFile { url: "https://127.0.0.1:1".into(), token: t.clone() }).unwrap();
-        assert_eq!(load_or_make_token(dir.path()).unwrap(), t);
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(dir.path().join(OPERATOR_FILE)).unwrap().permissions().mode() & 0o777, 0o600);
-    }
-
-    #[test]
-    fn base64_decodes_like_rfc_4648() {
-        assert_eq!(base64_decode("b3A6c2VjcmV0").unwrap(), b"op:secret");
-        assert_eq!(base64_decode("b3A6c2VjcmV0MQ==").unwrap(), b"op:secret1");
-        assert_eq!(base64_decode("b3A6c2VjcmV0MTI=").unwrap(), b"op:secret12");
-        assert_eq!(base64_decode("").unwrap(), b"");
-        assert!(base64_decode("b3A6c2V*").is_none());
-        assert!(base64_decode("b").is_none());
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn base64_never_panics(s in "\\PC{0,64}") {
-            let _ = base64_decode(&s);
+    fn operator_paths() {
+        for p in ["/status", "/metrics", "/v1/operator/status", "/v1/operator/actions", "/v1/operator/actions/7", "/v1/operator/x", "/v1/operator"] {
+            assert!(is_operator_path(p), "{p}");
+        }
+        for p in ["/healthz", "/v1/register", "/v1/chunks", "/v1/status", "/v1/actions/ws", "/v1/operatorx", "/statusx", "/"] {
+            assert!(!is_operator_path(p), "{p}");
         }
     }
 
@@ -293,6 +200,5 @@ mod tests {
         assert!(check_target(&Target::Block { a: e("198.18.0.1", Some(0)), b: e("198.18.0.2", None) }).is_err());
         assert!(check_target(&Target::Block { a: e("198.18.0.1", None), b: e("198.18.0.1", None) }).is_err());
         assert!(check_target(&Target::Block { a: e("198.18.0.1", Some(80)), b: e("198.18.0.2", None) }).is_ok());
-        assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"ab", b"abc"));
     }
 }

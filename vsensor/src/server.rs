@@ -1,11 +1,13 @@
 //! The accept loop: TLS over each TCP connection, HTTP/1.1 (keep-alive) with
 //! hyper over each TLS stream, and a graceful stop. The caller hands in the
 //! listener and the shutdown future, so tests bind port 0 and stop cleanly.
+//! Each listener answers what it [`Serves`]: everything, or, with a separate
+//! operators' listener, only the sensors' or only the operators' paths.
 //!
 //! Also the periodic driver: closes files that are too old, runs retention,
 //! writes the per-sensor statistics line and flushes the registry.
 
-use crate::api::{self, App, Conn};
+use crate::api::{self, App, Conn, Resp};
 use crate::store::CloseReason;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -26,10 +28,54 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the statistics line is written (level 1).
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Which requests a listener answers; the others get the 404 of an unknown
+/// path, so the sensors' listener does not even tell that an operators'
+/// API exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// Sensors and operators: the only listener.
+    All,
+    /// Sensors only (the operators have their own listener).
+    Sensors,
+    /// The operators' API only (`VSENSOR_OPERATOR_LISTEN`).
+    Operators,
+}
+
+impl Serves {
+    fn answers(self, path: &str) -> bool {
+        let operators = crate::operator::is_operator_path(path);
+        match self {
+            Serves::All => true,
+            Serves::Sensors => !operators,
+            Serves::Operators => operators || path == "/healthz",
+        }
+    }
+}
+
+/// One request on a listener that serves `serves`.
+async fn dispatch(serves: Serves, app: Arc<App>, conn: Conn, req: hyper::Request<hyper::body::Incoming>) -> Result<Resp, std::convert::Infallible> {
+    if serves.answers(req.uri().path()) {
+        return api::handle(app, conn, req).await;
+    }
+    let path = req.uri().path().chars().take(100).collect::<String>();
+    let r = api::refusal(hyper::StatusCode::NOT_FOUND, "not_found", format!("no such path {path:?}"));
+    app.note_refusal(&conn, None, &r);
+    // Consume a small body so the connection stays usable.
+    let (parts, body) = req.into_parts();
+    let ends = api::read_body(&parts.headers, body).await.is_err_and(|e| api::ends_connection(e.status));
+    let mut resp = api::response(r.status, api::error_body(&r.reason), "application/json", None);
+    if ends {
+        resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    }
+    log!(log::SENDS, "{} {path} from {} on the {serves:?} listener: 404", parts.method, conn.remote);
+    Ok(resp)
+}
+
 /// Accepts connections until `shutdown` completes, then stops accepting,
 /// lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]) and returns.
 pub async fn serve(
     listener: TcpListener,
+    serves: Serves,
     app: Arc<App>,
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
@@ -49,7 +95,7 @@ pub async fn serve(
                     };
                     let _ = tcp.set_nodelay(true);
                     let conn = Conn { remote, local };
-                    connections.spawn(connection(tcp, conn, acceptor.clone(), app.clone(), stop_rx.clone()));
+                    connections.spawn(connection(tcp, conn, serves, acceptor.clone(), app.clone(), stop_rx.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: wait a little instead of spinning.
@@ -76,6 +122,7 @@ pub async fn serve(
 async fn connection(
     tcp: tokio::net::TcpStream,
     conn: Conn,
+    serves: Serves,
     acceptor: TlsAcceptor,
     app: Arc<App>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -94,7 +141,7 @@ async fn connection(
         },
         _ = stopped(&mut stop) => return,
     };
-    let service = service_fn(move |req| api::handle(app.clone(), conn, req));
+    let service = service_fn(move |req| dispatch(serves, app.clone(), conn, req));
     let http = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
@@ -203,4 +250,20 @@ pub async fn close_all(app: Arc<App>) -> std::io::Result<()> {
 /// Completes when the stop flag is set (or its sender is gone).
 async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Serves;
+
+    #[test]
+    fn each_listener_answers_its_paths() {
+        for path in ["/status", "/metrics", "/v1/operator/status", "/v1/operator/actions/3"] {
+            assert!(Serves::All.answers(path) && Serves::Operators.answers(path) && !Serves::Sensors.answers(path), "{path}");
+        }
+        for path in ["/v1/register", "/v1/chunks", "/v1/status", "/v1/actions/ws", "/nothing"] {
+            assert!(Serves::All.answers(path) && Serves::Sensors.answers(path) && !Serves::Operators.answers(path), "{path}");
+        }
+        assert!(Serves::All.answers("/healthz") && Serves::Sensors.answers("/healthz") && Serves::Operators.answers("/healthz"));
+    }
 }

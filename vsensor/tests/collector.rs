@@ -48,6 +48,8 @@ fn now() -> i64 {
 
 struct Server {
     addr: SocketAddr,
+    /// The operators' listener, with `VSENSOR_OPERATOR_LISTEN`.
+    operator_addr: Option<SocketAddr>,
     cert_sha256: [u8; 32],
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -65,11 +67,19 @@ impl Server {
         let cert_sha256 = collector.cert_sha256();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // As the binary does: a second listener for the operators if asked,
+        // and operator.json names where operators reach the collector.
+        let operators = match config.operator_listen {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.unwrap()),
+            None => None,
+        };
+        let operator_addr = operators.as_ref().map(|l| l.local_addr().unwrap());
+        collector.write_operator_file(operator_addr.unwrap_or(addr)).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(collector.run(listener, async move {
+        let task = tokio::spawn(collector.run_listeners(listener, operators, async move {
             let _ = rx.await;
         }));
-        Server { addr, cert_sha256, stop: Some(tx), task: Some(task) }
+        Server { addr, operator_addr, cert_sha256, stop: Some(tx), task: Some(task) }
     }
 
     async fn stop(mut self) {
@@ -622,6 +632,333 @@ async fn rotation_by_size_and_retention_across_sensors() {
 }
 
 // ---------------------------------------------------------------------------
+// The operators' API
+// ---------------------------------------------------------------------------
+
+fn operator_file(data_dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(data_dir.join("operator.json")).unwrap()).unwrap()
+}
+
+/// The operators' tokens in operator.json: (read token, action token).
+fn operator_tokens(data_dir: &Path) -> (String, String) {
+    let f = operator_file(data_dir);
+    let field = |name: &str| f[name].as_str().unwrap_or_else(|| panic!("no {name} in operator.json")).to_string();
+    (field("read_token"), field("action_token"))
+}
+
+/// Standard base64 with padding (RFC 4648).
+fn base64(raw: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in raw.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+fn h(name: &str, value: &str) -> (String, String) {
+    (name.to_string(), value.to_string())
+}
+
+fn bearer(token: &str) -> (String, String) {
+    h("authorization", &format!("Bearer {token}"))
+}
+
+/// What a browser sends with cached credentials: HTTP Basic.
+fn basic(token: &str) -> (String, String) {
+    h("authorization", &format!("Basic {}", base64(format!("operator:{token}").as_bytes())))
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+fn json_type() -> (String, String) {
+    h(JSON.0, JSON.1)
+}
+
+const QUARANTINE: &[u8] = br#"{"target":{"quarantine":{"host":"198.18.0.9"}},"for_seconds":600}"#;
+
+/// The actions the collector holds, read with the read token.
+async fn action_list(c: &mut Client, read_token: &str) -> Vec<serde_json::Value> {
+    let r = c.request("GET", "/v1/operator/actions", &[bearer(read_token)], b"").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json::<serde_json::Value>()["actions"].as_array().unwrap().clone()
+}
+
+/// A refusal: a 4xx with a JSON reason.
+fn assert_refused(r: &Resp, status: u16, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", String::from_utf8_lossy(&r.body));
+    assert!(!r.error().is_empty(), "{what}: a reason");
+}
+
+/// The cross-site request forgery the review found: a page on another
+/// site posts an HTML form (`enctype="text/plain"`, the field name holding
+/// JSON up to `"x":"`, its value `"}`), and the browser adds the Basic
+/// credentials it cached for `/status`.
+#[tokio::test]
+async fn a_cross_site_form_post_with_cached_basic_credentials_orders_nothing() {
+    let (dir, server, mut c) = started().await;
+    let (read, action) = operator_tokens(dir.path());
+    let form = [&br#"{"target":{"quarantine":{"host":"198.18.0.9"}},"for_seconds":31622400,"x":""#[..], b"=", b"\"}"].concat();
+    assert!(serde_json::from_slice::<serde_json::Value>(&form).is_ok(), "the form body is JSON");
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        for token in [&action, &read] {
+            let headers = [basic(token), h("content-type", content_type), h("origin", "https://evil.example"), h("sec-fetch-site", "cross-site")];
+            let r = c.request("POST", "/v1/operator/actions", &headers, &form).await;
+            assert!((400..500).contains(&r.status), "{content_type}: refused, not {} {}", r.status, String::from_utf8_lossy(&r.body));
+            assert!(!r.error().is_empty());
+        }
+    }
+    assert_eq!(action_list(&mut c, &read).await, Vec::<serde_json::Value>::new(), "no action was ordered");
+    server.stop().await;
+}
+
+/// HTTP Basic is what browsers cache and send by themselves: refused for
+/// ordering actions even with the right token, a JSON body and no Origin.
+#[tokio::test]
+async fn basic_credentials_cannot_order_actions() {
+    let (dir, server, mut c) = started().await;
+    let (read, action) = operator_tokens(dir.path());
+    let r = c.request("POST", "/v1/operator/actions", &[basic(&action), json_type()], QUARANTINE).await;
+    assert_refused(&r, 401, "Basic with the action token");
+    assert_eq!(action_list(&mut c, &read).await, Vec::<serde_json::Value>::new(), "no action was ordered");
+    server.stop().await;
+}
+
+/// Who may order, cancel and list: only the action token as Bearer, with a
+/// JSON body, from no other origin.
+#[tokio::test]
+async fn only_the_action_token_as_bearer_orders_and_cancels_from_the_own_origin() {
+    let (dir, server, mut c) = started().await;
+    let (read, action) = operator_tokens(dir.path());
+    assert_ne!(read, action);
+    assert!(read.len() >= 64 && action.len() >= 64, "at least 32 random bytes, hex");
+    let r = c.request("POST", "/v1/operator/actions", &[bearer(&read), json_type()], QUARANTINE).await;
+    assert_refused(&r, 403, "the read token as Bearer");
+    assert!(r.error().contains("read-only token cannot order actions"), "{}", r.error());
+    let r = c.request("POST", "/v1/operator/actions", &[bearer(&"0".repeat(64)), json_type()], QUARANTINE).await;
+    assert_refused(&r, 401, "a wrong token");
+    let r = c.request("POST", "/v1/operator/actions", &[json_type()], QUARANTINE).await;
+    assert_refused(&r, 401, "no token");
+
+    let r = c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await;
+    assert_eq!(r.status, 201, "the action token as Bearer, JSON, no Origin: {}", String::from_utf8_lossy(&r.body));
+    let first = r.json::<serde_json::Value>()["id"].as_u64().unwrap();
+
+    let r = c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type(), h("origin", "https://evil.example")], QUARANTINE).await;
+    assert_refused(&r, 403, "a foreign Origin");
+    assert!(r.error().contains("evil.example"), "{}", r.error());
+    for site in ["cross-site", "same-site"] {
+        let r = c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type(), h("sec-fetch-site", site)], QUARANTINE).await;
+        assert_refused(&r, 403, site);
+    }
+    // The test client sends `host: localhost`.
+    let own = [bearer(&action), h("content-type", "Application/JSON; charset=utf-8"), h("origin", "https://localhost"), h("sec-fetch-site", "same-origin")];
+    let r = c.request("POST", "/v1/operator/actions", &own, QUARANTINE).await;
+    assert_eq!(r.status, 201, "the collector's own origin: {}", String::from_utf8_lossy(&r.body));
+
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let r = c.request("POST", "/v1/operator/actions", &[bearer(&action), h("content-type", content_type)], QUARANTINE).await;
+        assert_refused(&r, 415, content_type);
+        assert!(r.error().contains(content_type), "names what it got: {}", r.error());
+    }
+    let r = c.request("POST", "/v1/operator/actions", &[bearer(&action)], QUARANTINE).await;
+    assert_refused(&r, 415, "no content type");
+
+    let path = format!("/v1/operator/actions/{first}");
+    let r = c.request("DELETE", &path, &[basic(&action)], b"").await;
+    assert_refused(&r, 401, "DELETE with Basic");
+    assert!(r.error().contains("Bearer"), "{}", r.error());
+    let r = c.request("DELETE", &path, &[bearer(&read)], b"").await;
+    assert_refused(&r, 403, "DELETE with the read token");
+    let r = c.request("DELETE", &path, &[bearer(&action), h("origin", "https://evil.example")], b"").await;
+    assert_refused(&r, 403, "DELETE from a foreign Origin");
+
+    // Listing: the read token either way, the action token as Bearer.
+    let states = |list: &[serde_json::Value]| list.iter().map(|a| a["state"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(states(&action_list(&mut c, &read).await), ["active", "active"], "every refusal changed nothing");
+    let r = c.request("DELETE", &path, &[bearer(&action)], b"").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json::<serde_json::Value>()["cancelled"], true);
+    assert_eq!(states(&action_list(&mut c, &action).await), ["cancelled", "active"]);
+    let r = c.request("GET", "/v1/operator/actions", &[basic(&read)], b"").await;
+    assert_eq!(r.status, 200);
+    let r = c.request("GET", "/v1/operator/actions", &[basic(&action)], b"").await;
+    assert_refused(&r, 401, "the action token never as Basic");
+    server.stop().await;
+}
+
+/// The read token opens the status page, the JSON status and the metrics,
+/// as Basic (browsers) or Bearer (Prometheus, scripts).
+#[tokio::test]
+async fn the_read_token_reads_with_basic_or_bearer_and_wrong_tokens_are_refused() {
+    let (dir, server, mut c) = started().await;
+    let (read, action) = operator_tokens(dir.path());
+    for path in ["/status", "/metrics", "/v1/operator/status"] {
+        for auth in [basic(&read), bearer(&read), bearer(&action)] {
+            let r = c.request("GET", path, std::slice::from_ref(&auth), b"").await;
+            assert_eq!(r.status, 200, "{path} with {}", auth.1.split(' ').next().unwrap());
+        }
+        for auth in [basic("wrong"), bearer("wrong"), basic(&action), h("authorization", "Digest x")] {
+            let r = c.request("GET", path, &[auth], b"").await;
+            assert_refused(&r, 401, path);
+        }
+        let r = c.request("GET", path, &[], b"").await;
+        assert_refused(&r, 401, path);
+        assert_eq!(r.headers.contains_key("www-authenticate"), path == "/status", "only the page asks a browser for the token");
+    }
+    let r = c.request("GET", "/v1/operator/status", &[bearer(&read)], b"").await;
+    assert!(r.json::<serde_json::Value>()["sensors"].is_array());
+    server.stop().await;
+}
+
+/// An operator.json from before the split: its token stays valid for
+/// reading (Prometheus and browsers keep working) and cannot act; a new
+/// action token is made once.
+#[tokio::test]
+async fn an_old_single_token_becomes_the_read_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = "5e".repeat(32);
+    std::fs::write(dir.path().join("operator.json"), format!(r#"{{"url":"https://127.0.0.1:1","token":"{old}"}}"#)).unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let (read, action) = operator_tokens(dir.path());
+    assert_eq!(read, old);
+    assert!(action.len() == 64 && action != old);
+    assert!(operator_file(dir.path()).get("token").is_none());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(dir.path().join("operator.json")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let mut c = Client::connect(server.addr).await;
+    assert_eq!(c.request("GET", "/status", &[basic(&old)], b"").await.status, 200);
+    assert_eq!(c.request("GET", "/metrics", &[bearer(&old)], b"").await.status, 200);
+    assert_refused(&c.request("POST", "/v1/operator/actions", &[bearer(&old), json_type()], QUARANTINE).await, 403, "the old token");
+    assert_eq!(c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await.status, 201);
+    server.stop().await;
+
+    // A second start keeps both.
+    let server = Server::start(dir.path(), &[]).await;
+    assert_eq!(operator_tokens(dir.path()), (read, action));
+    server.stop().await;
+}
+
+/// Polls `check` every 100 ms for up to 5 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the real `vsensor ARGS` (blocking, off the runtime the collector
+/// runs on): (exit status, stdout, stderr).
+async fn vsensor_command(args: &[&str]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new(env!("CARGO_BIN_EXE_vsensor")).env_clear().args(&args).output().unwrap())
+        .await
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `vsensor operator rotate-tokens` against a running collector: the old
+/// tokens are refused and the new ones accepted within seconds, without a
+/// restart.
+#[tokio::test]
+async fn rotated_tokens_take_effect_in_a_running_collector() {
+    let (dir, server, mut c) = started().await;
+    let d = dir.path().to_str().unwrap().to_string();
+    let (read, action) = operator_tokens(dir.path());
+    assert_eq!(c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await.status, 201);
+
+    let (code, out, err) = vsensor_command(&["operator", "rotate-tokens", "--action", "--data-dir", &d]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (read2, action2) = operator_tokens(dir.path());
+    assert_eq!(read2, read, "--action leaves the read token");
+    assert_ne!(action2, action);
+    assert!(!out.contains(&action2) && !err.contains(&action2), "the new token is not printed");
+    // Polled with a request that changes nothing while it is accepted.
+    eventually("the old action token refused", async || c.request("GET", "/v1/operator/actions", &[bearer(&action)], b"").await.status == 401).await;
+    assert_refused(&c.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await, 401, "the old action token");
+    assert_eq!(c.request("POST", "/v1/operator/actions", &[bearer(&action2), json_type()], QUARANTINE).await.status, 201);
+    assert_eq!(c.request("GET", "/status", &[basic(&read)], b"").await.status, 200, "the read token still works");
+
+    // No flag: both.
+    let (code, _, err) = vsensor_command(&["operator", "rotate-tokens", &format!("--data-dir={d}")]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (read3, action3) = operator_tokens(dir.path());
+    assert!(read3 != read && action3 != action2);
+    eventually("the old read token refused", async || c.request("GET", "/metrics", &[bearer(&read)], b"").await.status == 401).await;
+    assert_eq!(c.request("GET", "/metrics", &[bearer(&read3)], b"").await.status, 200);
+    assert_refused(&c.request("DELETE", "/v1/operator/actions/1", &[bearer(&action2)], b"").await, 401, "the previous action token");
+    assert_eq!(c.request("DELETE", "/v1/operator/actions/1", &[bearer(&action3)], b"").await.status, 200);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(dir.path().join("operator.json")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // `vsensor action` uses the (new) action token.
+    let (code, out, err) = vsensor_command(&["action", "quarantine", "--host", "198.18.0.7", "--for", "60", "--data-dir", &d]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "3", "the new action's id");
+
+    // Usage errors: 2, naming the option; failures: 1, naming the file.
+    let (code, _, err) = vsensor_command(&["operator", "rotate-tokens", "--all", "--data-dir", &d]).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--all"), "{err}");
+    let (code, _, err) = vsensor_command(&["operator", "rotate-tokens", "--data-dir"]).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--data-dir"), "{err}");
+    let missing = dir.path().join("nowhere");
+    let (code, _, err) = vsensor_command(&["operator", "rotate-tokens", "--data-dir", missing.to_str().unwrap()]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+    assert_eq!(operator_tokens(dir.path()), (read3, action3), "nothing changed by the refused commands");
+    server.stop().await;
+}
+
+/// With `VSENSOR_OPERATOR_LISTEN`, the operators' API is only there; the
+/// sensors' listener does not know it, and sensors still use the main one.
+#[tokio::test]
+async fn an_operator_listener_takes_the_operators_api_away_from_the_sensors_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("VSENSOR_OPERATOR_LISTEN", "127.0.0.1:0")]).await;
+    let op_addr = server.operator_addr.expect("an operators' listener");
+    assert_ne!(op_addr, server.addr);
+    assert_eq!(operator_file(dir.path())["url"], format!("https://127.0.0.1:{}", op_addr.port()));
+    let (read, action) = operator_tokens(dir.path());
+    let mut sensors = Client::connect(server.addr).await;
+    let mut operators = Client::connect(op_addr).await;
+    assert_eq!(operators.cert_sha256, sensors.cert_sha256, "the same certificate");
+
+    for path in ["/status", "/metrics", "/v1/operator/status", "/v1/operator/actions"] {
+        assert_eq!(operators.request("GET", path, &[bearer(&read)], b"").await.status, 200, "{path} on the operators' listener");
+        assert_refused(&sensors.request("GET", path, &[bearer(&read)], b"").await, 404, path);
+    }
+    assert_refused(&sensors.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await, 404, "POST");
+    assert_eq!(operators.request("POST", "/v1/operator/actions", &[bearer(&action), json_type()], QUARANTINE).await.status, 201);
+    assert_refused(&sensors.request("DELETE", "/v1/operator/actions/1", &[bearer(&action)], b"").await, 404, "DELETE");
+
+    let (r, nonce) = register(&mut sensors, "s1", 1).await;
+    assert_eq!(r.status, 200, "sensors register on the main listener");
+    assert!(proof_ok(&sensors, &nonce, &r));
+    let (r, _) = send_chunk(&mut sensors, "s1", 1, 1, &section(2, 1), 2).await;
+    assert_eq!(r.json::<ChunkAck>(), ChunkAck { seq: 1, stored: true });
+    let (r, _) = register(&mut operators, "s2", 1).await;
+    assert_refused(&r, 404, "no sensor on the operators' listener");
+    for c in [&mut sensors, &mut operators] {
+        assert_eq!(c.request("GET", "/healthz", &[], b"").await.status, 200);
+    }
+
+    // `vsensor action` finds the operators' listener through operator.json.
+    let d = dir.path().to_str().unwrap().to_string();
+    let (code, out, err) = vsensor_command(&["action", "list", "--json", "--data-dir", &d]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["actions"].as_array().unwrap().len(), 1);
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------
 // The real binary
 // ---------------------------------------------------------------------------
 
@@ -651,6 +988,19 @@ fn binary_exits_2_on_bad_configuration() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vsensor")).arg("--help").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("VSENSOR_RETENTION_MB"));
+}
+
+#[test]
+fn a_bad_operator_listen_address_exits_2_naming_it() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vsensor"))
+        .env_clear()
+        .env("VSENSOR_HMAC_KEY", "k")
+        .env("VSENSOR_OPERATOR_LISTEN", "operators.example")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("VSENSOR_OPERATOR_LISTEN") && err.contains("operators.example"), "{err}");
 }
 
 #[test]
