@@ -369,8 +369,8 @@ fn deb_packages_run_under_systemd_and_purge_cleanly() {
     // and the runtime directory (the children's, 0700); the rest is
     // read-only for them.
     assert_eq!(
-        c.sh("stat -c '%n %a %U' /etc/darktrace/ossensor.cfg /run/ossensor /var/lib/vsensor"),
-        "/etc/darktrace/ossensor.cfg 600 root\n/run/ossensor 700 ossensor\n/var/lib/vsensor 700 vsensor\n"
+        c.sh("stat -c '%n %a %U' /etc/darktrace/ossensor.cfg /run/ossensor /var/lib/vsensor /var/lib/ossensor /var/lib/ossensor/action-key"),
+        "/etc/darktrace/ossensor.cfg 600 root\n/run/ossensor 700 ossensor\n/var/lib/vsensor 700 vsensor\n/var/lib/ossensor 700 root\n/var/lib/ossensor/action-key 600 root\n"
     );
     assert!(c.sh("cat /etc/darktrace/ossensor.cfg").contains("vSensor=127.0.0.1:443"));
     let pid = c.sh("systemctl show -p MainPID --value ossensor").trim().to_string();
@@ -420,7 +420,7 @@ fn deb_packages_run_under_systemd_and_purge_cleanly() {
         assert!(!c.sh_unchecked(&format!("getent passwd {user}")).status.success(), "user {user} removed");
         assert!(!c.sh_unchecked(&format!("getent group {user}")).status.success(), "group {user} removed");
     }
-    let gone = c.sh("for p in /etc/ossensor /etc/vsensor /etc/darktrace /var/lib/vsensor /run/ossensor /usr/bin/ossensor /usr/bin/vsensor /usr/share/doc/ossensor /usr/share/doc/vsensor; do [ -e $p ] && echo $p; done; true");
+    let gone = c.sh("for p in /etc/ossensor /etc/vsensor /etc/darktrace /var/lib/vsensor /var/lib/ossensor /run/ossensor /usr/bin/ossensor /usr/bin/vsensor /usr/share/doc/ossensor /usr/share/doc/vsensor; do [ -e $p ] && echo $p; done; true");
     assert_eq!(gone, "", "left behind after purge");
     assert!(!c.sh_unchecked("dpkg-query -W ossensor vsensor").status.success(), "dpkg knows neither package");
     let after = tree(&c);
