@@ -4,18 +4,21 @@
 //! `UplinkMsg`; a malformed one ends the connection (the worker refuses it
 //! and connects again). `SetFilter`: `bpf::check`, then the direction guard
 //! for each handle, as `InterfaceCapture::attach` does before the kernel
-//! sees the program. `Actions`: the whole set applied to an enforcer that
-//! has seen no flow (as `Responder::set_actions` does: cancel the missing,
-//! apply the new), then ticks.
+//! sees the program. `Actions`: the signed set verified with a pinned key
+//! (as `Responder::take_signed` does) and, whatever the verdict, its
+//! payload decoded and the decoded set applied to an enforcer that has seen
+//! no flow (cancel the missing, apply the new), then ticked.
 //! Properties: a checked program stays within the kernel's limit once
-//! guarded and every jump of the guarded program lands inside it; actions
-//! for flows never seen make the worker send nothing, at any time.
+//! guarded and every jump of the guarded program lands inside it; no set
+//! the fuzzer makes verifies (it holds no key); actions for flows never
+//! seen make the worker send nothing, at any time.
 //! Input: [piece size u16 LE][stream...]
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use ossensor_shared::bpf::{self, Side, MAX_INSNS};
 use ossensor_shared::ipc::{FrameDecoder, UplinkMsg};
 use ossensor_shared::response::{Action, Enforcer};
+use ossensor_shared::signed_actions::{self, PublicKey, SetVerifier};
 
 fn guarded_ok(program: &[bpf::BpfInsn]) {
     if bpf::check(program).is_err() {
@@ -39,6 +42,10 @@ fuzz_target!(|data: &[u8]| {
     let mut enforcer = Enforcer::new([2, 0, 0, 0, 0, 1], 64);
     let mut out = Vec::new();
     let mut now: u64 = 1_800_000_000_000_000_000;
+    // A valid Ed25519 point (the key of an all-zero seed): signatures by
+    // anyone else fail.
+    let pinned = PublicKey::parse("ed25519:3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29").expect("a key");
+    let mut verifier = SetVerifier::new(Some(pinned));
     'read: for part in stream.chunks(piece) {
         let buf = decoder.read_buf(64 * 1024);
         let n = part.len().min(buf.len());
@@ -47,7 +54,10 @@ fuzz_target!(|data: &[u8]| {
         loop {
             match decoder.next::<UplinkMsg>() {
                 Ok(Some(UplinkMsg::SetFilter { program })) => guarded_ok(&program),
-                Ok(Some(UplinkMsg::Actions { actions })) => {
+                Ok(Some(UplinkMsg::Actions { set })) => {
+                    assert!(verifier.accept(now, &set).is_err(), "only the key's holder signs sets");
+                    let Ok(decoded) = signed_actions::decode(&set.payload) else { continue };
+                    let actions = decoded.actions;
                     let current: Vec<Action> = enforcer.actions().to_vec();
                     for old in &current {
                         if !actions.iter().any(|a| a.id == old.id) {
