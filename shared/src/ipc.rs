@@ -179,7 +179,9 @@ impl FrameDecoder {
         b.copy_from_slice(bytes);
     }
 
-    /// The next complete frame, decoded.
+    /// The next complete frame, decoded. Not an `Iterator`: the message
+    /// type is chosen per call, and an error is not the end.
+    #[allow(clippy::should_implement_trait)]
     pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, FrameError> {
         let pending = &self.buf[self.start..];
         if pending.len() < 4 {
