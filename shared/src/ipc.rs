@@ -176,7 +176,9 @@ impl FrameDecoder {
         b.copy_from_slice(bytes);
     }
 
-    /// The next complete frame, decoded.
+    /// The next complete frame, decoded (generic over the message type, so
+    /// not an Iterator).
+    #[allow(clippy::should_implement_trait)]
     pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, FrameError> {
         let pending = &self.buf[self.start..];
         if pending.len() < 4 {
@@ -303,7 +305,7 @@ mod tests {
         ];
         let mut wire = Vec::new();
         encode_frame(&UplinkMsg::Actions { actions: actions.clone() }, &mut wire).unwrap();
-        let stats = vec![(1, ActionStats { connections_reset: 1, connections_refused: 2, resets_sent: 3, probes_sent: 4 })];
+        let stats = vec![(1, ActionStats { connections_reset: 1, connections_refused: 2, resets_sent: 3, probes_sent: 4, frames_suppressed: 5 })];
         encode_frame(&WorkerMsgRef::ActionStats(stats.clone()), &mut wire).unwrap();
         let mut d = FrameDecoder::new();
         d.push(&wire);

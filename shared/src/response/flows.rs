@@ -93,7 +93,10 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
         assert!(total < NIL as usize, "slot numbers are u32");
         FlowTable {
             slab: Slab::with_capacity(total),
-            index: HashTable::with_capacity(total),
+            // Twice the entries: at a load of at most a third, removals
+            // leave almost no tombstones, so the index never has to grow
+            // or rehash as flows come and go (5 bytes a bucket).
+            index: HashTable::with_capacity(2 * total),
             hasher: RandomState::new(),
             lists: [EMPTY; 4],
             caps: [unconfirmed, confirmed],
@@ -107,6 +110,12 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
     fn touched(&self, _n: u64) {
         #[cfg(test)]
         self.work.set(self.work.get() + _n);
+    }
+
+    /// Bytes of one entry (key, value, links), for the size figures.
+    #[cfg(test)]
+    pub fn entry_size() -> usize {
+        std::mem::size_of::<Entry<K, V>>()
     }
 
     pub fn len(&self) -> usize {
