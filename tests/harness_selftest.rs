@@ -229,7 +229,7 @@ fn frame_multiset_comparison_explains_differences() {
 
 fn block(t: u32, body: &[u8]) -> Vec<u8> {
     let mut body = body.to_vec();
-    while body.len() % 4 != 0 {
+    while body.len() & 3 != 0 {
         body.push(0);
     }
     let total = (body.len() + 12) as u32;

@@ -230,7 +230,7 @@ fn walk<'a>(
         }
         let block_type = le32(rest, 0);
         let total = le32(rest, 4) as usize;
-        if total < 12 || total % 4 != 0 || total > MAX_BLOCK_LEN {
+        if total < 12 || total & 3 != 0 || total > MAX_BLOCK_LEN {
             return Err(err(offset, format!("bad block length {total}")));
         }
         if total > rest.len() {

@@ -232,7 +232,7 @@ pub fn parse_pcapng(b: &[u8]) -> Result<Vec<Frame>> {
         }
         let btype = rd32(b, at, le);
         let total = rd32(b, at + 4, le) as usize;
-        if total < 12 || total % 4 != 0 || total > b.len() - at {
+        if total < 12 || total & 3 != 0 || total > b.len() - at {
             return Err(bad(format!("block length {total} (bytes left {})", b.len() - at)));
         }
         if rd32(b, at + total - 4, le) as usize != total {
