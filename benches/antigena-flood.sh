@@ -25,7 +25,9 @@
 # the kernel dropped (the uplink's metrics), the packets tcpreplay sent;
 # in "action" mode, how many idle connections were reset (their client
 # read ECONNRESET). REPS rounds of the three modes, in a rotating order.
-# Prints medians, CPU per captured packet, and the ratios to "off".
+# Prints medians, CPU per captured packet, and the ratios to "off"
+# (--modes picks some of the modes; each run's directory has the CPU time
+# per thread before and after the flood).
 #
 # BIN_DIR (default target/release, built if missing) holds ossensor,
 # ossensor-capture-worker, ossensor-uplink and vsensor. OUT (default
@@ -39,15 +41,17 @@ source "$root/benches/lib.sh"
 reps=5
 seconds=20
 pps=20000
+modes=(off on action)
 out=/tmp/ossensor-flood-$(date -u +%Y%m%dT%H%M%S)
-usage() { echo "usage: benches/antigena-flood.sh [--reps N] [--seconds S] [--pps R] [--out DIR]" >&2; exit 2; }
+usage() { echo "usage: benches/antigena-flood.sh [--reps N] [--seconds S] [--pps R] [--out DIR] [--modes 'off on action']" >&2; exit 2; }
 while (($#)); do
   case $1 in
     --reps) [[ $# -ge 2 ]] || usage; reps=$2; shift 2 ;;
     --seconds) [[ $# -ge 2 ]] || usage; seconds=$2; shift 2 ;;
     --pps) [[ $# -ge 2 ]] || usage; pps=$2; shift 2 ;;
     --out) [[ $# -ge 2 ]] || usage; out=$2; shift 2 ;;
-    -h | --help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --modes) [[ $# -ge 2 ]] || usage; read -r -a modes <<<"$2"; shift 2 ;;
+    -h | --help) sed -n '2,/^set -uo/{/^set/d;p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) usage ;;
   esac
 done
@@ -210,12 +214,13 @@ vsensor_action() {
   ip netns exec "$ns_n" env -i VSENSOR_DATA_DIR="$data" "$work/bin/vsensor" action "$@"
 }
 
-# The CPU seconds (utime + stime) of PID and all its descendants.
+# The CPU seconds (utime + stime) of PID and all its descendants; with a
+# second argument, also writes them per thread name to that file.
 tree_cpu() {
-  python3 - "$1" <<'PY'
+  python3 - "$1" "${2:-}" <<'PY'
 import os, sys
 root = int(sys.argv[1])
-parent, ticks = {}, {}
+parent, ticks, names = {}, {}, {}
 for d in os.listdir("/proc"):
     if not d.isdigit():
         continue
@@ -232,7 +237,19 @@ def under(p):
             return True
         p = parent.get(p, 0)
     return False
-print(sum(t for p, t in ticks.items() if under(p)) / os.sysconf("SC_CLK_TCK"))
+hz = os.sysconf("SC_CLK_TCK")
+print(sum(t for p, t in ticks.items() if under(p)) / hz)
+if sys.argv[2]:
+    with open(sys.argv[2], "w") as f:
+        for p in (p for p in ticks if under(p)):
+            for t in os.listdir(f"/proc/{p}/task"):
+                try:
+                    with open(f"/proc/{p}/task/{t}/stat") as s:
+                        head, rest = s.read().rsplit(")", 1)
+                except OSError:
+                    continue
+                rest = rest.split()
+                f.write(f"{p} {t} {head.split('(', 1)[1]} {(int(rest[11]) + int(rest[12])) / hz}\n")
 PY
 }
 
@@ -288,7 +305,7 @@ run() {
   fi
   sleep 1
   local cpu0 cap0 cpu1 cap1
-  cpu0=$(tree_cpu "$os_pid")
+  cpu0=$(tree_cpu "$os_pid" "$dir/threads-before.txt")
   cap0=$(captured) || fail "run $rep $mode: no metrics"
   ip netns exec "$ns_g" taskset -c 0 tcpreplay -i gen0 --pps="$pps" "$pcap" >"$dir/tcpreplay.log" 2>&1 &
   local replay=$!
@@ -299,7 +316,7 @@ run() {
   fi
   wait "$replay" || fail "run $rep $mode: tcpreplay failed (see $dir/tcpreplay.log)"
   sleep 2
-  cpu1=$(tree_cpu "$os_pid")
+  cpu1=$(tree_cpu "$os_pid" "$dir/threads-after.txt")
   cap1=$(captured) || fail "run $rep $mode: no metrics"
   local sent reset=0 alive=0
   sent=$(sed -n 's/.*Successful packets: *\([0-9]*\).*/\1/p' "$dir/tcpreplay.log" | head -1)
@@ -321,11 +338,10 @@ run() {
 }
 
 echo "rep,mode,sent,captured,dropped,cpu_s,idle_reset,idle_alive" >"$out/runs.csv"
-modes=(off on action)
 echo "==> $reps rounds of: ${modes[*]} ($seconds s at $pps pps each, binaries from $bin_dir)"
 for ((rep = 1; rep <= reps; rep++)); do
-  for ((k = 0; k < 3; k++)); do
-    run "${modes[$(((rep - 1 + k) % 3))]}" "$rep"
+  for ((k = 0; k < ${#modes[@]}; k++)); do
+    run "${modes[$(((rep - 1 + k) % ${#modes[@]}))]}" "$rep"
   done
 done
 

@@ -464,8 +464,12 @@ impl Enforcer {
         let slot = match found {
             Some(slot) => {
                 let f = self.flows.value(slot);
-                if f.ends[to].last_probe == Some((seg.seq, seg.ack)) && seg.src_mac == self.own_mac {
-                    return; // our own probe, seen by the capture
+                // Our own probe, seen by the capture; or a frame from our
+                // MAC for an end whose frames come from another one (ours,
+                // or forged): neither is the end's traffic.
+                let ours = f.ends[to].last_probe == Some((seg.seq, seg.ack)) || f.ends[from].src_mac.is_some_and(|m| m != self.own_mac);
+                if seg.src_mac == self.own_mac && ours {
+                    return;
                 }
                 self.flows.touch(slot);
                 slot
@@ -1054,6 +1058,21 @@ mod tests {
             }
             assert_eq!(find(&out, srv()).len(), 2, "the server: a reset and a probe");
         }
+    }
+
+    /// A frame from the sensor's own MAC for an end whose frames come from
+    /// another MAC (an earlier probe the capture shows late, or a forgery)
+    /// teaches neither numbers nor MACs: the end is still reset exactly.
+    #[test]
+    fn frames_from_our_own_mac_do_not_count_as_an_ends_traffic() {
+        let mut e = Enforcer::new(SENSOR, 100);
+        let mut out = Vec::new();
+        established(&mut e, &mut out);
+        let late = Segment { src_mac: SENSOR, ..seg(true, 1011 + (1 << 30), 5011, ACK, 0) };
+        e.observe(6, &late, &mut out);
+        e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
+        let resets: Vec<_> = out.iter().filter(|i| i.reason == Reason::Reset).map(|i| (i.segment.dst, i.segment.seq, i.segment.dst_mac)).collect();
+        assert_eq!(resets, vec![(cli(), 5011, CLI_MAC), (srv(), 1011, SRV_MAC)]);
     }
 
     #[test]
