@@ -963,7 +963,7 @@ mod tests {
         let tick_bound = 4 * (EXPIRE_PER_TICK as u64 + 1) * 8 + REPROBE_PER_TICK as u64 * 16;
         assert!(worst_tick <= tick_bound, "tick touched {worst_tick} entries (bound {tick_bound})");
         println!("entries touched at most: {worst_observe} per observe, {worst_tick} per tick");
-        println!("bytes per flow: {} (slab entry), {} (index, at twice the entries)", FlowTable::<FlowKey, Flow>::entry_size(), 2 * 5);
+        println!("bytes per flow: {} (entry and node), {} (index, at twice the entries)", FlowTable::<FlowKey, Flow>::entry_size(), 2 * 5);
     }
 
     /// A connection that went quiet before the action lives through a

@@ -4,8 +4,10 @@
 //! that pair's blocks are checked). When several actions cover a flow, the
 //! one applied first wins, as a walk of the list in order would find.
 //!
-//! Every change bumps a generation number, so a flow can keep the answer
-//! it was given until the set changes.
+//! Before any look-up, a 256-bit filter of the last bytes of the addresses
+//! the actions name rules out most flows at once. Every change bumps a
+//! generation number, so a flow can keep the answer it was given until the
+//! set changes.
 
 use super::{Action, Target};
 use std::collections::HashMap;
@@ -38,7 +40,17 @@ pub struct ActionSet {
     /// Positions in `actions`, ascending.
     by_host: HashMap<IpAddr, Vec<u32>>,
     by_pair: HashMap<(IpAddr, IpAddr), Vec<u32>>,
+    /// Bit n set when an address of some action ends in byte n: most
+    /// flows of a flood are ruled out by it without hashing.
+    last_bytes: [u64; 4],
     generation: u64,
+}
+
+fn last_byte(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(v4) => v4.octets()[3],
+        IpAddr::V6(v6) => v6.octets()[15],
+    }
 }
 
 fn pair(x: IpAddr, y: IpAddr) -> (IpAddr, IpAddr) {
@@ -51,7 +63,7 @@ fn pair(x: IpAddr, y: IpAddr) -> (IpAddr, IpAddr) {
 
 impl ActionSet {
     pub fn new() -> ActionSet {
-        ActionSet { actions: Vec::new(), by_host: HashMap::new(), by_pair: HashMap::new(), generation: 1 }
+        ActionSet { actions: Vec::new(), by_host: HashMap::new(), by_pair: HashMap::new(), last_bytes: [0; 4], generation: 1 }
     }
 
     pub fn as_slice(&self) -> &[Action] {
@@ -111,7 +123,9 @@ impl ActionSet {
     /// The position of the first action that covers a flow between `x`
     /// and `y`.
     pub fn lookup(&self, x: (IpAddr, u16), y: (IpAddr, u16)) -> Option<u32> {
-        if self.actions.is_empty() {
+        // Every action names the address of at least one end of a flow it
+        // covers.
+        if !self.may_name(x.0) && !self.may_name(y.0) {
             return None;
         }
         let mut best = u32::MAX;
@@ -129,11 +143,30 @@ impl ActionSet {
         (best != u32::MAX).then_some(best)
     }
 
+    fn may_name(&self, ip: IpAddr) -> bool {
+        let b = last_byte(ip);
+        self.last_bytes[(b >> 6) as usize] & (1 << (b & 63)) != 0
+    }
+
     /// Rebuilds the index (at most MAX_ACTIONS entries) and starts a new
     /// generation.
     fn changed(&mut self) {
         self.by_host.clear();
         self.by_pair.clear();
+        self.last_bytes = [0; 4];
+        let mut name = |ip: IpAddr| {
+            let b = last_byte(ip);
+            self.last_bytes[(b >> 6) as usize] |= 1 << (b & 63);
+        };
+        for a in &self.actions {
+            match a.target {
+                Target::Quarantine { host } => name(host),
+                Target::Block { a, b } => {
+                    name(a.ip);
+                    name(b.ip);
+                }
+            }
+        }
         for (i, a) in self.actions.iter().enumerate() {
             match a.target {
                 Target::Quarantine { host } => self.by_host.entry(host).or_default().push(i as u32),

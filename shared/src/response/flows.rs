@@ -1,9 +1,9 @@
 //! The enforcer's flow table: bounded, O(1) per packet whatever its size.
 //!
 //! Entries live in a slab and are found through an index of slab positions
-//! keyed by a SipHash-1-3 of the key with a per-process random key (std's
-//! `RandomState`): the 4-tuples come from the wire, and an attacker who
-//! picks them must not be able to make them collide.
+//! per tier, keyed by a SipHash-1-3 of the key with a per-process random
+//! key (std's `RandomState`): the 4-tuples come from the wire, and an
+//! attacker who picks them must not be able to make them collide.
 //!
 //! Two tiers, each with its own bound and LRU order: unconfirmed flows
 //! (anything new, cheap churn) and confirmed flows (the caller confirms a
@@ -51,14 +51,21 @@ pub type Slot = u32;
 
 struct Entry<K, V> {
     key: K,
-    hash: u64,
     /// Unique over the table's life: tells a reused slot from the entry a
     /// caller remembered.
     id: u64,
+    value: V,
+}
+
+/// What the index and the lists need of an entry, kept apart from the
+/// entries (24 bytes a slot, so 2 MB for 82k flows, where the entries take
+/// 24 MB): evicting a flood's flow reads no entry.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    hash: u64,
     prev: u32,
     next: u32,
     list: ListId,
-    value: V,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +79,10 @@ const EMPTY: List = List { head: NIL, tail: NIL, len: 0 };
 
 pub struct FlowTable<K, V> {
     slab: Slab<Entry<K, V>>,
-    index: HashTable<Slot>,
+    nodes: Vec<Node>,
+    /// One index per tier: the churn of unconfirmed flows stays in a small
+    /// one that the caches keep.
+    index: [HashTable<Slot>; 2],
     hasher: RandomState,
     lists: [List; 4],
     caps: [usize; 2],
@@ -93,10 +103,11 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
         assert!(total < NIL as usize, "slot numbers are u32");
         FlowTable {
             slab: Slab::with_capacity(total),
+            nodes: Vec::with_capacity(total),
             // Twice the entries: at a load of at most a third, removals
-            // leave almost no tombstones, so the index never has to grow
-            // or rehash as flows come and go (5 bytes a bucket).
-            index: HashTable::with_capacity(2 * total),
+            // leave almost no tombstones, so an index never has to grow or
+            // rehash as flows come and go (5 bytes a bucket).
+            index: [HashTable::with_capacity(2 * unconfirmed), HashTable::with_capacity(2 * confirmed)],
             hasher: RandomState::new(),
             lists: [EMPTY; 4],
             caps: [unconfirmed, confirmed],
@@ -112,10 +123,10 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
         self.work.set(self.work.get() + _n);
     }
 
-    /// Bytes of one entry (key, value, links), for the size figures.
+    /// Bytes of one flow (entry and node), for the size figures.
     #[cfg(test)]
     pub fn entry_size() -> usize {
-        std::mem::size_of::<Entry<K, V>>()
+        std::mem::size_of::<Entry<K, V>>() + std::mem::size_of::<Node>()
     }
 
     pub fn len(&self) -> usize {
@@ -133,25 +144,35 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
 
     /// The slot holding `key`, given its `hash`.
     pub fn find(&self, hash: u64, key: &K) -> Option<Slot> {
-        self.index
-            .find(hash, |&s| {
-                self.touched(1);
-                self.slab[s as usize].key == *key
-            })
-            .copied()
+        let eq = |&s: &Slot| {
+            self.touched(1);
+            self.slab[s as usize].key == *key
+        };
+        self.index[Tier::Confirmed as usize].find(hash, eq).or_else(|| self.index[Tier::Unconfirmed as usize].find(hash, eq)).copied()
     }
 
-    /// Adds `key` (not present) as the most recently seen unconfirmed flow,
-    /// evicting the tier's oldest first if it is full.
+    /// Adds `key` (not present) as the most recently seen unconfirmed flow.
+    /// If that tier is full, its oldest entry makes room, in place.
     pub fn insert(&mut self, hash: u64, key: K, value: V) -> Slot {
-        if self.tier_len(Tier::Unconfirmed) >= self.caps[0] {
-            self.evict(Tier::Unconfirmed);
-        }
         self.next_id += 1;
+        let entry = Entry { key, id: self.next_id, value };
         let list = ListId::new(Tier::Unconfirmed, false);
-        let slot = self.slab.insert(Entry { key, hash, id: self.next_id, prev: NIL, next: NIL, list, value }) as Slot;
-        let slab = &self.slab;
-        self.index.insert_unique(hash, slot, |&s| slab[s as usize].hash);
+        let slot = match self.victim(Tier::Unconfirmed) {
+            Some(victim) => {
+                self.forget(victim);
+                self.slab[victim as usize] = entry;
+                victim
+            }
+            None => {
+                let slot = self.slab.insert(entry);
+                if slot == self.nodes.len() {
+                    self.nodes.push(Node { hash, prev: NIL, next: NIL, list });
+                }
+                slot as Slot
+            }
+        };
+        self.nodes[slot as usize] = Node { hash, prev: NIL, next: NIL, list };
+        self.index_insert(Tier::Unconfirmed, slot);
         self.link_head(list, slot);
         slot
     }
@@ -175,11 +196,11 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
     }
 
     pub fn tier(&self, slot: Slot) -> Tier {
-        self.slab[slot as usize].list.tier()
+        self.nodes[slot as usize].list.tier()
     }
 
     pub fn is_closed(&self, slot: Slot) -> bool {
-        self.slab[slot as usize].list.closed()
+        self.nodes[slot as usize].list.closed()
     }
 
     /// Seen again: the head of its tier's live list (open again if it was
@@ -202,23 +223,16 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
             return;
         }
         self.unlink(slot);
-        if self.tier_len(Tier::Confirmed) >= self.caps[1] {
-            self.evict(Tier::Confirmed);
+        self.index_remove(Tier::Unconfirmed, slot);
+        if let Some(victim) = self.victim(Tier::Confirmed) {
+            self.remove(victim);
         }
+        self.index_insert(Tier::Confirmed, slot);
         self.link_head(ListId::new(Tier::Confirmed, false), slot);
     }
 
     pub fn remove(&mut self, slot: Slot) -> (K, V) {
-        self.unlink(slot);
-        let hash = self.slab[slot as usize].hash;
-        let mut compared = 0;
-        if let Ok(entry) = self.index.find_entry(hash, |&s| {
-            compared += 1;
-            s == slot
-        }) {
-            entry.remove();
-        }
-        self.touched(compared);
+        self.forget(slot);
         let e = self.slab.remove(slot as usize);
         (e.key, e.value)
     }
@@ -244,17 +258,43 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
         self.slab.iter().map(|(s, _)| s as Slot)
     }
 
-    fn evict(&mut self, tier: Tier) {
+    /// The entry to give up for a new one when `tier` is full: its oldest
+    /// closed flow, else its least recently seen.
+    fn victim(&self, tier: Tier) -> Option<Slot> {
+        if self.tier_len(tier) < self.caps[tier as usize] {
+            return None;
+        }
         let closed = self.lists[ListId::new(tier, true).0 as usize].tail;
         let victim = if closed != NIL { closed } else { self.lists[ListId::new(tier, false).0 as usize].tail };
-        if victim != NIL {
-            self.remove(victim);
+        (victim != NIL).then_some(victim)
+    }
+
+    /// Takes `slot` out of its list and its index (the entry stays).
+    fn forget(&mut self, slot: Slot) {
+        let tier = self.tier(slot);
+        self.unlink(slot);
+        self.index_remove(tier, slot);
+    }
+
+    fn index_insert(&mut self, tier: Tier, slot: Slot) {
+        let nodes = &self.nodes;
+        self.index[tier as usize].insert_unique(nodes[slot as usize].hash, slot, |&s| nodes[s as usize].hash);
+    }
+
+    fn index_remove(&mut self, tier: Tier, slot: Slot) {
+        let mut compared = 0;
+        if let Ok(entry) = self.index[tier as usize].find_entry(self.nodes[slot as usize].hash, |&s| {
+            compared += 1;
+            s == slot
+        }) {
+            entry.remove();
         }
+        self.touched(compared);
     }
 
     fn move_to(&mut self, slot: Slot, list: ListId) {
-        let e = &self.slab[slot as usize];
-        if e.list == list && e.prev == NIL {
+        let n = &self.nodes[slot as usize];
+        if n.list == list && n.prev == NIL {
             return; // already at the head
         }
         self.unlink(slot);
@@ -262,25 +302,23 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
     }
 
     fn unlink(&mut self, slot: Slot) {
-        let (prev, next, list) = {
-            let e = &self.slab[slot as usize];
-            (e.prev, e.next, e.list.0 as usize)
-        };
+        let Node { prev, next, list, .. } = self.nodes[slot as usize];
+        let list = list.0 as usize;
         self.touched(1 + (prev != NIL) as u64 + (next != NIL) as u64);
         if prev == NIL {
             self.lists[list].head = next;
         } else {
-            self.slab[prev as usize].next = next;
+            self.nodes[prev as usize].next = next;
         }
         if next == NIL {
             self.lists[list].tail = prev;
         } else {
-            self.slab[next as usize].prev = prev;
+            self.nodes[next as usize].prev = prev;
         }
         self.lists[list].len -= 1;
-        let e = &mut self.slab[slot as usize];
-        e.prev = NIL;
-        e.next = NIL;
+        let n = &mut self.nodes[slot as usize];
+        n.prev = NIL;
+        n.next = NIL;
     }
 
     fn link_head(&mut self, list: ListId, slot: Slot) {
@@ -293,28 +331,31 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
         l.len += 1;
         self.touched(1 + (old != NIL) as u64);
         if old != NIL {
-            self.slab[old as usize].prev = slot;
+            self.nodes[old as usize].prev = slot;
         }
-        let e = &mut self.slab[slot as usize];
-        e.prev = NIL;
-        e.next = old;
-        e.list = list;
+        let n = &mut self.nodes[slot as usize];
+        n.prev = NIL;
+        n.next = old;
+        n.list = list;
     }
 
-    /// Walks every list and the index: panics if anything disagrees. Tests
-    /// only (linear).
+    /// Walks every list and the indexes: panics if anything disagrees.
+    /// Tests only (linear).
     #[cfg(test)]
     pub fn check(&self) {
         let mut seen = 0;
         for (i, l) in self.lists.iter().enumerate() {
             let (mut at, mut prev, mut n) = (l.head, NIL, 0);
             while at != NIL {
-                let e = &self.slab[at as usize];
-                assert_eq!(e.list.0 as usize, i, "entry in the wrong list");
-                assert_eq!(e.prev, prev, "broken back link");
-                assert_eq!(self.find(e.hash, &e.key), Some(at), "entry not indexed");
+                let node = &self.nodes[at as usize];
+                assert!(self.slab.contains(at as usize), "a listed slot is empty");
+                assert_eq!(node.list.0 as usize, i, "entry in the wrong list");
+                assert_eq!(node.prev, prev, "broken back link");
+                assert_eq!(node.hash, self.hash(&self.slab[at as usize].key), "stale hash");
+                assert!(self.index[node.list.tier() as usize].find(node.hash, |&s| s == at).is_some(), "entry not in its tier's index");
+                assert_eq!(self.find(node.hash, &self.slab[at as usize].key), Some(at), "entry not found");
                 prev = at;
-                at = e.next;
+                at = node.next;
                 n += 1;
             }
             assert_eq!(l.tail, prev, "tail");
@@ -322,7 +363,7 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
             seen += n;
         }
         assert_eq!(seen, self.slab.len(), "every entry in one list");
-        assert_eq!(self.index.len(), self.slab.len(), "index size");
+        assert_eq!(self.index[0].len() + self.index[1].len(), self.slab.len(), "index size");
         for t in [Tier::Unconfirmed, Tier::Confirmed] {
             assert!(self.tier_len(t) <= self.caps[t as usize], "{t:?} over its bound");
         }
