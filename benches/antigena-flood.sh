@@ -19,10 +19,11 @@
 #            before the flood, and halfway through it a quarantine of the
 #            idle connections' client (neither covers the flood)
 #
-# Measured per run, over the flood (from 1 s before it to 2 s after): the
-# CPU time of the sensor's process tree (utime + stime of the supervisor
-# and its children, /proc/PID/stat), the packets its worker captured and
-# the kernel dropped (the uplink's metrics), the packets tcpreplay sent;
+# Measured per run, from 1 s before the flood until the worker has caught
+# up after it: the CPU time of the sensor's process tree (utime + stime of
+# the supervisor and its children, /proc/PID/stat), the packets its worker
+# captured (read and passed on) and the kernel dropped (the uplink's
+# metrics), the packets tcpreplay sent;
 # in "action" mode, how many idle connections were reset (their client
 # read ECONNRESET). REPS rounds of the three modes, in a rotating order.
 # Prints medians, CPU per captured packet, and the ratios to "off"
@@ -253,15 +254,35 @@ if sys.argv[2]:
 PY
 }
 
-# "received dropped" of br0, from the uplink's metrics.
+# "received dropped forwarded" of br0, from the uplink's metrics: the
+# kernel's count (drops included), its drops, and what the worker read
+# and passed on (the packets captured).
 captured() {
   ip netns exec "$ns_n" python3 - <<'PY'
 import re, urllib.request
 text = urllib.request.urlopen("http://127.0.0.1:9273/metrics", timeout=5).read().decode()
 def total(name):
     return sum(float(v) for v in re.findall(r'^' + name + r'\{[^}]*interface="br0"[^}]*\} (\S+)$', text, re.M))
-print(int(total("ossensor_interface_packets_received_total")), int(total("ossensor_interface_packets_dropped_total")))
+print(*(int(total(f"ossensor_interface_packets_{n}_total")) for n in ("received", "dropped", "forwarded")))
 PY
+}
+
+# Waits until the worker has caught up: the kernel's count covers what was
+# sent, and the packets read plus those dropped add up to it, for 2 s in a
+# row (at most 120 s).
+settle() {
+  local prev="" now i
+  for ((i = 0; i < 120; i++)); do
+    sleep 1
+    now=$(captured) || return 1
+    # shellcheck disable=SC2086  # "received dropped forwarded"
+    set -- $now
+    if [[ $now == "$prev" ]] && (($2 + $3 >= $1)); then
+      return 0
+    fi
+    prev=$now
+  done
+  echo "    (the worker had not caught up after 120 s)"
 }
 
 wait_log() { # FILE PATTERN SECONDS
@@ -315,7 +336,7 @@ run() {
     ids+=("$id")
   fi
   wait "$replay" || fail "run $rep $mode: tcpreplay failed (see $dir/tcpreplay.log)"
-  sleep 2
+  settle
   cpu1=$(tree_cpu "$os_pid" "$dir/threads-after.txt")
   cap1=$(captured) || fail "run $rep $mode: no metrics"
   local sent reset=0 alive=0
@@ -330,11 +351,12 @@ run() {
   for i in "${idle_pids[@]}"; do stop_pid "$i" 2; done
   idle_pids=()
   rm -rf "$data/sensors"
-  # shellcheck disable=SC2086  # "received dropped"
+  # shellcheck disable=SC2086  # "received dropped forwarded", before and after
   set -- $cap0 $cap1
-  echo "$rep,$mode,${sent:-0},$(($3 - $1)),$(($4 - $2)),$(python3 -c "print(round($cpu1 - $cpu0, 2))"),$reset,$alive" >>"$out/runs.csv"
-  printf '    rep %s %-6s sent %s captured %s dropped %s cpu %.2f s; idle connections reset %s, alive %s\n' \
-    "$rep" "$mode" "${sent:-0}" "$(($3 - $1))" "$(($4 - $2))" "$(python3 -c "print($cpu1 - $cpu0)")" "$reset" "$alive"
+  local got=$(($6 - $3)) dropped=$(($5 - $2))
+  echo "$rep,$mode,${sent:-0},$got,$dropped,$(python3 -c "print(round($cpu1 - $cpu0, 2))"),$reset,$alive" >>"$out/runs.csv"
+  printf '    rep %s %-6s sent %s captured %s dropped by the kernel %s cpu %.2f s; idle connections reset %s, alive %s\n' \
+    "$rep" "$mode" "${sent:-0}" "$got" "$dropped" "$(python3 -c "print($cpu1 - $cpu0)")" "$reset" "$alive"
 }
 
 echo "rep,mode,sent,captured,dropped,cpu_s,idle_reset,idle_alive" >"$out/runs.csv"
