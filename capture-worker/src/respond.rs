@@ -199,7 +199,10 @@ impl Responder {
             if current.iter().any(|c| c.id == a.id) {
                 continue;
             }
-            self.enforcer.apply(now_ns, *a, &mut self.decided);
+            if let Err(e) = self.enforcer.apply(now_ns, *a, &mut self.decided) {
+                log!(slog::BASIC, "{}: action {} refused: {e}", self.interface, a.id);
+                continue;
+            }
             let until = ossensor_shared::timefmt::rfc3339_millis(a.until_ns);
             log!(ACTIONS, "{}: action {} applied: {:?} until {until}", self.interface, a.id, a.target);
             slog::audit(

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         rest = tail;
         t += 1_000_000;
         if let Some(seg) = parse(LINKTYPE_ETHERNET, f) {
-            e.apply(t, Action { id: 1, target: Target::Quarantine { host: seg.src.0 }, until_ns: u64::MAX }, &mut out);
+            let _ = e.apply(t, Action { id: 1, target: Target::Quarantine { host: seg.src.0 }, until_ns: u64::MAX }, &mut out);
             e.observe(t, &seg, &mut out);
             e.tick(t, &mut out);
         }

@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                     for a in &actions {
                         if !current.contains(a) {
-                            enforcer.apply(now, *a, &mut out);
+                            let _ = enforcer.apply(now, *a, &mut out);
                         }
                     }
                     now = now.wrapping_add(1_000_000_000);

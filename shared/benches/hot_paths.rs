@@ -1,6 +1,8 @@
 //! The uplink's per-chunk work, one piece at a time: building a pcapng
 //! section, compressing it (zstd levels compared by speed and ratio), and
-//! signing the request (SHA-256 of the body, then HMAC).
+//! signing the request (SHA-256 of the body, then HMAC). And the
+//! capture-worker's per-segment work for response actions under a flood
+//! (`cargo bench -p ossensor-shared --bench hot_paths -- observe_flood`).
 //!
 //! Frames come from a real capture when BENCH_PCAP names a classic pcap
 //! file (e.g. ../shared/bench/traffic/make-traffic.sh /tmp/mixed-mtu.pcap mtu),
@@ -12,7 +14,11 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ossensor_shared::auth::{self, RequestMeta};
 use ossensor_shared::chunk;
 use ossensor_shared::pcapng::{Direction, SectionWriter};
+use ossensor_shared::response::{Action, Enforcer, Target};
+use ossensor_shared::tcpseg::{Segment, ACK, SYN};
+use std::hash::BuildHasher;
 use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
 
 fn frames() -> Vec<Vec<u8>> {
     if let Ok(path) = std::env::var("BENCH_PCAP") {
@@ -149,5 +155,98 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// A random-source TCP flood towards one server, as `count` segments
+/// (SYNs and ACKs), each a new 4-tuple.
+fn flood(count: usize) -> Vec<Segment> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..count)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Segment {
+                src_mac: [2, 0, 0, 0, 0, 0x66],
+                dst_mac: [2, 0, 0, 0, 0, 2],
+                vlan: None,
+                src: (Ipv4Addr::new(198, 18, (x >> 8) as u8, x as u8).into(), (x >> 24) as u16 | 1024),
+                dst: (Ipv4Addr::new(198, 19, 0, 2).into(), 80),
+                seq: (x >> 32) as u32,
+                ack: x as u32,
+                flags: if i % 2 == 0 { SYN } else { ACK },
+                len: 0,
+            }
+        })
+        .collect()
+}
+
+/// An enforcer as a busy link leaves it: 65,536 connections (both ends
+/// talked) and a full unconfirmed tier.
+fn warm_enforcer() -> Enforcer {
+    let mut e = Enforcer::new([2, 0, 0, 0, 0, 0xfe], 65_536);
+    let mut out = Vec::new();
+    for i in 0..65_536u32 {
+        let c = (IpAddr::from(Ipv4Addr::from(0xc613_0000 | i)), 40000);
+        let s = (Ipv4Addr::new(198, 19, 0, 1).into(), 443);
+        let seg = |src, dst, src_mac, dst_mac| Segment { src_mac, dst_mac, vlan: None, src, dst, seq: 1, ack: 1, flags: ACK, len: 0 };
+        e.observe(1, &seg(c, s, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), &mut out);
+        e.observe(1, &seg(s, c, [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]), &mut out);
+    }
+    for s in flood(20_000) {
+        e.observe(2, &s, &mut out);
+    }
+    e
+}
+
+/// The response enforcer's per-segment work under a random-source flood
+/// (every segment a new 4-tuple into full tables): with no action, with
+/// an action that covers none of it, and with one that covers all of it;
+/// and the keyed hash of a flow key alone (SipHash-1-3 of 40 bytes).
+fn bench_observe(c: &mut Criterion) {
+    let segments = flood(200_000);
+    let mut g = c.benchmark_group("observe_flood");
+    const PER_ITER: usize = 10_000;
+    g.throughput(Throughput::Elements(PER_ITER as u64));
+    let unrelated = Action { id: 1, target: Target::Quarantine { host: Ipv4Addr::new(203, 0, 113, 9).into() }, until_ns: u64::MAX };
+    let matching = Action { id: 2, target: Target::Quarantine { host: Ipv4Addr::new(198, 19, 0, 2).into() }, until_ns: u64::MAX };
+    for (name, action) in [("no_action", None), ("unrelated_action", Some(unrelated)), ("matching_action", Some(matching))] {
+        let mut e = warm_enforcer();
+        let mut out = Vec::new();
+        if let Some(a) = action {
+            e.apply(3, a, &mut out).unwrap();
+        }
+        let (mut at, mut now) = (0, 10u64);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for _ in 0..PER_ITER {
+                    now += 50_000;
+                    e.observe(now, black_box(&segments[at]), &mut out);
+                    at = (at + 1) % segments.len();
+                }
+                out.clear();
+                e.take_matched().for_each(drop);
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("flow_hash");
+    let state = std::hash::RandomState::new();
+    let key = [7u8; 40];
+    g.bench_function("siphash13_40_bytes", |b| b.iter(|| black_box(state.hash_one(black_box(&key)))));
+    g.finish();
+
+    // A new action walks the table once (82k flows): the cost of `apply`.
+    let mut g = c.benchmark_group("apply_full_table");
+    let mut e = warm_enforcer();
+    let mut out = Vec::new();
+    g.bench_function("unrelated_quarantine", |b| {
+        b.iter(|| {
+            e.apply(3, black_box(unrelated), &mut out).unwrap();
+            e.cancel(unrelated.id);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_observe);
 criterion_main!(benches);

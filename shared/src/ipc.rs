@@ -304,7 +304,7 @@ mod tests {
         let set = SignedSet { payload: vec![1, 2, 3], signature: vec![9; 64] };
         let mut wire = Vec::new();
         encode_frame(&UplinkMsg::Actions { set: set.clone() }, &mut wire).unwrap();
-        let stats = vec![(1, ActionStats { connections_reset: 1, connections_refused: 2, resets_sent: 3, probes_sent: 4 })];
+        let stats = vec![(1, ActionStats { connections_reset: 1, connections_refused: 2, resets_sent: 3, probes_sent: 4, frames_suppressed: 5 })];
         encode_frame(&WorkerMsgRef::ActionStats(stats.clone()), &mut wire).unwrap();
         let mut d = FrameDecoder::new();
         d.push(&wire);

@@ -10,13 +10,38 @@
 //! a duplicate ACK that carries both numbers. During an action a SYN-ACK is
 //! answered with resets to both sides, so new connections die at once.
 //!
+//! Frames go to an end only at a MAC the enforcer is sure of: the source
+//! MAC of the end's own frames, which must also be the destination MAC of
+//! its peer's frames, with no other MAC seen for that end since the
+//! connection opened. One forged frame cannot steer a reset elsewhere; at
+//! worst it makes the enforcer send nothing to that end.
+//!
+//! The work per segment is bounded whatever the traffic: the flow table
+//! (`flows`) finds, inserts and evicts in O(1) and keeps connections apart
+//! from unconfirmed flows, so a flood of new 4-tuples cannot push them out;
+//! the actions are indexed (`actions`) and each flow remembers which one
+//! covers it until the set changes; `tick` pops list tails and a queue of
+//! due probes, a bounded number each time. With no action in force a
+//! segment costs one look-up in the table and no matching at all. Frames
+//! sent are limited to `INJECT_PER_S` a second (`rate`).
+//!
 //! The caller feeds every TCP segment (`observe`), the actions (`apply`,
 //! `cancel`) and the clock (`tick`), and sends what comes out. Nothing here
-//! sends, reads a clock or allocates per segment once the table is warm.
+//! sends, reads a clock or allocates per segment.
+
+mod actions;
+mod flows;
+mod rate;
+
+pub use actions::{Refused, MAX_ACTIONS};
 
 use crate::tcpseg::{seq_after, Outgoing, Segment, ACK, RST, SYN};
+use actions::ActionSet;
+use flows::{FlowTable, ListId, Slot, Tier};
+use rate::TokenBucket;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 /// One side of a block: an address and, optionally, a port.
@@ -71,6 +96,10 @@ pub struct ActionStats {
     pub connections_refused: u64,
     pub resets_sent: u64,
     pub probes_sent: u64,
+    /// Resets and probes not sent because the interface's rate limit
+    /// (`INJECT_PER_S`) was reached.
+    #[serde(default)]
+    pub frames_suppressed: u64,
 }
 
 /// Why a packet is sent: for the level-3 log and the counters.
@@ -90,18 +119,46 @@ pub struct Injection {
 
 /// A flow, canonically ordered (lower endpoint first) so both directions
 /// find the same entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlowKey {
     vlan: Option<u16>,
     ends: [(IpAddr, u16); 2],
 }
 
+/// One write of 40 bytes (IPv4 as IPv4-mapped IPv6): SipHash costs less
+/// on one buffer than on a dozen small writes.
+impl Hash for FlowKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let mut b = [0u8; 40];
+        if let Some(v) = self.vlan {
+            b[0] = 1;
+            b[1..3].copy_from_slice(&v.to_be_bytes());
+        }
+        for (i, (ip, port)) in self.ends.iter().enumerate() {
+            let at = 4 + i * 18;
+            let octets = match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            b[at..at + 16].copy_from_slice(&octets);
+            b[at + 16..at + 18].copy_from_slice(&port.to_be_bytes());
+        }
+        h.write(&b);
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct End {
-    /// Source MAC of this end's frames: where frames to it must go (the
-    /// host itself or its router on this segment).
-    mac: [u8; 6],
-    seen_sending: bool,
+    /// The source MAC of this end's own frames (the host itself or its
+    /// router on this segment), first seen since the connection opened.
+    src_mac: Option<[u8; 6]>,
+    /// The destination MAC of the frames its peer sent to it.
+    addressed_mac: Option<[u8; 6]>,
+    /// Another MAC was seen for this end since then: send it nothing.
+    mac_conflict: bool,
+    /// It sent a segment with ACK that was neither a SYN nor a RST: a real
+    /// peer of a connection, not a scanned or spoofed address.
+    acked: bool,
     rcv_nxt: Option<u32>,
     /// The last RST sent to this end, and when: not repeated within
     /// RESEND_NS unless the expected number moved.
@@ -111,19 +168,64 @@ struct End {
     last_probe: Option<(u32, u32)>,
 }
 
+impl End {
+    /// Where frames to this end go: only when both MACs are known, agree,
+    /// and no other was seen.
+    fn mac(&self) -> Option<[u8; 6]> {
+        match (self.src_mac, self.addressed_mac) {
+            (Some(a), Some(b)) if a == b && !self.mac_conflict => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// Remembers the first MAC; any other one afterwards is a conflict.
+fn learn(slot: &mut Option<[u8; 6]>, conflict: &mut bool, mac: [u8; 6]) {
+    match slot {
+        None => *slot = Some(mac),
+        Some(m) if *m != mac => *conflict = true,
+        Some(_) => {}
+    }
+}
+
+/// No action covers the flow (in `Flow::cached`).
+const NO_ACTION: u32 = u32::MAX;
+
 #[derive(Debug, Clone, Copy)]
 struct Flow {
     ends: [End; 2],
     last_seen_ns: u64,
+    /// When a RST last went by (the flow is in a closed list).
+    closed_at_ns: u64,
     /// Set once both ends were sent a RST under this action.
     reset_by: Option<u64>,
     probed_at_ns: Option<u64>,
     rsts: u32,
+    /// The position of the action that covers this flow in the set of
+    /// generation `match_gen` (NO_ACTION: none).
+    cached: u32,
+    match_gen: u64,
     /// The action this flow was last reported under in `matched`.
     matched_by: Option<u64>,
-    /// A RST went by since its last other segment: probably over. Not
-    /// reset or probed again by a new action, and forgotten soon.
-    closed: bool,
+    /// In the queue of flows to probe again.
+    probe_queued: bool,
+}
+
+impl Flow {
+    fn new(now_ns: u64) -> Flow {
+        Flow {
+            ends: [End::default(); 2],
+            last_seen_ns: now_ns,
+            closed_at_ns: 0,
+            reset_by: None,
+            probed_at_ns: None,
+            rsts: 0,
+            cached: NO_ACTION,
+            match_gen: 0,
+            matched_by: None,
+            probe_queued: false,
+        }
+    }
 }
 
 /// Resets are not repeated at the same number more often than this.
@@ -140,6 +242,17 @@ const FLOW_IDLE_NS: u64 = 300_000_000_000;
 const CLOSED_KEEP_NS: u64 = 2_000_000_000;
 /// Probes go far outside any window, so they never change state.
 const PROBE_OFFSET: u32 = 1 << 30;
+/// Frames (resets and probes) an interface sends per second at most, after
+/// a burst of INJECT_BURST: an action covering a whole busy segment must
+/// not flood it. Beyond, frames are counted in `frames_suppressed`.
+pub const INJECT_PER_S: u64 = 2_000;
+pub const INJECT_BURST: u64 = 2_000;
+/// Unconfirmed flows kept, as a share of `max_flows`: a quarter.
+const UNCONFIRMED_SHARE: usize = 4;
+/// At most this many flows leave each list per `tick`, and this many due
+/// probes are looked at: the work of a tick is bounded.
+const EXPIRE_PER_TICK: usize = 256;
+const REPROBE_PER_TICK: usize = 256;
 
 /// A flow an action covers, once per (flow, action): the shell destroys
 /// the local socket when one end is on this host.
@@ -152,29 +265,82 @@ pub struct Matched {
 pub struct Enforcer {
     own_mac: [u8; 6],
     matched: Vec<Matched>,
-    flows: HashMap<FlowKey, Flow>,
-    max_flows: usize,
-    actions: Vec<Action>,
+    flows: FlowTable<FlowKey, Flow>,
+    actions: ActionSet,
     stats: BTreeMap<u64, ActionStats>,
     ip_id: u16,
+    bucket: TokenBucket,
+    /// Probed flows, (slot, entry id, when due), roughly in due order; one
+    /// entry per flow at most.
+    reprobe: VecDeque<(Slot, u64, u64)>,
+}
+
+/// What building a frame needs besides the flow: the source MAC, the IP id
+/// counter and the rate limit.
+struct Sender<'a> {
+    own_mac: [u8; 6],
+    ip_id: &'a mut u16,
+    bucket: &'a mut TokenBucket,
+    now_ns: u64,
+}
+
+impl Sender<'_> {
+    /// A frame from `key`'s end `1 - to` to its end `to` at `dst_mac`, if
+    /// the rate allows; counts it in `stats` if not.
+    #[allow(clippy::too_many_arguments)]
+    fn frame(&mut self, key: &FlowKey, to: usize, dst_mac: [u8; 6], seq: u32, ack: u32, flags: u8, stats: &mut ActionStats) -> Option<Outgoing> {
+        if !self.bucket.take(self.now_ns) {
+            stats.frames_suppressed += 1;
+            return None;
+        }
+        *self.ip_id = self.ip_id.wrapping_add(1);
+        Some(Outgoing { src_mac: self.own_mac, dst_mac, vlan: key.vlan, src: key.ends[1 - to], dst: key.ends[to], seq, ack, flags, ip_id: *self.ip_id })
+    }
 }
 
 impl Enforcer {
     /// `own_mac`: the interface's MAC, the source of everything sent.
+    /// `max_flows`: connections remembered (confirmed flows); a quarter as
+    /// many unconfirmed flows on top.
     pub fn new(own_mac: [u8; 6], max_flows: usize) -> Enforcer {
-        Enforcer { own_mac, matched: Vec::new(), flows: HashMap::new(), max_flows, actions: Vec::new(), stats: BTreeMap::new(), ip_id: 1 }
+        Enforcer::with_tiers(own_mac, max_flows, max_flows / UNCONFIRMED_SHARE)
+    }
+
+    /// Both bounds chosen (each at least 1).
+    pub fn with_tiers(own_mac: [u8; 6], confirmed: usize, unconfirmed: usize) -> Enforcer {
+        Enforcer {
+            own_mac,
+            matched: Vec::new(),
+            flows: FlowTable::new(unconfirmed, confirmed),
+            actions: ActionSet::new(),
+            stats: BTreeMap::new(),
+            ip_id: 1,
+            bucket: TokenBucket::new(INJECT_PER_S, INJECT_BURST),
+            reprobe: VecDeque::new(),
+        }
+    }
+
+    /// Another rate limit than INJECT_PER_S after a burst of INJECT_BURST.
+    pub fn set_inject_rate(&mut self, per_second: u64, burst: u64) {
+        self.bucket = TokenBucket::new(per_second, burst);
     }
 
     pub fn actions(&self) -> &[Action] {
-        &self.actions
+        self.actions.as_slice()
     }
 
     pub fn stats(&self) -> &BTreeMap<u64, ActionStats> {
         &self.stats
     }
 
+    /// Flows remembered, both tiers.
     pub fn flows(&self) -> usize {
         self.flows.len()
+    }
+
+    /// Flows whose two ends both talked (the tier a flood cannot evict).
+    pub fn confirmed_flows(&self) -> usize {
+        self.flows.tier_len(Tier::Confirmed)
     }
 
     /// Flows newly covered by an action since the last call.
@@ -183,70 +349,98 @@ impl Enforcer {
     }
 
     /// Puts `action` in force (replacing one with the same id) and probes
-    /// the known flows it matches, so quiet connections die too.
-    pub fn apply(&mut self, now_ns: u64, action: Action, out: &mut Vec<Injection>) {
-        self.actions.retain(|a| a.id != action.id);
+    /// the known flows it matches, so quiet connections die too. Refused
+    /// when MAX_ACTIONS others are in force.
+    pub fn apply(&mut self, now_ns: u64, action: Action, out: &mut Vec<Injection>) -> Result<(), Refused> {
+        if !self.actions.contains(action.id) && self.actions.len() >= MAX_ACTIONS {
+            return Err(Refused::TooManyActions);
+        }
+        self.actions.remove(action.id);
         if action.until_ns <= now_ns {
-            return;
+            return Ok(());
         }
         self.actions.push(action);
         self.stats.entry(action.id).or_default();
-        let keys: Vec<FlowKey> =
-            self.flows.iter().filter(|(k, f)| !f.closed && action.target.matches(k.ends[0], k.ends[1])).map(|(k, _)| *k).collect();
-        for key in keys {
+        let slots: Vec<Slot> = self
+            .flows
+            .slots()
+            .filter(|&s| {
+                let k = self.flows.key(s);
+                !self.flows.is_closed(s) && action.target.matches(k.ends[0], k.ends[1])
+            })
+            .collect();
+        for slot in slots {
             // Reset at once at the numbers last seen (exact unless the flow
             // moved since), and probe: if they were stale, the answers to
             // the probes give the exact ones.
-            if let Some(flow) = self.flows.get_mut(&key) {
-                flow.reset_by = None;
-                flow.rsts = 0;
-                flow.matched_by = Some(action.id);
-                self.matched.push(Matched { action: action.id, ends: key.ends });
-                let mut sent = 0;
-                for to in 0..2 {
-                    if let Some(seq) = flow.ends[to].rcv_nxt {
-                        if let Some(o) = rst(flow, &key, to, seq, 0, RST, now_ns, self.own_mac, &mut self.ip_id) {
-                            out.push(Injection { action: action.id, reason: Reason::Reset, segment: o });
-                            sent += 1;
-                        }
+            let (own_mac, ip_id, bucket) = (self.own_mac, &mut self.ip_id, &mut self.bucket);
+            let mut tx = Sender { own_mac, ip_id, bucket, now_ns };
+            let (key, flow) = self.flows.entry_mut(slot);
+            let key = *key;
+            flow.reset_by = None;
+            flow.rsts = 0;
+            flow.matched_by = Some(action.id);
+            self.matched.push(Matched { action: action.id, ends: key.ends });
+            let stats = self.stats.entry(action.id).or_default();
+            let mut sent = 0;
+            for to in 0..2 {
+                if let Some(seq) = flow.ends[to].rcv_nxt {
+                    if let Some(o) = rst(flow, &key, to, seq, 0, RST, &mut tx, stats) {
+                        out.push(Injection { action: action.id, reason: Reason::Reset, segment: o });
+                        sent += 1;
                     }
                 }
-                flow.rsts += sent;
-                let stats = self.stats.entry(action.id).or_default();
-                stats.resets_sent += sent as u64;
-                if sent == 2 {
-                    flow.reset_by = Some(action.id);
-                    stats.connections_reset += 1;
-                }
             }
-            self.probe(now_ns, key, action.id, out);
+            flow.rsts += sent;
+            stats.resets_sent += sent as u64;
+            if sent == 2 {
+                flow.reset_by = Some(action.id);
+                stats.connections_reset += 1;
+            }
+            self.probe(now_ns, slot, action.id, out);
         }
+        Ok(())
     }
 
     /// Ends an action early. Returns whether it was in force.
     pub fn cancel(&mut self, id: u64) -> bool {
-        let before = self.actions.len();
-        self.actions.retain(|a| a.id != id);
-        before != self.actions.len()
+        self.actions.remove(id)
     }
 
     /// Expires actions, re-probes matching flows that stayed quiet, and
-    /// forgets idle flows. Returns the ids of the actions that expired.
+    /// forgets idle flows; a bounded amount of each per call. Returns the
+    /// ids of the actions that expired.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Injection>) -> Vec<u64> {
-        let expired: Vec<u64> = self.actions.iter().filter(|a| a.until_ns <= now_ns).map(|a| a.id).collect();
-        self.actions.retain(|a| a.until_ns > now_ns);
-        self.flows.retain(|_, f| {
-            let quiet = now_ns.saturating_sub(f.last_seen_ns);
-            quiet < FLOW_IDLE_NS && !(f.closed && quiet >= CLOSED_KEEP_NS)
-        });
-        let due: Vec<(FlowKey, u64)> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| !f.closed && f.reset_by.is_none() && f.probed_at_ns.is_some_and(|t| now_ns.saturating_sub(t) >= REPROBE_NS))
-            .filter_map(|(k, _)| self.action_for(k).map(|a| (*k, a.id)))
-            .collect();
-        for (key, id) in due {
-            self.probe(now_ns, key, id, out);
+        let expired = self.actions.expire(now_ns);
+        for tier in [Tier::Unconfirmed, Tier::Confirmed] {
+            self.flows.expire(ListId::new(tier, true), EXPIRE_PER_TICK, |f| now_ns.saturating_sub(f.closed_at_ns) >= CLOSED_KEEP_NS);
+            self.flows.expire(ListId::new(tier, false), EXPIRE_PER_TICK, |f| now_ns.saturating_sub(f.last_seen_ns) >= FLOW_IDLE_NS);
+        }
+        for _ in 0..REPROBE_PER_TICK {
+            let Some(&(slot, id, due)) = self.reprobe.front() else { break };
+            if due > now_ns {
+                break;
+            }
+            self.reprobe.pop_front();
+            if self.flows.id(slot) != Some(id) {
+                continue; // forgotten since
+            }
+            let closed = self.flows.is_closed(slot);
+            let action = self.action_at(slot).map(|p| self.actions.get(p).id);
+            let f = self.flows.entry_mut(slot).1;
+            let probed = f.probed_at_ns.unwrap_or(0);
+            match action {
+                // Probed again since (a new action): due later.
+                Some(_) if now_ns.saturating_sub(probed) < REPROBE_NS => self.reprobe.push_back((slot, id, probed + REPROBE_NS)),
+                // Over, or reset already: kept in case it goes on.
+                Some(_) if closed || f.reset_by.is_some() => self.reprobe.push_back((slot, id, now_ns + REPROBE_NS)),
+                Some(a) => {
+                    f.probe_queued = false;
+                    self.probe(now_ns, slot, a, out);
+                }
+                // No action covers it any more: a new one probes it again.
+                None => f.probe_queued = false,
+            }
         }
         expired
     }
@@ -255,52 +449,74 @@ impl Enforcer {
     /// says what to send.
     pub fn observe(&mut self, now_ns: u64, seg: &Segment, out: &mut Vec<Injection>) {
         let (key, from) = key_of(seg);
+        let to = 1 - from;
+        let hash = self.flows.hash(&key);
+        let found = self.flows.find(hash, &key);
         // A reset (ours or an end's) teaches no numbers; it says the flow is
         // probably over.
         if seg.has(RST) {
-            if let Some(f) = self.flows.get_mut(&key) {
-                f.closed = true;
+            if let Some(slot) = found {
+                self.flows.entry_mut(slot).1.closed_at_ns = now_ns;
+                self.flows.close(slot);
             }
             return;
         }
-        if !self.flows.contains_key(&key) {
-            if self.flows.len() >= self.max_flows {
-                self.evict_oldest();
+        let slot = match found {
+            Some(slot) => {
+                let f = self.flows.value(slot);
+                // Our own probe, seen by the capture; or a frame from our
+                // MAC for an end whose frames come from another one (ours,
+                // or forged): neither is the end's traffic.
+                let ours = f.ends[to].last_probe == Some((seg.seq, seg.ack)) || f.ends[from].src_mac.is_some_and(|m| m != self.own_mac);
+                if seg.src_mac == self.own_mac && ours {
+                    return;
+                }
+                self.flows.touch(slot);
+                slot
             }
-            self.flows.insert(key, Flow { ends: [End::default(); 2], last_seen_ns: now_ns, reset_by: None, probed_at_ns: None, rsts: 0, matched_by: None, closed: false });
-        }
-        let flow = self.flows.get_mut(&key).expect("inserted above");
-        let to = 1 - from;
-        if flow.ends[to].last_probe == Some((seg.seq, seg.ack)) && seg.src_mac == self.own_mac {
-            return; // our own probe, seen by the capture
-        }
+            None => self.flows.insert(hash, key, Flow::new(now_ns)),
+        };
+        let flow = self.flows.entry_mut(slot).1;
         flow.last_seen_ns = now_ns;
-        flow.closed = false;
         if seg.has(SYN) {
             // A new connection on this 4-tuple starts from new numbers
             // (which may be "before" the old ones): forget the old ones.
-            flow.ends[from] = End::default();
-            flow.ends[to].rcv_nxt = None;
-            if !seg.has(ACK) {
-                // The opening SYN: a connection the actions have not met.
-                flow.ends[to] = End::default();
+            if seg.has(ACK) {
+                let sender = &mut flow.ends[from];
+                (sender.rcv_nxt, sender.last_rst, sender.last_probe, sender.acked) = (None, None, None, false);
+                flow.ends[to].rcv_nxt = None;
+            } else {
+                // The opening SYN: a connection the actions have not met,
+                // whose MACs are learnt anew.
+                flow.ends = [End::default(); 2];
                 flow.reset_by = None;
                 flow.rsts = 0;
                 flow.matched_by = None;
             }
         }
         let sender = &mut flow.ends[from];
-        sender.mac = seg.src_mac;
-        sender.seen_sending = true;
+        learn(&mut sender.src_mac, &mut sender.mac_conflict, seg.src_mac);
         if seg.has(ACK) {
             advance(&mut sender.rcv_nxt, seg.ack);
+            sender.acked |= !seg.has(SYN);
         }
-        advance(&mut flow.ends[to].rcv_nxt, seg.end_seq());
+        let receiver = &mut flow.ends[to];
+        learn(&mut receiver.addressed_mac, &mut receiver.mac_conflict, seg.dst_mac);
+        advance(&mut receiver.rcv_nxt, seg.end_seq());
+        if flow.ends[0].acked && flow.ends[1].acked {
+            self.flows.confirm(slot);
+        }
 
-        let Some(action) = self.action_for(&key).copied() else {
+        if self.actions.is_empty() {
+            return;
+        }
+        let Some(position) = self.action_at(slot) else {
             return;
         };
-        let flow = self.flows.get_mut(&key).expect("present");
+        let action = *self.actions.get(position);
+        let (own_mac, ip_id, bucket) = (self.own_mac, &mut self.ip_id, &mut self.bucket);
+        let mut tx = Sender { own_mac, ip_id, bucket, now_ns };
+        let flow = self.flows.entry_mut(slot).1;
         if flow.matched_by != Some(action.id) {
             flow.matched_by = Some(action.id);
             self.matched.push(Matched { action: action.id, ends: key.ends });
@@ -318,7 +534,7 @@ impl Enforcer {
         let mut n = 0;
         // To the sender of this segment: at the ack it just sent.
         if seg.has(ACK) {
-            if let Some(o) = rst(flow, &key, from, seg.ack, 0, RST, now_ns, self.own_mac, &mut self.ip_id) {
+            if let Some(o) = rst(flow, &key, from, seg.ack, 0, RST, &mut tx, stats) {
                 out.push(Injection { action: action.id, reason, segment: o });
                 n += 1;
             }
@@ -328,7 +544,7 @@ impl Enforcer {
         // acknowledges the SYN-ACK.
         let (flags, ack) = if handshake { (RST | ACK, seg.end_seq()) } else { (RST, 0) };
         let seq = if handshake { seg.ack } else { seg.end_seq() };
-        if let Some(o) = rst(flow, &key, to, seq, ack, flags, now_ns, self.own_mac, &mut self.ip_id) {
+        if let Some(o) = rst(flow, &key, to, seq, ack, flags, &mut tx, stats) {
             out.push(Injection { action: action.id, reason, segment: o });
             n += 1;
         }
@@ -344,50 +560,55 @@ impl Enforcer {
         }
     }
 
-    fn action_for(&self, key: &FlowKey) -> Option<&Action> {
-        self.actions.iter().find(|a| a.target.matches(key.ends[0], key.ends[1]))
+    /// The position of the action covering the flow at `slot`: looked up
+    /// once per flow and generation of the set, remembered in the flow.
+    fn action_at(&mut self, slot: Slot) -> Option<u32> {
+        let generation = self.actions.generation();
+        let (key, flow) = self.flows.entry_mut(slot);
+        if flow.match_gen != generation {
+            flow.cached = self.actions.lookup(key.ends[0], key.ends[1]).unwrap_or(NO_ACTION);
+            flow.match_gen = generation;
+        }
+        (flow.cached != NO_ACTION).then_some(flow.cached)
     }
 
-    /// Sends each end whose MAC we know an ACK far outside its window: it
-    /// answers with a duplicate ACK carrying its numbers, which `observe`
-    /// turns into exact resets.
-    fn probe(&mut self, now_ns: u64, key: FlowKey, action: u64, out: &mut Vec<Injection>) {
-        let Some(flow) = self.flows.get_mut(&key) else { return };
+    /// Sends each end whose MAC we are sure of an ACK far outside its
+    /// window: it answers with a duplicate ACK carrying its numbers, which
+    /// `observe` turns into exact resets. Queues the flow to be probed
+    /// again if it stays quiet.
+    fn probe(&mut self, now_ns: u64, slot: Slot, action: u64, out: &mut Vec<Injection>) {
+        let id = self.flows.id(slot).expect("a live slot");
+        let (own_mac, ip_id, bucket) = (self.own_mac, &mut self.ip_id, &mut self.bucket);
+        let mut tx = Sender { own_mac, ip_id, bucket, now_ns };
+        let (key, flow) = self.flows.entry_mut(slot);
+        let key = *key;
         flow.probed_at_ns = Some(now_ns);
-        let mut probes = 0;
+        let stats = self.stats.entry(action).or_default();
         for to in 0..2 {
-            let from = 1 - to;
-            let (target, peer) = (flow.ends[to], flow.ends[from]);
-            if !target.seen_sending {
-                continue; // no MAC to send it to
-            }
+            let Some(mac) = flow.ends[to].mac() else {
+                continue; // nowhere sure to send it
+            };
             // Far from what the end expects: it drops the probe and answers
             // with an ACK carrying its snd_nxt and rcv_nxt.
-            let seq = target.rcv_nxt.unwrap_or(0).wrapping_add(PROBE_OFFSET);
-            let ack = peer.rcv_nxt.unwrap_or(0);
-            self.ip_id = self.ip_id.wrapping_add(1);
-            let segment = Outgoing {
-                src_mac: self.own_mac,
-                dst_mac: target.mac,
-                vlan: key.vlan,
-                src: key.ends[from],
-                dst: key.ends[to],
-                seq,
-                ack,
-                flags: ACK,
-                ip_id: self.ip_id,
+            let seq = flow.ends[to].rcv_nxt.unwrap_or(0).wrapping_add(PROBE_OFFSET);
+            let ack = flow.ends[1 - to].rcv_nxt.unwrap_or(0);
+            let Some(segment) = tx.frame(&key, to, mac, seq, ack, ACK, stats) else {
+                continue;
             };
             flow.ends[to].last_probe = Some((seq, ack));
             out.push(Injection { action, reason: Reason::Probe, segment });
-            probes += 1;
+            stats.probes_sent += 1;
         }
-        self.stats.entry(action).or_default().probes_sent += probes;
+        if !flow.probe_queued {
+            flow.probe_queued = true;
+            self.reprobe.push_back((slot, id, now_ns + REPROBE_NS));
+        }
     }
 
-    fn evict_oldest(&mut self) {
-        if let Some(k) = self.flows.iter().min_by_key(|(_, f)| f.last_seen_ns).map(|(k, _)| *k) {
-            self.flows.remove(&k);
-        }
+    /// Entries of the flow table touched so far (tests: the work per call).
+    #[cfg(test)]
+    fn work(&self) -> u64 {
+        self.flows.work.get()
     }
 }
 
@@ -406,32 +627,21 @@ fn key_of(seg: &Segment) -> (FlowKey, usize) {
     }
 }
 
-/// A RST to end `to` of `key`'s flow (from its peer) at `seq`, unless the
-/// same one went out less than RESEND_NS ago.
+/// A RST to end `to` of `key`'s flow (from its peer) at `seq`, unless its
+/// MAC is unsure, the same one went out less than RESEND_NS ago, or the
+/// rate limit says no.
 #[allow(clippy::too_many_arguments)]
-fn rst(flow: &mut Flow, key: &FlowKey, to: usize, seq: u32, ack: u32, flags: u8, now_ns: u64, own_mac: [u8; 6], ip_id: &mut u16) -> Option<Outgoing> {
+fn rst(flow: &mut Flow, key: &FlowKey, to: usize, seq: u32, ack: u32, flags: u8, tx: &mut Sender, stats: &mut ActionStats) -> Option<Outgoing> {
     let end = &mut flow.ends[to];
-    if !end.seen_sending {
-        return None; // no MAC to send it to
-    }
+    let mac = end.mac()?;
     if let Some((s, t)) = end.last_rst {
-        if s == seq && now_ns.saturating_sub(t) < RESEND_NS {
+        if s == seq && tx.now_ns.saturating_sub(t) < RESEND_NS {
             return None;
         }
     }
-    end.last_rst = Some((seq, now_ns));
-    *ip_id = ip_id.wrapping_add(1);
-    Some(Outgoing {
-        src_mac: own_mac,
-        dst_mac: end.mac,
-        vlan: key.vlan,
-        src: key.ends[1 - to],
-        dst: key.ends[to],
-        seq,
-        ack,
-        flags,
-        ip_id: *ip_id,
-    })
+    let o = tx.frame(key, to, mac, seq, ack, flags, stats)?;
+    end.last_rst = Some((seq, tx.now_ns));
+    Some(o)
 }
 
 #[cfg(test)]
@@ -440,6 +650,12 @@ mod tests {
     use crate::tcpseg::{FIN, PSH};
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
+
+    use crate::alloc_count::{allocations_on_this_thread, Counting};
+
+    /// Counts allocations, for the test that observe allocates nothing.
+    #[global_allocator]
+    static ALLOC: Counting = Counting;
 
     const SENSOR: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
     const CLI_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -458,11 +674,7 @@ mod tests {
     }
 
     fn block_port(id: u64, until_ns: u64) -> Action {
-        Action {
-            id,
-            target: Target::Block { a: Endpoint { ip: srv().0, port: Some(7000) }, b: Endpoint { ip: cli().0, port: None } },
-            until_ns,
-        }
+        Action { id, target: Target::Block { a: Endpoint { ip: srv().0, port: Some(7000) }, b: Endpoint { ip: cli().0, port: None } }, until_ns }
     }
 
     /// Client ISN 1000, server ISN 5000, then 10 bytes each way.
@@ -492,9 +704,9 @@ mod tests {
         let mut e = Enforcer::new(SENSOR, 100);
         let mut out = Vec::new();
         established(&mut e, &mut out);
-        e.apply(10, block_port(1, 1_000_000_000), &mut out);
+        e.apply(10, block_port(1, 1_000_000_000), &mut out).unwrap();
         out.clear(); // the first resets and the probes; tested below
-        // The client sends 5 more bytes: seq 1011, acking the server's 5011.
+                     // The client sends 5 more bytes: seq 1011, acking the server's 5011.
         e.observe(10 + RESEND_NS, &seg(true, 1011, 5011, ACK | PSH, 5), &mut out);
         let to_client = find(&out, cli());
         let to_server = find(&out, srv());
@@ -513,7 +725,7 @@ mod tests {
         let mut e = Enforcer::new(SENSOR, 100);
         let mut out = Vec::new();
         established(&mut e, &mut out);
-        e.apply(10, block_port(1, 1_000_000_000), &mut out);
+        e.apply(10, block_port(1, 1_000_000_000), &mut out).unwrap();
         let mut resets: Vec<_> = out.iter().filter(|i| i.reason == Reason::Reset).map(|i| (i.segment.dst, i.segment.seq)).collect();
         resets.sort();
         let mut want = vec![(cli(), 5011), (srv(), 1011)];
@@ -550,7 +762,7 @@ mod tests {
     fn a_new_connection_is_refused_at_the_syn_ack() {
         let mut e = Enforcer::new(SENSOR, 100);
         let mut out = Vec::new();
-        e.apply(0, block_port(7, 1_000_000_000), &mut out);
+        e.apply(0, block_port(7, 1_000_000_000), &mut out).unwrap();
         assert!(out.is_empty());
         e.observe(1, &seg(true, 9000, 0, SYN, 0), &mut out);
         assert!(out.is_empty(), "nothing to learn from a bare SYN");
@@ -566,7 +778,7 @@ mod tests {
     fn unrelated_connections_are_untouched() {
         let mut e = Enforcer::new(SENSOR, 100);
         let mut out = Vec::new();
-        e.apply(0, block_port(1, 1_000_000_000), &mut out);
+        e.apply(0, block_port(1, 1_000_000_000), &mut out).unwrap();
         let other: (IpAddr, u16) = (Ipv4Addr::new(198, 19, 173, 2).into(), 22);
         let s = Segment { src_mac: CLI_MAC, dst_mac: SRV_MAC, vlan: None, src: cli(), dst: other, seq: 1, ack: 1, flags: ACK | PSH, len: 5 };
         e.observe(1, &s, &mut out);
@@ -578,12 +790,12 @@ mod tests {
         let mut e = Enforcer::new(SENSOR, 100);
         let mut out = Vec::new();
         established(&mut e, &mut out);
-        e.apply(10, block_port(1, 100), &mut out);
+        e.apply(10, block_port(1, 100), &mut out).unwrap();
         out.clear();
         assert_eq!(e.tick(100, &mut out), vec![1]);
         e.observe(101, &seg(true, 1011, 5011, ACK | PSH, 5), &mut out);
         assert!(out.is_empty(), "expired");
-        e.apply(200, block_port(2, 1_000_000_000), &mut out);
+        e.apply(200, block_port(2, 1_000_000_000), &mut out).unwrap();
         assert!(e.cancel(2));
         assert!(!e.cancel(2));
         out.clear();
@@ -596,7 +808,7 @@ mod tests {
         let mut e = Enforcer::new(SENSOR, 100);
         let mut out = Vec::new();
         established(&mut e, &mut out);
-        e.apply(10, block_port(1, u64::MAX), &mut out);
+        e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
         out.clear();
         let s = seg(true, 1011, 5011, ACK, 0);
         e.observe(20, &s, &mut out);
@@ -612,7 +824,7 @@ mod tests {
         let mut e = Enforcer::new(SENSOR, 100);
         let mut out = Vec::new();
         established(&mut e, &mut out);
-        e.apply(10, block_port(1, u64::MAX), &mut out);
+        e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
         out.clear();
         e.observe(20, &seg(false, 5011, 1011, ACK | FIN, 0), &mut out);
         assert_eq!(find(&out, cli())[0].seq, 5012, "the client expects the FIN's successor");
@@ -624,7 +836,7 @@ mod tests {
         let mut e = Enforcer::new(SENSOR, 100);
         let mut out = Vec::new();
         established(&mut e, &mut out);
-        e.apply(10, block_port(1, u64::MAX), &mut out);
+        e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
         let m: Vec<Matched> = e.take_matched().collect();
         assert_eq!(m, vec![Matched { action: 1, ends: [cli(), srv()] }]);
         e.observe(20, &seg(true, 1011, 5011, ACK, 0), &mut out);
@@ -640,14 +852,14 @@ mod tests {
         let mut e = Enforcer::new(SENSOR, 100);
         let mut out = Vec::new();
         established(&mut e, &mut out);
-        e.apply(10, block_port(1, u64::MAX), &mut out);
+        e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
         assert!(!out.is_empty());
         // Our reset to the server, seen by the capture.
         let mut ours = seg(true, 1011, 0, RST, 0);
         ours.src_mac = SENSOR;
         e.observe(11, &ours, &mut out);
         out.clear();
-        e.apply(20, block_port(2, u64::MAX), &mut out);
+        e.apply(20, block_port(2, u64::MAX), &mut out).unwrap();
         assert!(out.is_empty(), "a flow that ended is not reset or probed again: {out:?}");
         e.tick(11 + CLOSED_KEEP_NS, &mut out);
         assert_eq!(e.flows(), 0);
@@ -656,7 +868,7 @@ mod tests {
         e.observe(30, &ours, &mut out);
         e.observe(31, &seg(false, 5011, 1011, ACK, 0), &mut out);
         out.clear();
-        e.apply(40, block_port(3, u64::MAX), &mut out);
+        e.apply(40, block_port(3, u64::MAX), &mut out).unwrap();
         assert!(!out.is_empty());
     }
 
@@ -665,11 +877,252 @@ mod tests {
         let mut e = Enforcer::new(SENSOR, 10);
         let mut out = Vec::new();
         for p in 0..100u16 {
+            // One end only: never confirmed.
             let mut s = seg(true, 1, 1, ACK, 0);
             s.src.1 = 10000 + p;
             e.observe(p as u64, &s, &mut out);
+            // Both ends acknowledge: a connection.
+            let (mut c, mut r) = (seg(true, 1, 1, ACK, 0), seg(false, 1, 1, ACK, 0));
+            c.src.1 = 20000 + p;
+            r.dst.1 = 20000 + p;
+            e.observe(p as u64, &c, &mut out);
+            e.observe(p as u64, &r, &mut out);
         }
-        assert_eq!(e.flows(), 10);
+        assert_eq!(e.confirmed_flows(), 10);
+        assert!(e.flows() - e.confirmed_flows() <= 2, "and a quarter as many unconfirmed flows");
+        e.flows.check();
+    }
+
+    /// A flow with a random client address and port, to `srv()`.
+    fn flood_segment(x: &mut u64, flags: u8) -> Segment {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        let r = *x;
+        let ip = Ipv4Addr::new(198, 18, (r >> 8) as u8, r as u8);
+        let mut s = seg(true, (r >> 16) as u32, (r >> 40) as u32, flags, 0);
+        s.src = (ip.into(), (r >> 24) as u16 | 1024);
+        s.src_mac = [2, 0, 0, 0, 0, 0x66];
+        s
+    }
+
+    /// The work of `observe` and `tick` does not grow with the table:
+    /// entries touched (index comparisons, list links) are counted while
+    /// 500,000 random 4-tuples go into full tables, with no action, then
+    /// an unrelated one, then one covering every flood flow. The table of
+    /// the first version scanned every entry for each new 4-tuple once
+    /// full: 65,536 per packet here.
+    #[test]
+    fn observe_and_tick_touch_a_bounded_number_of_entries() {
+        let mut e = Enforcer::new(SENSOR, 65_536);
+        e.set_inject_rate(1_000, 10);
+        let mut out = Vec::new();
+        // 65,536 connections (both ends acknowledge) fill the confirmed tier.
+        for i in 0..65_536u32 {
+            let (mut c, mut r) = (seg(true, 1, 1, ACK, 0), seg(false, 1, 1, ACK, 0));
+            c.src = (Ipv4Addr::from(0xc613_0000 | i).into(), 40000);
+            r.dst = c.src;
+            e.observe(1, &c, &mut out);
+            e.observe(1, &r, &mut out);
+        }
+        assert_eq!(e.confirmed_flows(), 65_536);
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let (mut worst_observe, mut worst_tick, mut allocations) = (0, 0, 0);
+        for i in 0..500_000u64 {
+            let now = 1_000_000 + i * 50_000; // 20,000 new 4-tuples a second
+            if i == 100_000 {
+                let unrelated = Action { id: 1, target: Target::Quarantine { host: Ipv4Addr::new(203, 0, 113, 9).into() }, until_ns: u64::MAX };
+                e.apply(now, unrelated, &mut out).unwrap();
+            }
+            if i == 300_000 {
+                e.apply(now, Action { id: 2, target: Target::Quarantine { host: srv().0 }, until_ns: u64::MAX }, &mut out).unwrap();
+            }
+            let s = flood_segment(&mut x, if i % 3 == 0 { SYN } else { ACK });
+            let (before, allocated) = (e.work(), allocations_on_this_thread());
+            e.observe(now, &s, &mut out);
+            worst_observe = worst_observe.max(e.work() - before);
+            if i < 300_000 {
+                allocations += allocations_on_this_thread() - allocated;
+            }
+            out.clear();
+            if i % 1_000 == 0 {
+                let before = e.work();
+                e.tick(now, &mut out);
+                worst_tick = worst_tick.max(e.work() - before);
+                out.clear();
+            }
+        }
+        // Then every flow expires at once: a tick still does a bounded part.
+        let (before, flows) = (e.work(), e.flows());
+        e.tick(u64::MAX / 2, &mut out);
+        worst_tick = worst_tick.max(e.work() - before);
+        assert_eq!(flows - e.flows(), 2 * EXPIRE_PER_TICK, "a bounded share of each tier went; the rest waits for the next ticks");
+        e.flows.check();
+        assert!(worst_observe <= 24, "observe touched {worst_observe} entries at most");
+        assert_eq!(allocations, 0, "observe allocated (with no action, or an unrelated one)");
+        let tick_bound = 4 * (EXPIRE_PER_TICK as u64 + 1) * 8 + REPROBE_PER_TICK as u64 * 16;
+        assert!(worst_tick <= tick_bound, "tick touched {worst_tick} entries (bound {tick_bound})");
+        println!("entries touched at most: {worst_observe} per observe, {worst_tick} per tick");
+        println!("bytes per flow: {} (entry and node), {} (index, at twice the entries)", FlowTable::<FlowKey, Flow>::entry_size(), 2 * 5);
+    }
+
+    /// A connection that went quiet before the action lives through a
+    /// flood of 200,000 new 4-tuples (SYNs, and ACKs answered by RSTs, as
+    /// from random spoofed sources) and is still reset at its exact
+    /// numbers when the action comes.
+    #[test]
+    fn a_confirmed_idle_flow_survives_a_flood_and_is_reset_exactly() {
+        let mut e = Enforcer::new(SENSOR, 65_536);
+        let mut out = Vec::new();
+        established(&mut e, &mut out);
+        assert_eq!(e.confirmed_flows(), 1);
+        let mut x = 42u64;
+        for i in 0..200_000u64 {
+            let now = 10 + i * 50_000;
+            let s = flood_segment(&mut x, if i % 2 == 0 { SYN } else { ACK });
+            e.observe(now, &s, &mut out);
+            if s.has(ACK) {
+                // The server answers an unexpected ACK with a RST.
+                let mut r = seg(false, s.ack, 0, RST, 0);
+                r.dst = s.src;
+                e.observe(now, &r, &mut out);
+            }
+            if i % 1000 == 0 {
+                e.tick(now, &mut out);
+            }
+        }
+        assert!(out.is_empty());
+        assert_eq!(e.confirmed_flows(), 1, "no flood flow confirmed, the connection kept");
+        assert!(e.flows() <= 1 + 16_384);
+        let now = 10 + 200_000 * 50_000;
+        e.apply(now, Action { id: 9, target: Target::Quarantine { host: cli().0 }, until_ns: u64::MAX }, &mut out).unwrap();
+        let mut resets: Vec<_> = out.iter().filter(|i| i.reason == Reason::Reset).map(|i| (i.segment.dst, i.segment.seq, i.segment.dst_mac)).collect();
+        resets.sort();
+        assert_eq!(resets, vec![(cli(), 5011, CLI_MAC), (srv(), 1011, SRV_MAC)], "exact, at the numbers last seen");
+        assert_eq!(out.iter().filter(|i| i.reason == Reason::Probe).count(), 2);
+    }
+
+    const ATTACKER: [u8; 6] = [2, 0, 0, 0, 0, 0x66];
+
+    /// One forged frame with the client's addresses and another source
+    /// MAC (or a forged frame to the client at another destination MAC):
+    /// the enforcer sends nothing to the client at all, rather than to the
+    /// forger's MAC. The server, whose MACs agree, is still reset exactly.
+    #[test]
+    fn a_spoofed_mac_makes_the_enforcer_send_nothing_to_that_end() {
+        for forged in [Segment { src_mac: ATTACKER, ..seg(true, 1011, 5011, ACK, 0) }, Segment { dst_mac: ATTACKER, ..seg(false, 5011, 1011, ACK, 0) }] {
+            let mut e = Enforcer::new(SENSOR, 100);
+            let mut out = Vec::new();
+            established(&mut e, &mut out);
+            e.observe(6, &forged, &mut out);
+            e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
+            e.observe(10 + RESEND_NS, &seg(true, 1011, 5011, ACK | PSH, 5), &mut out);
+            e.tick(10 + REPROBE_NS, &mut out);
+            assert!(out.iter().all(|i| i.segment.dst_mac != ATTACKER), "{out:?}");
+            assert!(find(&out, cli()).is_empty(), "nothing to the client: {out:?}");
+            let to_server = find(&out, srv());
+            assert!(to_server.iter().any(|o| o.flags == RST && o.seq == 1016), "the server reset exactly: {to_server:?}");
+            assert!(to_server.iter().all(|o| o.dst_mac == SRV_MAC));
+            // A new connection on the 4-tuple learns its MACs anew.
+            out.clear();
+            e.observe(20 + RESEND_NS, &seg(true, 9000, 0, SYN, 0), &mut out);
+            e.observe(21 + RESEND_NS, &seg(false, 3000, 9001, SYN | ACK, 0), &mut out);
+            assert_eq!(find(&out, cli()).len(), 1, "{out:?}");
+            assert_eq!(find(&out, cli())[0].dst_mac, CLI_MAC);
+        }
+    }
+
+    /// A host behind a router: its frames come from the router's MAC and
+    /// frames to it go to the router's MAC, so resets go there. Where the
+    /// two differ (asymmetric routing), the enforcer cannot be sure and
+    /// sends that end nothing.
+    #[test]
+    fn resets_go_to_the_mac_both_directions_agree_on() {
+        const ROUTER: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
+        const ROUTER2: [u8; 6] = [2, 0, 0, 0, 0, 0x0b];
+        for (inbound, outbound, sent) in [(ROUTER, ROUTER, true), (ROUTER, ROUTER2, false)] {
+            let mut e = Enforcer::new(SENSOR, 100);
+            let mut out = Vec::new();
+            let from_client = |seq, ack, flags, len| Segment { src_mac: inbound, ..seg(true, seq, ack, flags, len) };
+            let to_client = |seq, ack, flags, len| Segment { dst_mac: outbound, ..seg(false, seq, ack, flags, len) };
+            e.observe(1, &from_client(1000, 0, SYN, 0), &mut out);
+            e.observe(2, &to_client(5000, 1001, SYN | ACK, 0), &mut out);
+            e.observe(3, &from_client(1001, 5001, ACK, 0), &mut out);
+            e.observe(4, &to_client(5001, 1001, ACK | PSH, 10), &mut out);
+            e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
+            let to_cli = find(&out, cli());
+            if sent {
+                assert_eq!(to_cli.iter().map(|o| (o.flags, o.dst_mac)).collect::<Vec<_>>(), vec![(RST, ROUTER), (ACK, ROUTER)]);
+            } else {
+                assert!(to_cli.is_empty(), "{to_cli:?}");
+            }
+            assert_eq!(find(&out, srv()).len(), 2, "the server: a reset and a probe");
+        }
+    }
+
+    /// A frame from the sensor's own MAC for an end whose frames come from
+    /// another MAC (an earlier probe the capture shows late, or a forgery)
+    /// teaches neither numbers nor MACs: the end is still reset exactly.
+    #[test]
+    fn frames_from_our_own_mac_do_not_count_as_an_ends_traffic() {
+        let mut e = Enforcer::new(SENSOR, 100);
+        let mut out = Vec::new();
+        established(&mut e, &mut out);
+        let late = Segment { src_mac: SENSOR, ..seg(true, 1011 + (1 << 30), 5011, ACK, 0) };
+        e.observe(6, &late, &mut out);
+        e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
+        let resets: Vec<_> = out.iter().filter(|i| i.reason == Reason::Reset).map(|i| (i.segment.dst, i.segment.seq, i.segment.dst_mac)).collect();
+        assert_eq!(resets, vec![(cli(), 5011, CLI_MAC), (srv(), 1011, SRV_MAC)]);
+    }
+
+    #[test]
+    fn actions_beyond_the_bound_are_refused() {
+        let mut e = Enforcer::new(SENSOR, 100);
+        let mut out = Vec::new();
+        let quarantine = |id: u64| Action { id, target: Target::Quarantine { host: Ipv4Addr::from(id as u32).into() }, until_ns: u64::MAX };
+        for id in 0..MAX_ACTIONS as u64 {
+            e.apply(0, quarantine(id), &mut out).unwrap();
+        }
+        assert_eq!(e.apply(0, quarantine(5_000), &mut out), Err(Refused::TooManyActions));
+        assert_eq!(e.actions().len(), MAX_ACTIONS);
+        e.apply(0, Action { until_ns: 99, ..quarantine(7) }, &mut out).expect("replacing one is not adding one");
+        assert!(e.cancel(3));
+        e.apply(0, quarantine(5_000), &mut out).expect("room again");
+    }
+
+    /// Frames beyond the rate limit are not built, and are counted.
+    #[test]
+    fn injection_is_rate_limited() {
+        let mut e = Enforcer::new(SENSOR, 100);
+        e.set_inject_rate(10, 4);
+        let mut out = Vec::new();
+        for p in 0..5u16 {
+            let (mut c, mut r) = (seg(true, 1, 1, ACK, 0), seg(false, 1, 1, ACK, 0));
+            c.src.1 = 40000 + p;
+            r.dst.1 = 40000 + p;
+            e.observe(1, &c, &mut out);
+            e.observe(1, &r, &mut out);
+        }
+        // 5 flows: 10 resets and 10 probes wanted, a burst of 4 allowed.
+        e.apply(2, Action { id: 1, target: Target::Quarantine { host: srv().0 }, until_ns: u64::MAX }, &mut out).unwrap();
+        assert_eq!(out.len(), 4);
+        let st = e.stats()[&1];
+        assert_eq!((st.resets_sent + st.probes_sent, st.frames_suppressed), (4, 16), "{st:?}");
+        // A tenth of a second later: one more token.
+        out.clear();
+        let mut c = seg(true, 1, 1, ACK, 0);
+        c.src.1 = 40004;
+        e.observe(2 + 100_000_000, &c, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    /// The action found for a flow through the index and the per-flow
+    /// cache is always the one a walk of the actions in order finds,
+    /// whatever was applied, cancelled or expired in between.
+    fn covering(e: &mut Enforcer, seg: &Segment) -> Option<u64> {
+        let (key, _) = key_of(seg);
+        let slot = e.flows.find(e.flows.hash(&key), &key)?;
+        e.action_at(slot).map(|p| e.actions.get(p).id)
     }
 
     #[test]
@@ -681,6 +1134,41 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_cached_match_is_the_linear_match(steps in proptest::collection::vec(
+            (0u8..6, 0u64..6, 0u8..4, 0u8..4, proptest::option::of(0u16..3), any::<bool>(), 0u16..3), 1..80)) {
+            let ip = |i: u8| IpAddr::from(Ipv4Addr::new(198, 18, 1, i));
+            let mut e = Enforcer::new(SENSOR, 1000);
+            let mut out = Vec::new();
+            for (i, (kind, id, a, b, port, quarantine, p)) in steps.into_iter().enumerate() {
+                let now = i as u64 * 1000;
+                match kind {
+                    0 => { e.cancel(id); }
+                    1 => { e.tick(now, &mut out); }
+                    2 | 3 => {
+                        let target = if quarantine {
+                            Target::Quarantine { host: ip(a) }
+                        } else {
+                            Target::Block { a: Endpoint { ip: ip(a), port }, b: Endpoint { ip: ip(b), port: None } }
+                        };
+                        e.apply(now, Action { id, target, until_ns: now + 3000 + id * 1000 }, &mut out).unwrap();
+                    }
+                    _ => {
+                        let mut s = seg(kind == 4, 1, 1, ACK, 0);
+                        let (x, y) = ((ip(a), 7000 + p), (ip(b), 40000));
+                        (s.src, s.dst) = if kind == 4 { (y, x) } else { (x, y) };
+                        e.observe(now, &s, &mut out);
+                        let linear = e.actions().iter().find(|act| act.target.matches(s.src, s.dst)).map(|act| act.id);
+                        prop_assert_eq!(covering(&mut e, &s), linear);
+                        for inj in out.drain(..) {
+                            prop_assert_eq!(Some(inj.action), linear);
+                        }
+                    }
+                }
+                out.clear();
+            }
+        }
+
         /// Whatever the traffic, every reset goes to an end of a matching
         /// flow at a number that end itself revealed (its ack) or that its
         /// peer's segment ends at, and never to an unrelated flow.
@@ -689,7 +1177,7 @@ mod tests {
             (any::<bool>(), any::<u32>(), any::<u32>(), 0u8..0x20, 0u32..2000, 0u16..3), 1..60)) {
             let mut e = Enforcer::new(SENSOR, 1000);
             let mut out = Vec::new();
-            e.apply(0, block_port(1, u64::MAX), &mut out);
+            e.apply(0, block_port(1, u64::MAX), &mut out).unwrap();
             for (i, (from_client, seq, ack, flags, len, port_pick)) in segs.into_iter().enumerate() {
                 let mut s = seg(from_client, seq, ack, flags, len);
                 let sport = [7000u16, 7001, 22][port_pick as usize];

@@ -199,6 +199,7 @@ pub fn totals(per_interface: &BTreeMap<Arc<str>, BTreeMap<u64, ActionStats>>) ->
             t.connections_refused += s.connections_refused;
             t.resets_sent += s.resets_sent;
             t.probes_sent += s.probes_sent;
+            t.frames_suppressed += s.frames_suppressed;
         }
     }
     sum.into_iter().map(|(id, stats)| ActionReport { id, stats }).collect()
@@ -226,14 +227,14 @@ mod tests {
     #[test]
     fn totals_add_up_interfaces() {
         let mut m: BTreeMap<Arc<str>, BTreeMap<u64, ActionStats>> = BTreeMap::new();
-        let s = ActionStats { connections_reset: 1, connections_refused: 2, resets_sent: 3, probes_sent: 4 };
+        let s = ActionStats { connections_reset: 1, connections_refused: 2, resets_sent: 3, probes_sent: 4, frames_suppressed: 5 };
         m.entry("eth0".into()).or_default().insert(7, s);
         m.entry("eth1".into()).or_default().insert(7, s);
         m.entry("eth1".into()).or_default().insert(9, s);
         let t = totals(&m);
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].id, 7);
-        assert_eq!(t[0].stats, ActionStats { connections_reset: 2, connections_refused: 4, resets_sent: 6, probes_sent: 8 });
+        assert_eq!(t[0].stats, ActionStats { connections_reset: 2, connections_refused: 4, resets_sent: 6, probes_sent: 8, frames_suppressed: 10 });
         assert_eq!(t[1].stats, s);
     }
 }

@@ -130,11 +130,12 @@ pub fn page(src: &Sources) -> String {
     e.single("ossensor_response_actions_in_force", Kind::Gauge, "Response actions the sensor enforces now.", in_force as f64);
     let totals = crate::actions::totals(&src.actions.stats.lock().unwrap_or_else(|e| e.into_inner()));
     let ids: Vec<String> = totals.iter().map(|a| a.id.to_string()).collect();
-    let counter: [(&str, &str, ActionCounter); 4] = [
+    let counter: [(&str, &str, ActionCounter); 5] = [
         ("ossensor_response_connections_reset_total", "Connections reset at both ends, per action.", |s| s.connections_reset),
         ("ossensor_response_connections_refused_total", "New connections refused at the handshake, per action.", |s| s.connections_refused),
         ("ossensor_response_resets_sent_total", "RST segments sent, per action.", |s| s.resets_sent),
         ("ossensor_response_probes_sent_total", "ACK probes sent to quiet connections, per action.", |s| s.probes_sent),
+        ("ossensor_response_frames_suppressed_total", "Resets and probes not sent because of the interface's rate limit, per action.", |s| s.frames_suppressed),
     ];
     for (name, help, value) in counter {
         let v: Vec<(Vec<(&str, &str)>, f64)> = totals.iter().zip(&ids).map(|(a, id)| (vec![("action", id.as_str())], value(&a.stats) as f64)).collect();
