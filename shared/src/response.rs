@@ -254,8 +254,11 @@ const UNCONFIRMED_SHARE: usize = 4;
 const EXPIRE_PER_TICK: usize = 256;
 const REPROBE_PER_TICK: usize = 256;
 
-/// A flow an action covers, once per (flow, action): the shell destroys
-/// the local socket when one end is on this host.
+/// A confirmed flow an action covers, once per (flow, action): the shell
+/// asks for the local socket to be destroyed when one end is on this host.
+/// Only confirmed flows (both ends acknowledged something): a segment
+/// nobody answered, a spoofed one say, never costs the supervisor a
+/// socket dump, nor the worker the wait for its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Matched {
     pub action: u64,
@@ -373,14 +376,17 @@ impl Enforcer {
             // Reset at once at the numbers last seen (exact unless the flow
             // moved since), and probe: if they were stale, the answers to
             // the probes give the exact ones.
+            let confirmed = self.flows.tier(slot) == Tier::Confirmed;
             let (own_mac, ip_id, bucket) = (self.own_mac, &mut self.ip_id, &mut self.bucket);
             let mut tx = Sender { own_mac, ip_id, bucket, now_ns };
             let (key, flow) = self.flows.entry_mut(slot);
             let key = *key;
             flow.reset_by = None;
             flow.rsts = 0;
-            flow.matched_by = Some(action.id);
-            self.matched.push(Matched { action: action.id, ends: key.ends });
+            if confirmed {
+                flow.matched_by = Some(action.id);
+                self.matched.push(Matched { action: action.id, ends: key.ends });
+            }
             let stats = self.stats.entry(action.id).or_default();
             let mut sent = 0;
             for to in 0..2 {
@@ -514,10 +520,11 @@ impl Enforcer {
             return;
         };
         let action = *self.actions.get(position);
+        let confirmed = self.flows.tier(slot) == Tier::Confirmed;
         let (own_mac, ip_id, bucket) = (self.own_mac, &mut self.ip_id, &mut self.bucket);
         let mut tx = Sender { own_mac, ip_id, bucket, now_ns };
         let flow = self.flows.entry_mut(slot).1;
-        if flow.matched_by != Some(action.id) {
+        if confirmed && flow.matched_by != Some(action.id) {
             flow.matched_by = Some(action.id);
             self.matched.push(Matched { action: action.id, ends: key.ends });
         }
@@ -845,6 +852,25 @@ mod tests {
         e.observe(30, &seg(true, 90, 0, SYN, 0), &mut out);
         e.observe(31, &seg(false, 70, 91, SYN | ACK, 0), &mut out);
         assert_eq!(e.take_matched().count(), 1);
+    }
+
+    /// Segments one way only (bare ACKs from the quarantined host, spoofed
+    /// or not, to a port nobody answers from) are never reported for a
+    /// socket destroy; a connection whose ends both acknowledged is.
+    #[test]
+    fn only_confirmed_flows_are_reported_for_a_destroy() {
+        let mut e = Enforcer::new(SENSOR, 100);
+        let mut out = Vec::new();
+        e.apply(0, Action { id: 1, target: Target::Quarantine { host: cli().0 }, until_ns: u64::MAX }, &mut out).unwrap();
+        for p in 0..50u16 {
+            let mut s = seg(true, 7, 9, ACK, 0);
+            s.src.1 = 20000 + p;
+            e.observe(p as u64 + 1, &s, &mut out);
+        }
+        assert_eq!(e.take_matched().count(), 0, "no flow confirmed, nothing to destroy");
+        established(&mut e, &mut out);
+        e.observe(100, &seg(true, 1011, 5011, ACK, 0), &mut out);
+        assert_eq!(e.take_matched().collect::<Vec<_>>(), vec![Matched { action: 1, ends: [cli(), srv()] }]);
     }
 
     #[test]
