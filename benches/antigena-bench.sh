@@ -49,7 +49,7 @@ port=$(collector_port "$work/vsensor.log")
 # deletes; it follows the interface through netlink.
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin VSENSOR_HOSTNAME=127.0.0.1 VSENSOR_PORT="$port" \
   VSENSOR_HMAC_KEY="$key" OSSENSOR_NETWORK_DEVICE=agn-br0 NETWORK_DEVICE_ANY=1 OSSENSOR_DEBUG=3 ANTIGENA_TIME_PERIOD=1 \
-  OSSENSOR_CONFIG_PATH="$work/ossensor.cfg" OSSENSOR_RUNTIME_DIR="$work/run" \
+  OSSENSOR_CONFIG_PATH="$work/ossensor.cfg" OSSENSOR_RUNTIME_DIR="$work/run" OSSENSOR_STATE_DIR="$work/state" \
   "$bin/ossensor" >"$work/ossensor.log" 2>&1 &
 pids+=($!)
 sleep 1

@@ -44,7 +44,7 @@ port=$(collector_port "$work/vsensor.log") || exit 1
 lo_tx0=$(cat /sys/class/net/lo/statistics/tx_bytes)
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin VSENSOR_HOSTNAME=127.0.0.1 VSENSOR_PORT="$port" \
   VSENSOR_HMAC_KEY="$key" OSSENSOR_NETWORK_DEVICE="$iface" OSSENSOR_DEBUG=1 \
-  OSSENSOR_CONFIG_PATH="$work/ossensor.cfg" OSSENSOR_RUNTIME_DIR="$work/run" \
+  OSSENSOR_CONFIG_PATH="$work/ossensor.cfg" OSSENSOR_RUNTIME_DIR="$work/run" OSSENSOR_STATE_DIR="$work/state" \
   OSSENSOR_COMPRESSION="${OSSENSOR_COMPRESSION:-zstd}" \
   ${OSSENSOR_CAPTURE_BUFFER_MB:+OSSENSOR_CAPTURE_BUFFER_MB=$OSSENSOR_CAPTURE_BUFFER_MB} \
   ${ANTIGENA_ENABLED:+ANTIGENA_ENABLED=$ANTIGENA_ENABLED} \

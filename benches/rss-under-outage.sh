@@ -92,7 +92,7 @@ port=$(collector_port "$work/vsensor.log")
 
 ip netns exec "$ns_c" taskset -c 1 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin VSENSOR_HOSTNAME=127.0.0.1 VSENSOR_PORT="$port" \
   VSENSOR_HMAC_KEY="$key" OSSENSOR_NETWORK_DEVICE=cap0 OSSENSOR_DEBUG=1 OSSENSOR_SPOOL_MB="$spool_mb" \
-  OSSENSOR_CAPTURE_BUFFER_MB="$ring_mb" OSSENSOR_CONFIG_PATH="$work/ossensor.cfg" OSSENSOR_RUNTIME_DIR="$work/run" \
+  OSSENSOR_CAPTURE_BUFFER_MB="$ring_mb" OSSENSOR_CONFIG_PATH="$work/ossensor.cfg" OSSENSOR_RUNTIME_DIR="$work/run" OSSENSOR_STATE_DIR="$work/state" \
   "$bin/ossensor" >"$work/ossensor.log" 2>&1 </dev/null &
 os_pid=$!
 for _ in $(seq 300); do
