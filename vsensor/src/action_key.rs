@@ -29,8 +29,7 @@ impl ActionKey {
         let (pair, generated) = match std::fs::read(&path) {
             Ok(der) => (Ed25519KeyPair::from_pkcs8(&der).map_err(|e| format!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()))?, false),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let der = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-                    .map_err(|e| format!("cannot make the action key: {e}"))?;
+                let der = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).map_err(|e| format!("cannot make the action key: {e}"))?;
                 write_atomically(&path, der.as_ref(), 0o600).map_err(|e| format!("{}: {e}", path.display()))?;
                 (Ed25519KeyPair::from_pkcs8(der.as_ref()).map_err(|e| format!("the new action key: {e}"))?, true)
             }

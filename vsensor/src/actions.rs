@@ -152,11 +152,7 @@ impl Book {
                     "active"
                 }
                 .to_string(),
-                reports: e
-                    .reports
-                    .iter()
-                    .map(|(s, r)| (s.clone(), SensorReport { at: timefmt::rfc3339_millis(r.at_ns), stats: r.stats }))
-                    .collect(),
+                reports: e.reports.iter().map(|(s, r)| (s.clone(), SensorReport { at: timefmt::rfc3339_millis(r.at_ns), stats: r.stats })).collect(),
             })
             .collect()
     }

@@ -105,10 +105,7 @@ struct AuthHeaders {
 fn header<'a>(h: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, Refusal> {
     match h.get(name) {
         None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(|s| Some(s.trim()))
-            .map_err(|_| refusal(StatusCode::BAD_REQUEST, "malformed", format!("header {name} is not text"))),
+        Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| refusal(StatusCode::BAD_REQUEST, "malformed", format!("header {name} is not text"))),
     }
 }
 
@@ -117,13 +114,7 @@ fn required<'a>(h: &'a HeaderMap, name: &'static str, status: StatusCode) -> Res
 }
 
 fn parsed<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, Refusal> {
-    v.parse().map_err(|_| {
-        refusal(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            AuthError::BadHeader { header: name, value: v.chars().take(80).collect() }.to_string(),
-        )
-    })
+    v.parse().map_err(|_| refusal(StatusCode::BAD_REQUEST, "malformed", AuthError::BadHeader { header: name, value: v.chars().take(80).collect() }.to_string()))
 }
 
 impl AuthHeaders {
@@ -149,14 +140,7 @@ impl AuthHeaders {
             ));
         }
         let signature = required(h, auth::H_SIGNATURE, unauth)?;
-        Ok(AuthHeaders {
-            sensor: sensor.to_string(),
-            epoch,
-            seq,
-            timestamp,
-            nonce: nonce.to_string(),
-            signature: signature.to_string(),
-        })
+        Ok(AuthHeaders { sensor: sensor.to_string(), epoch, seq, timestamp, nonce: nonce.to_string(), signature: signature.to_string() })
     }
 }
 
@@ -175,13 +159,8 @@ pub(crate) fn ends_connection(status: StatusCode) -> bool {
 /// Reads the body, never more than [`chunk::MAX_BODY`] bytes, nor for
 /// longer than [`BODY_TIMEOUT`].
 pub(crate) async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Refusal> {
-    let too_large = |n: String| {
-        refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("body of {n} bytes exceeds the limit of {} bytes", chunk::MAX_BODY),
-        )
-    };
+    let too_large =
+        |n: String| refusal(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body of {n} bytes exceeds the limit of {} bytes", chunk::MAX_BODY));
     if let Some(len) = header(headers, CONTENT_LENGTH.as_str())? {
         if len.parse::<u64>().is_ok_and(|n| n > chunk::MAX_BODY as u64) {
             return Err(too_large(len.to_string()));
@@ -189,19 +168,11 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Byt
     }
     let collected = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, chunk::MAX_BODY).collect()).await {
         Ok(c) => c,
-        Err(_) => {
-            return Err(refusal(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
-            ))
-        }
+        Err(_) => return Err(refusal(StatusCode::REQUEST_TIMEOUT, "timeout", format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()))),
     };
     match collected {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(too_large(format!("more than {}", chunk::MAX_BODY)))
-        }
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(format!("more than {}", chunk::MAX_BODY))),
         Err(e) => Err(refusal(StatusCode::BAD_REQUEST, "malformed", format!("cannot read the body: {e}"))),
     }
 }
@@ -372,11 +343,7 @@ impl App {
             r.kind
         );
         if r.audit {
-            log::audit(
-                AuditSeverity::Warning,
-                "auth_failure",
-                &[("source", &source), ("sensor", sensor), ("reason", &r.reason)],
-            );
+            log::audit(AuditSeverity::Warning, "auth_failure", &[("source", &source), ("sensor", sensor), ("reason", &r.reason)]);
         }
     }
 
@@ -545,10 +512,8 @@ async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Resul
         addrs.push(ip);
     }
     let base = build_filter(&addrs, conn.local, req.collector_port);
-    let files = app
-        .store
-        .sensor(&h.sensor)
-        .map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot open the sensor's state: {e}")))?;
+    let files =
+        app.store.sensor(&h.sensor).map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot open the sensor's state: {e}")))?;
     let last_seq = files.lock().await.last_seq(h.epoch);
     app.registry
         .lock()
@@ -569,20 +534,15 @@ async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Resul
         conn.remote,
         last_seq
     );
-    Ok(json(&RegisterResponse {
-        filter,
-        max_chunk_bytes: chunk::MAX_RAW_CHUNK as u64,
-        last_seq,
-        action_key: Some(app.action_key.public.to_string()),
-    }))
+    Ok(json(&RegisterResponse { filter, max_chunk_bytes: chunk::MAX_RAW_CHUNK as u64, last_seq, action_key: Some(app.action_key.public.to_string()) }))
 }
 
 async fn chunks(app: &App, conn: &Conn, h: &AuthHeaders, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, Refusal> {
     let bad = |reason: String| refusal(StatusCode::BAD_REQUEST, "malformed", reason);
     let req400 = StatusCode::BAD_REQUEST;
     let encoding_text = required(headers, chunk::H_ENCODING, req400)?;
-    let encoding = Encoding::parse(encoding_text)
-        .ok_or_else(|| bad(format!("bad value {encoding_text:?} in header {} (zstd or identity)", chunk::H_ENCODING)))?;
+    let encoding =
+        Encoding::parse(encoding_text).ok_or_else(|| bad(format!("bad value {encoding_text:?} in header {} (zstd or identity)", chunk::H_ENCODING)))?;
     let raw_len: usize = parsed(chunk::H_RAW_LENGTH, required(headers, chunk::H_RAW_LENGTH, req400)?)?;
     let packets: u64 = parsed(chunk::H_PACKETS, required(headers, chunk::H_PACKETS, req400)?)?;
     let compressed = body.len();
@@ -593,10 +553,8 @@ async fn chunks(app: &App, conn: &Conn, h: &AuthHeaders, headers: &HeaderMap, bo
         .map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("chunk check failed: {e}")))?;
     let (raw, summary) = decoded.map_err(|e| bad(format!("bad chunk: {e}")))?;
 
-    let files = app
-        .store
-        .sensor(&h.sensor)
-        .map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot open the sensor's folder: {e}")))?;
+    let files =
+        app.store.sensor(&h.sensor).map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot open the sensor's folder: {e}")))?;
     let mut guard = files.lock_owned().await;
     let limits = app.store.limits;
     let (epoch, seq) = (h.epoch, h.seq);
@@ -663,18 +621,12 @@ mod tests {
     #[test]
     fn filter_deduplicates_and_adds_ports() {
         let addrs: Vec<IpAddr> = vec!["198.18.0.1".parse().unwrap(), "198.18.0.9".parse().unwrap(), "198.18.0.1".parse().unwrap()];
-        assert_eq!(
-            build_filter(&addrs, sa("198.18.0.1:8443"), 443),
-            "not (tcp and (host 198.18.0.1 or host 198.18.0.9) and (port 8443 or port 443))"
-        );
+        assert_eq!(build_filter(&addrs, sa("198.18.0.1:8443"), 443), "not (tcp and (host 198.18.0.1 or host 198.18.0.9) and (port 8443 or port 443))");
     }
 
     #[test]
     fn filter_maps_v4_in_v6_and_keeps_v6() {
         let addrs: Vec<IpAddr> = vec!["2001:db8::1".parse().unwrap(), "198.18.0.1".parse().unwrap()];
-        assert_eq!(
-            build_filter(&addrs, sa("[::ffff:198.18.0.1]:443"), 443),
-            "not (tcp and (host 2001:db8::1 or host 198.18.0.1) and port 443)"
-        );
+        assert_eq!(build_filter(&addrs, sa("[::ffff:198.18.0.1]:443"), 443), "not (tcp and (host 2001:db8::1 or host 198.18.0.1) and port 443)");
     }
 }

@@ -56,18 +56,11 @@ impl Collector {
     /// opens the registry and the store (repairing torn files, applying
     /// retention). Blocking; call before serving.
     pub fn open(config: &config::Config) -> Result<Collector, String> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| format!("cannot create the data folder {}: {e}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create the data folder {}: {e}", config.data_dir.display()))?;
         let tls = tls::load(&config.tls, &config.data_dir).map_err(|e| e.to_string())?;
-        let registry = registry::Registry::open(&config.data_dir)
-            .map_err(|e| format!("cannot read the registry in {}: {e}", config.data_dir.display()))?;
-        let limits = store::Limits {
-            rotate_bytes: config.rotate_bytes,
-            rotate_seconds: config.rotate_seconds,
-            retention_bytes: config.retention_bytes,
-        };
-        let store = store::Store::open(&config.data_dir, limits)
-            .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?;
+        let registry = registry::Registry::open(&config.data_dir).map_err(|e| format!("cannot read the registry in {}: {e}", config.data_dir.display()))?;
+        let limits = store::Limits { rotate_bytes: config.rotate_bytes, rotate_seconds: config.rotate_seconds, retention_bytes: config.retention_bytes };
+        let store = store::Store::open(&config.data_dir, limits).map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?;
         let book = actions::Book::open(&config.data_dir).map_err(|e| format!("cannot read the response actions: {e}"))?;
         let action_key = action_key::ActionKey::load_or_make(&config.data_dir)?;
         log!(

@@ -95,8 +95,7 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
                 Ok((StatusCode::OK, json(&serde_json::json!({ "actions": view }))))
             }
             (Method::POST, "" | "/") => {
-                let new: NewAction = serde_json::from_slice(&body)
-                    .map_err(|e| refusal(StatusCode::BAD_REQUEST, "malformed", format!("bad action: {e}")))?;
+                let new: NewAction = serde_json::from_slice(&body).map_err(|e| refusal(StatusCode::BAD_REQUEST, "malformed", format!("bad action: {e}")))?;
                 check_target(&new.target)?;
                 if let Some(p) = new.protocol.as_deref().filter(|p| !p.eq_ignore_ascii_case("tcp")) {
                     return Err(refusal(

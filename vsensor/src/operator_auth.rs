@@ -52,17 +52,12 @@ pub(crate) fn parse_authorization(value: &[u8]) -> Credential {
         return match base64_decode(rest) {
             Some(d) => match d.iter().position(|c| *c == b':') {
                 Some(i) => Credential::Basic(d[i + 1..].to_vec()),
-                None => {
-                    Credential::Unusable("Authorization: Basic without a user:password pair".into())
-                }
+                None => Credential::Unusable("Authorization: Basic without a user:password pair".into()),
             },
             None => Credential::Unusable("Authorization: Basic is not base64".into()),
         };
     }
-    Credential::Unusable(format!(
-        "authorization scheme {:?} is not accepted (Bearer, or Basic for reading)",
-        shorten(scheme)
-    ))
+    Credential::Unusable(format!("authorization scheme {:?} is not accepted (Bearer, or Basic for reading)", shorten(scheme)))
 }
 
 /// The request's credential; two `Authorization` headers are refused
@@ -117,12 +112,7 @@ fn which(t: &[u8], tokens: &Tokens) -> (bool, bool) {
 }
 
 fn unauthorized(reason: impl Into<String>) -> Refusal {
-    Refusal {
-        status: StatusCode::UNAUTHORIZED,
-        kind: "operator_auth",
-        reason: reason.into(),
-        audit: true,
-    }
+    Refusal { status: StatusCode::UNAUTHORIZED, kind: "operator_auth", reason: reason.into(), audit: true }
 }
 
 const WRONG_TOKEN: &str = "wrong operator token";
@@ -131,9 +121,7 @@ const WRONG_TOKEN: &str = "wrong operator token";
 /// of actions)?
 pub(crate) fn may_read(tokens: &Tokens, headers: &HeaderMap) -> Result<(), Refusal> {
     match credential(headers) {
-        Credential::Missing => {
-            Err(unauthorized("missing the operators' token (Authorization: Bearer TOKEN, or Basic with the read token as password)"))
-        }
+        Credential::Missing => Err(unauthorized("missing the operators' token (Authorization: Bearer TOKEN, or Basic with the read token as password)")),
         Credential::Unusable(why) => Err(unauthorized(why)),
         Credential::Bearer(t) => match which(&t, tokens) {
             (true, _) | (_, true) => Ok(()),
@@ -151,11 +139,7 @@ pub(crate) fn may_read(tokens: &Tokens, headers: &HeaderMap) -> Result<(), Refus
 /// May this request order or cancel actions? Credential first (401, 403),
 /// then the cross-site rules (403), then, for a POST, the body's type
 /// (415).
-pub(crate) fn may_act(
-    tokens: &Tokens,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Result<(), Refusal> {
+pub(crate) fn may_act(tokens: &Tokens, method: &Method, headers: &HeaderMap) -> Result<(), Refusal> {
     match credential(headers) {
         Credential::Missing => return Err(unauthorized("ordering or cancelling actions needs Authorization: Bearer <action token>")),
         Credential::Unusable(why) => return Err(unauthorized(why)),
@@ -179,48 +163,23 @@ pub(crate) fn may_act(
         },
     }
     let one = |name| one_header(headers, name);
-    if let Some(reason) = cross_site(
-        one(ORIGIN)?,
-        one(HOST)?,
-        one(hyper::header::HeaderName::from_static("sec-fetch-site"))?,
-    ) {
-        return Err(Refusal {
-            status: StatusCode::FORBIDDEN,
-            kind: "operator_cross_site",
-            reason,
-            audit: true,
-        });
+    if let Some(reason) = cross_site(one(ORIGIN)?, one(HOST)?, one(hyper::header::HeaderName::from_static("sec-fetch-site"))?) {
+        return Err(Refusal { status: StatusCode::FORBIDDEN, kind: "operator_cross_site", reason, audit: true });
     }
     if *method == Method::POST {
-        let content_type = one_header(headers, CONTENT_TYPE).map_err(|r| Refusal {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ..r
-        })?;
-        json_media_type(content_type).map_err(|reason| {
-            refusal(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "operator_content_type",
-                reason,
-            )
-        })?;
+        let content_type = one_header(headers, CONTENT_TYPE).map_err(|r| Refusal { status: StatusCode::UNSUPPORTED_MEDIA_TYPE, ..r })?;
+        json_media_type(content_type).map_err(|reason| refusal(StatusCode::UNSUPPORTED_MEDIA_TYPE, "operator_content_type", reason))?;
     }
     Ok(())
 }
 
 /// The value of a header that may appear at most once.
-fn one_header(
-    headers: &HeaderMap,
-    name: hyper::header::HeaderName,
-) -> Result<Option<&[u8]>, Refusal> {
+fn one_header(headers: &HeaderMap, name: hyper::header::HeaderName) -> Result<Option<&[u8]>, Refusal> {
     let mut all = headers.get_all(&name).iter();
     match (all.next(), all.next()) {
         (None, _) => Ok(None),
         (Some(v), None) => Ok(Some(v.as_bytes())),
-        (Some(_), Some(_)) => Err(refusal(
-            StatusCode::FORBIDDEN,
-            "operator_cross_site",
-            format!("more than one {name} header"),
-        )),
+        (Some(_), Some(_)) => Err(refusal(StatusCode::FORBIDDEN, "operator_cross_site", format!("more than one {name} header"))),
     }
 }
 
@@ -228,39 +187,21 @@ fn one_header(
 /// `https://` + `Host` (host names compared without regard to case), or
 /// `Sec-Fetch-Site: cross-site` / `same-site` (another site, or a sibling
 /// subdomain, made the browser send it).
-pub(crate) fn cross_site(
-    origin: Option<&[u8]>,
-    host: Option<&[u8]>,
-    fetch_site: Option<&[u8]>,
-) -> Option<String> {
+pub(crate) fn cross_site(origin: Option<&[u8]>, host: Option<&[u8]>, fetch_site: Option<&[u8]>) -> Option<String> {
     if let Some(origin) = origin {
         let origin = String::from_utf8_lossy(origin);
         let own = host.map(|h| format!("https://{}", String::from_utf8_lossy(h).trim()));
         match own {
             Some(own) if origin.trim().eq_ignore_ascii_case(&own) => {}
-            Some(own) => {
-                return Some(format!(
-                    "cross-origin request refused: Origin {:?} is not this collector's own ({:?})",
-                    shorten(&origin),
-                    shorten(&own)
-                ))
-            }
-            None => {
-                return Some(format!(
-                    "cross-origin request refused: Origin {:?} but no Host header to compare with",
-                    shorten(&origin)
-                ))
-            }
+            Some(own) => return Some(format!("cross-origin request refused: Origin {:?} is not this collector's own ({:?})", shorten(&origin), shorten(&own))),
+            None => return Some(format!("cross-origin request refused: Origin {:?} but no Host header to compare with", shorten(&origin))),
         }
     }
     if let Some(site) = fetch_site {
         let site = String::from_utf8_lossy(site);
         let site = site.trim();
         if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
-            return Some(format!(
-                "cross-site request refused (Sec-Fetch-Site: {})",
-                shorten(site)
-            ));
+            return Some(format!("cross-site request refused (Sec-Fetch-Site: {})", shorten(site)));
         }
     }
     None
@@ -277,10 +218,7 @@ pub(crate) fn json_media_type(value: Option<&[u8]>) -> Result<(), String> {
     if media.eq_ignore_ascii_case("application/json") {
         return Ok(());
     }
-    Err(format!(
-        "Content-Type {:?} is not accepted: application/json is required",
-        shorten(&text)
-    ))
+    Err(format!("Content-Type {:?} is not accepted: application/json is required", shorten(&text)))
 }
 
 /// At most 80 characters of something a client sent, for a reason.
@@ -294,10 +232,7 @@ mod tests {
     use hyper::header::HeaderValue;
 
     fn tokens() -> Tokens {
-        Tokens {
-            read: "r".repeat(64),
-            action: "a".repeat(64),
-        }
+        Tokens { read: "r".repeat(64), action: "a".repeat(64) }
     }
 
     fn basic(password: &str) -> String {
@@ -306,15 +241,9 @@ mod tests {
         const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = String::new();
         for c in raw.chunks(3) {
-            let n = (c[0] as u32) << 16
-                | (*c.get(1).unwrap_or(&0) as u32) << 8
-                | *c.get(2).unwrap_or(&0) as u32;
+            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
             for i in 0..4 {
-                out.push(if i <= c.len() {
-                    A[(n >> (18 - 6 * i) & 63) as usize] as char
-                } else {
-                    '='
-                });
+                out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
             }
         }
         format!("Basic {out}")
@@ -341,37 +270,12 @@ mod tests {
 
     #[test]
     fn authorization_schemes() {
-        assert_eq!(
-            parse_authorization(b"Bearer abc"),
-            Credential::Bearer(b"abc".to_vec())
-        );
-        assert_eq!(
-            parse_authorization(b"bearer   abc "),
-            Credential::Bearer(b"abc".to_vec())
-        );
-        assert_eq!(
-            parse_authorization(b"BASIC b3A6c2VjcmV0"),
-            Credential::Basic(b"secret".to_vec())
-        );
-        assert_eq!(
-            parse_authorization(basic("a:b").as_bytes()),
-            Credential::Basic(b"a:b".to_vec()),
-            "the password may hold colons"
-        );
-        for bad in [
-            &b"Bearer"[..],
-            b"Bearer a b",
-            b"Basic !!",
-            b"Basic YWJj",
-            b"Digest x",
-            b"",
-            b"\xff",
-        ] {
-            assert!(
-                matches!(parse_authorization(bad), Credential::Unusable(_)),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+        assert_eq!(parse_authorization(b"Bearer abc"), Credential::Bearer(b"abc".to_vec()));
+        assert_eq!(parse_authorization(b"bearer   abc "), Credential::Bearer(b"abc".to_vec()));
+        assert_eq!(parse_authorization(b"BASIC b3A6c2VjcmV0"), Credential::Basic(b"secret".to_vec()));
+        assert_eq!(parse_authorization(basic("a:b").as_bytes()), Credential::Basic(b"a:b".to_vec()), "the password may hold colons");
+        for bad in [&b"Bearer"[..], b"Bearer a b", b"Basic !!", b"Basic YWJj", b"Digest x", b"", b"\xff"] {
+            assert!(matches!(parse_authorization(bad), Credential::Unusable(_)), "{:?}", String::from_utf8_lossy(bad));
         }
         let two = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
         assert!(matches!(credential(&two), Credential::Unusable(m) if m.contains("more than one")));
@@ -385,11 +289,7 @@ mod tests {
         assert!(ok(&[("authorization", &format!("Bearer {}", t.read))]).is_ok());
         assert!(ok(&[("authorization", &basic(&t.read))]).is_ok());
         assert!(ok(&[("authorization", &format!("Bearer {}", t.action))]).is_ok());
-        for h in [
-            basic(&t.action),
-            format!("Bearer {}", "x".repeat(64)),
-            basic("wrong"),
-        ] {
+        for h in [basic(&t.action), format!("Bearer {}", "x".repeat(64)), basic("wrong")] {
             let r = ok(&[("authorization", &h)]).unwrap_err();
             assert_eq!((r.status, r.audit), (StatusCode::UNAUTHORIZED, true), "{h}");
         }
@@ -407,70 +307,26 @@ mod tests {
         assert!(r.reason.contains("Bearer"), "{}", r.reason);
         let r = act(&[("authorization", &format!("Bearer {}", t.read)), json]).unwrap_err();
         assert_eq!(r.status, StatusCode::FORBIDDEN);
-        assert!(
-            r.reason.contains("read-only token cannot order actions"),
-            "{}",
-            r.reason
-        );
-        assert_eq!(
-            act(&[("authorization", "Bearer nope"), json])
-                .unwrap_err()
-                .status,
-            StatusCode::UNAUTHORIZED
-        );
+        assert!(r.reason.contains("read-only token cannot order actions"), "{}", r.reason);
+        assert_eq!(act(&[("authorization", "Bearer nope"), json]).unwrap_err().status, StatusCode::UNAUTHORIZED);
         assert_eq!(act(&[json]).unwrap_err().status, StatusCode::UNAUTHORIZED);
         // DELETE needs no content type; the cross-site rules still hold.
         let del = |h: &[(&'static str, &str)]| may_act(&t, &Method::DELETE, &headers(h));
         let bearer = format!("Bearer {}", t.action);
         assert!(del(&[("authorization", &bearer)]).is_ok());
-        assert_eq!(
-            del(&[
-                ("authorization", &bearer),
-                ("host", "c:1"),
-                ("origin", "https://evil.example")
-            ])
-            .unwrap_err()
-            .status,
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            act(&[("authorization", &bearer), ("content-type", "text/plain")])
-                .unwrap_err()
-                .status,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE
-        );
-        let two = act(&[
-            ("authorization", &bearer),
-            json,
-            ("content-type", "text/plain"),
-        ])
-        .unwrap_err();
-        assert_eq!(
-            two.status,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "{}",
-            two.reason
-        );
+        assert_eq!(del(&[("authorization", &bearer), ("host", "c:1"), ("origin", "https://evil.example")]).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(act(&[("authorization", &bearer), ("content-type", "text/plain")]).unwrap_err().status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let two = act(&[("authorization", &bearer), json, ("content-type", "text/plain")]).unwrap_err();
+        assert_eq!(two.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", two.reason);
     }
 
     #[test]
     fn origins() {
         let o = |origin: Option<&str>, host: Option<&str>, site: Option<&str>| {
-            cross_site(
-                origin.map(str::as_bytes),
-                host.map(str::as_bytes),
-                site.map(str::as_bytes),
-            )
+            cross_site(origin.map(str::as_bytes), host.map(str::as_bytes), site.map(str::as_bytes))
         };
-        assert_eq!(
-            o(None, Some("c.example"), None),
-            None,
-            "no Origin: curl, vsensor action"
-        );
-        assert_eq!(
-            o(Some("https://c.example:8443"), Some("c.example:8443"), None),
-            None
-        );
+        assert_eq!(o(None, Some("c.example"), None), None, "no Origin: curl, vsensor action");
+        assert_eq!(o(Some("https://c.example:8443"), Some("c.example:8443"), None), None);
         assert_eq!(o(Some("https://C.Example"), Some("c.example"), None), None);
         assert_eq!(o(None, None, Some("same-origin")), None);
         assert_eq!(o(None, None, Some("none")), None);
@@ -483,11 +339,7 @@ mod tests {
             o(Some("https://c.example"), None, None),
             o(None, Some("c.example"), Some("cross-site")),
             o(None, Some("c.example"), Some("Same-Site")),
-            o(
-                Some("https://c.example"),
-                Some("c.example"),
-                Some("cross-site"),
-            ),
+            o(Some("https://c.example"), Some("c.example"), Some("cross-site")),
         ];
         for (i, r) in refused.iter().enumerate() {
             assert!(r.is_some(), "case {i}");
@@ -498,12 +350,7 @@ mod tests {
     #[test]
     fn content_types() {
         let j = |v: &str| json_media_type(Some(v.as_bytes()));
-        for ok in [
-            "application/json",
-            "Application/JSON",
-            "application/json; charset=utf-8",
-            " application/json ;charset=UTF-8",
-        ] {
+        for ok in ["application/json", "Application/JSON", "application/json; charset=utf-8", " application/json ;charset=UTF-8"] {
             assert!(j(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -518,9 +365,7 @@ mod tests {
             let e = j(bad).unwrap_err();
             assert!(e.contains(&format!("{bad:?}")), "names what it got: {e}");
         }
-        assert!(json_media_type(None)
-            .unwrap_err()
-            .contains("no Content-Type"));
+        assert!(json_media_type(None).unwrap_err().contains("no Content-Type"));
     }
 
     proptest::proptest! {

@@ -40,9 +40,7 @@ pub struct OperatorFile {
 
 impl std::fmt::Debug for OperatorFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OperatorFile")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
+        f.debug_struct("OperatorFile").field("url", &self.url).finish_non_exhaustive()
     }
 }
 
@@ -82,8 +80,7 @@ fn usable(t: &str) -> bool {
 /// A new token: [`TOKEN_BYTES`] random bytes, hex.
 pub fn new_token() -> Result<String, String> {
     let mut raw = [0u8; TOKEN_BYTES];
-    getrandom::getrandom(&mut raw)
-        .map_err(|e| format!("no randomness for an operators' token: {e}"))?;
+    getrandom::getrandom(&mut raw).map_err(|e| format!("no randomness for an operators' token: {e}"))?;
     Ok(hex::encode(raw))
 }
 
@@ -128,12 +125,7 @@ struct Stamp {
 
 impl Stamp {
     fn of(m: &std::fs::Metadata) -> Stamp {
-        Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-        }
+        Stamp { dev: m.dev(), ino: m.ino(), size: m.size(), mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128 }
     }
 }
 
@@ -152,10 +144,7 @@ impl Locked {
         if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Locked {
-            dir,
-            data_dir: data_dir.to_path_buf(),
-        })
+        Ok(Locked { dir, data_dir: data_dir.to_path_buf() })
     }
 
     fn path(&self) -> PathBuf {
@@ -170,12 +159,8 @@ impl Locked {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let stored =
-            parse(&read_limited(file).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta = file.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let stored = parse(&read_limited(file).map_err(|e| format!("cannot read {}: {e}", path.display()))?).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Some((stored, meta)))
     }
 
@@ -189,25 +174,14 @@ impl Locked {
         let path = self.path();
         let tmp = path.with_extension("json.tmp");
         let _ = std::fs::remove_file(&tmp);
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         if let Some((uid, gid)) = owner {
             let m = out.metadata()?;
             // SAFETY: fchown on a descriptor we own.
-            if (m.uid(), m.gid()) != (uid, gid)
-                && unsafe { libc::fchown(out.as_raw_fd(), uid, gid) } != 0
-            {
+            if (m.uid(), m.gid()) != (uid, gid) && unsafe { libc::fchown(out.as_raw_fd(), uid, gid) } != 0 {
                 let e = std::io::Error::last_os_error();
                 let _ = std::fs::remove_file(&tmp);
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot give the new file the old one's owner (uid {uid}, gid {gid}): {e}"
-                    ),
-                ));
+                return Err(std::io::Error::new(e.kind(), format!("cannot give the new file the old one's owner (uid {uid}, gid {gid}): {e}")));
             }
         }
         let written = out
@@ -230,10 +204,7 @@ fn read_limited(file: File) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("longer than {MAX_FILE} bytes"),
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("longer than {MAX_FILE} bytes")));
     }
     Ok(bytes)
 }
@@ -246,8 +217,7 @@ fn parse(bytes: &[u8]) -> Result<StoredFile, String> {
 /// first start, migrated from the old single token) and written back if
 /// anything was made. `url` is written only when the file has none yet.
 pub fn open(data_dir: &Path, url: &str) -> Result<LiveTokens, String> {
-    let lock =
-        Locked::take(data_dir).map_err(|e| format!("cannot lock {}: {e}", data_dir.display()))?;
+    let lock = Locked::take(data_dir).map_err(|e| format!("cannot lock {}: {e}", data_dir.display()))?;
     let stored = lock.read()?;
     let existed = stored.is_some();
     let owner = stored.as_ref().map(|(_, m)| (m.uid(), m.gid()));
@@ -256,16 +226,11 @@ pub fn open(data_dir: &Path, url: &str) -> Result<LiveTokens, String> {
     let path = lock.path();
     if (read_origin, action_origin) != (Origin::Kept, Origin::Kept) {
         let f = OperatorFile {
-            url: stored
-                .url
-                .clone()
-                .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| url.to_string()),
+            url: stored.url.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| url.to_string()),
             read_token: tokens.read.clone(),
             action_token: tokens.action.clone(),
         };
-        lock.write(&f, owner)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        lock.write(&f, owner).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         if read_origin == Origin::Migrated {
             log!(
                 log::BASIC,
@@ -274,44 +239,17 @@ pub fn open(data_dir: &Path, url: &str) -> Result<LiveTokens, String> {
                  ordering and cancelling actions (vsensor action reads it)",
                 path.display()
             );
-            log::audit(
-                log::AuditSeverity::Notice,
-                "operator_tokens_changed",
-                &[("read", "migrated"), ("action", "new")],
-            );
+            log::audit(log::AuditSeverity::Notice, "operator_tokens_changed", &[("read", "migrated"), ("action", "new")]);
         } else if existed {
-            log!(
-                log::BASIC,
-                "{}: made a new {} (the file had none usable)",
-                path.display(),
-                made_names(read_origin, action_origin)
-            );
-            log::audit(
-                log::AuditSeverity::Notice,
-                "operator_tokens_changed",
-                &[
-                    ("read", origin_word(read_origin)),
-                    ("action", origin_word(action_origin)),
-                ],
-            );
+            log!(log::BASIC, "{}: made a new {} (the file had none usable)", path.display(), made_names(read_origin, action_origin));
+            log::audit(log::AuditSeverity::Notice, "operator_tokens_changed", &[("read", origin_word(read_origin)), ("action", origin_word(action_origin))]);
         } else {
-            log!(
-                log::BASIC,
-                "{}: made the operators' read token and action token",
-                path.display()
-            );
+            log!(log::BASIC, "{}: made the operators' read token and action token", path.display());
         }
     }
     let stamp = std::fs::metadata(&path).ok().map(|m| Stamp::of(&m));
     drop(lock);
-    Ok(LiveTokens {
-        path,
-        live: Mutex::new(Live {
-            tokens,
-            stamp,
-            checked: Instant::now(),
-        }),
-    })
+    Ok(LiveTokens { path, live: Mutex::new(Live { tokens, stamp, checked: Instant::now() }) })
 }
 
 fn origin_word(o: Origin) -> &'static str {
@@ -334,25 +272,15 @@ fn made_names(read: Origin, action: Origin) -> &'static str {
 /// may have replaced them since [`open`]); `fallback` fills in tokens if
 /// the file went missing or broken meanwhile.
 pub fn write_url(data_dir: &Path, url: &str, fallback: &Tokens) -> Result<(), String> {
-    let lock =
-        Locked::take(data_dir).map_err(|e| format!("cannot lock {}: {e}", data_dir.display()))?;
+    let lock = Locked::take(data_dir).map_err(|e| format!("cannot lock {}: {e}", data_dir.display()))?;
     let stored = lock.read().unwrap_or_default();
     let owner = stored.as_ref().map(|(_, m)| (m.uid(), m.gid()));
     let tokens = match stored.map(|(s, _)| s) {
-        Some(StoredFile {
-            read_token: Some(r),
-            action_token: Some(a),
-            ..
-        }) if usable(&r) && usable(&a) && r != a => Tokens { read: r, action: a },
+        Some(StoredFile { read_token: Some(r), action_token: Some(a), .. }) if usable(&r) && usable(&a) && r != a => Tokens { read: r, action: a },
         _ => fallback.clone(),
     };
-    let f = OperatorFile {
-        url: url.to_string(),
-        read_token: tokens.read,
-        action_token: tokens.action,
-    };
-    lock.write(&f, owner)
-        .map_err(|e| format!("cannot write {}: {e}", lock.path().display()))
+    let f = OperatorFile { url: url.to_string(), read_token: tokens.read, action_token: tokens.action };
+    lock.write(&f, owner).map_err(|e| format!("cannot write {}: {e}", lock.path().display()))
 }
 
 /// Which tokens to replace.
@@ -373,14 +301,9 @@ pub struct Rotated {
 /// The file must exist: it is the collector's.
 pub fn rotate(data_dir: &Path, which: Rotate) -> Result<Rotated, String> {
     let path = data_dir.join(OPERATOR_FILE);
-    let lock = Locked::take(data_dir)
-        .map_err(|e| format!("cannot read {}: its folder: {e}", path.display()))?;
-    let (stored, meta) = lock.read()?.ok_or_else(|| {
-        format!(
-            "cannot read {}: no such file (has a collector ever started with this data folder?)",
-            path.display()
-        )
-    })?;
+    let lock = Locked::take(data_dir).map_err(|e| format!("cannot read {}: its folder: {e}", path.display()))?;
+    let (stored, meta) =
+        lock.read()?.ok_or_else(|| format!("cannot read {}: no such file (has a collector ever started with this data folder?)", path.display()))?;
     let (mut tokens, mut read_origin, mut action_origin) = complete(&stored)?;
     if which.read {
         tokens.read = new_token()?;
@@ -390,17 +313,9 @@ pub fn rotate(data_dir: &Path, which: Rotate) -> Result<Rotated, String> {
         tokens.action = new_token()?;
         action_origin = Origin::Made;
     }
-    let f = OperatorFile {
-        url: stored.url.unwrap_or_default(),
-        read_token: tokens.read,
-        action_token: tokens.action,
-    };
-    lock.write(&f, Some((meta.uid(), meta.gid())))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(Rotated {
-        read: read_origin,
-        action: action_origin,
-    })
+    let f = OperatorFile { url: stored.url.unwrap_or_default(), read_token: tokens.read, action_token: tokens.action };
+    lock.write(&f, Some((meta.uid(), meta.gid()))).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(Rotated { read: read_origin, action: action_origin })
 }
 
 /// The tokens in force in the running collector: re-reads the file when it
@@ -414,9 +329,7 @@ pub struct LiveTokens {
 
 impl std::fmt::Debug for LiveTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveTokens")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("LiveTokens").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -443,11 +356,7 @@ impl LiveTokens {
             Ok(f) => f,
             Err(e) => {
                 if live.stamp.take().is_some() {
-                    log!(
-                        log::BASIC,
-                        "cannot read {}: {e}; keeping the operators' tokens in force",
-                        self.path.display()
-                    );
+                    log!(log::BASIC, "cannot read {}: {e}; keeping the operators' tokens in force", self.path.display());
                 }
                 return;
             }
@@ -460,29 +369,15 @@ impl LiveTokens {
             return;
         }
         live.stamp = Some(stamp);
-        let stored = match read_limited(file)
-            .map_err(|e| e.to_string())
-            .and_then(|b| parse(&b))
-        {
+        let stored = match read_limited(file).map_err(|e| e.to_string()).and_then(|b| parse(&b)) {
             Ok(s) => s,
             Err(e) => {
-                log!(
-                    log::BASIC,
-                    "{}: {e}; keeping the operators' tokens in force",
-                    self.path.display()
-                );
+                log!(log::BASIC, "{}: {e}; keeping the operators' tokens in force", self.path.display());
                 return;
             }
         };
-        let (Some(read), Some(action)) = (
-            stored.read_token.filter(|t| usable(t)),
-            stored.action_token.filter(|t| usable(t)),
-        ) else {
-            log!(
-                log::BASIC,
-                "{}: no usable read_token and action_token; keeping the operators' tokens in force",
-                self.path.display()
-            );
+        let (Some(read), Some(action)) = (stored.read_token.filter(|t| usable(t)), stored.action_token.filter(|t| usable(t))) else {
+            log!(log::BASIC, "{}: no usable read_token and action_token; keeping the operators' tokens in force", self.path.display());
             return;
         };
         if read == action {
@@ -492,16 +387,9 @@ impl LiveTokens {
         let new = Tokens { read, action };
         if new != live.tokens {
             let word = |changed: bool| if changed { "new" } else { "kept" };
-            let (r, a) = (
-                word(new.read != live.tokens.read),
-                word(new.action != live.tokens.action),
-            );
+            let (r, a) = (word(new.read != live.tokens.read), word(new.action != live.tokens.action));
             log!(log::BASIC, "{}: operators' tokens changed (read token {r}, action token {a}); the old ones are refused from now on", self.path.display());
-            log::audit(
-                log::AuditSeverity::Notice,
-                "operator_tokens_changed",
-                &[("read", r), ("action", a)],
-            );
+            log::audit(log::AuditSeverity::Notice, "operator_tokens_changed", &[("read", r), ("action", a)]);
             live.tokens = new;
         }
     }
@@ -529,40 +417,19 @@ mod tests {
         assert_eq!((t.read.len(), t.action.len()), (64, 64));
         assert_ne!(t.read, t.action);
         let f = stored(dir.path());
-        assert_eq!(
-            (f["read_token"].as_str(), f["action_token"].as_str()),
-            (Some(t.read.as_str()), Some(t.action.as_str()))
-        );
+        assert_eq!((f["read_token"].as_str(), f["action_token"].as_str()), (Some(t.read.as_str()), Some(t.action.as_str())));
         assert_eq!(f["url"], "https://127.0.0.1:1");
-        assert_eq!(
-            std::fs::metadata(dir.path().join(OPERATOR_FILE))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(dir.path().join(OPERATOR_FILE)).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(!dir.path().join("operator.json.tmp").exists());
-        assert_eq!(
-            open(dir.path(), "https://127.0.0.1:2").unwrap().current(),
-            t
-        );
-        assert_eq!(
-            stored(dir.path())["url"],
-            "https://127.0.0.1:1",
-            "a start does not rewrite a complete file"
-        );
+        assert_eq!(open(dir.path(), "https://127.0.0.1:2").unwrap().current(), t);
+        assert_eq!(stored(dir.path())["url"], "https://127.0.0.1:1", "a start does not rewrite a complete file");
     }
 
     #[test]
     fn the_old_single_token_becomes_the_read_token() {
         let dir = tempfile::tempdir().unwrap();
         let old = "a".repeat(64);
-        std::fs::write(
-            dir.path().join(OPERATOR_FILE),
-            format!(r#"{{"url":"https://127.0.0.1:9","token":"{old}"}}"#),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(OPERATOR_FILE), format!(r#"{{"url":"https://127.0.0.1:9","token":"{old}"}}"#)).unwrap();
         let t = open(dir.path(), "https://127.0.0.1:1").unwrap().current();
         assert_eq!(t.read, old);
         assert!(t.action != old && t.action.len() == 64);
@@ -578,25 +445,14 @@ mod tests {
     fn unusable_or_equal_tokens_are_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let same = "b".repeat(40);
-        std::fs::write(
-            dir.path().join(OPERATOR_FILE),
-            format!(r#"{{"url":"u","read_token":"short","action_token":"{same}"}}"#),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(OPERATOR_FILE), format!(r#"{{"url":"u","read_token":"short","action_token":"{same}"}}"#)).unwrap();
         let t = open(dir.path(), "u").unwrap().current();
         assert_eq!(t.read.len(), 64);
         assert_eq!(t.action, same);
-        std::fs::write(
-            dir.path().join(OPERATOR_FILE),
-            format!(r#"{{"url":"u","read_token":"{same}","action_token":"{same}"}}"#),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(OPERATOR_FILE), format!(r#"{{"url":"u","read_token":"{same}","action_token":"{same}"}}"#)).unwrap();
         let t = open(dir.path(), "u").unwrap().current();
         assert_eq!(t.read, same);
-        assert_ne!(
-            t.action, same,
-            "an action token equal to the read token is not kept"
-        );
+        assert_ne!(t.action, same, "an action token equal to the read token is not kept");
     }
 
     #[test]
@@ -605,14 +461,7 @@ mod tests {
         std::fs::write(dir.path().join(OPERATOR_FILE), "{not json").unwrap();
         let e = open(dir.path(), "u").unwrap_err();
         assert!(e.contains("operator.json"), "{e}");
-        let e = rotate(
-            dir.path(),
-            Rotate {
-                read: true,
-                action: true,
-            },
-        )
-        .unwrap_err();
+        let e = rotate(dir.path(), Rotate { read: true, action: true }).unwrap_err();
         assert!(e.contains("operator.json"), "{e}");
     }
 
@@ -621,33 +470,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let live = open(dir.path(), "https://127.0.0.1:1").unwrap();
         let before = live.current();
-        let r = rotate(
-            dir.path(),
-            Rotate {
-                read: false,
-                action: true,
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            r,
-            Rotated {
-                read: Origin::Kept,
-                action: Origin::Made
-            }
-        );
+        let r = rotate(dir.path(), Rotate { read: false, action: true }).unwrap();
+        assert_eq!(r, Rotated { read: Origin::Kept, action: Origin::Made });
         let f = stored(dir.path());
         assert_eq!(f["read_token"], before.read.as_str());
         assert_ne!(f["action_token"], before.action.as_str());
         assert_eq!(f["url"], "https://127.0.0.1:1");
-        assert_eq!(
-            std::fs::metadata(dir.path().join(OPERATOR_FILE))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(dir.path().join(OPERATOR_FILE)).unwrap().permissions().mode() & 0o777, 0o600);
         // Not before RECHECK; then at once.
         assert_eq!(live.current(), before);
         expire(&live);
@@ -655,14 +484,7 @@ mod tests {
         assert_eq!(after.read, before.read);
         assert_eq!(after.action, f["action_token"].as_str().unwrap());
 
-        rotate(
-            dir.path(),
-            Rotate {
-                read: true,
-                action: false,
-            },
-        )
-        .unwrap();
+        rotate(dir.path(), Rotate { read: true, action: false }).unwrap();
         expire(&live);
         let again = live.current();
         assert_ne!(again.read, after.read);
@@ -687,26 +509,9 @@ mod tests {
     #[test]
     fn rotation_needs_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let e = rotate(
-            dir.path(),
-            Rotate {
-                read: true,
-                action: true,
-            },
-        )
-        .unwrap_err();
-        assert!(
-            e.contains("operator.json") && e.contains("no such file"),
-            "{e}"
-        );
-        let e = rotate(
-            &dir.path().join("nowhere"),
-            Rotate {
-                read: true,
-                action: true,
-            },
-        )
-        .unwrap_err();
+        let e = rotate(dir.path(), Rotate { read: true, action: true }).unwrap_err();
+        assert!(e.contains("operator.json") && e.contains("no such file"), "{e}");
+        let e = rotate(&dir.path().join("nowhere"), Rotate { read: true, action: true }).unwrap_err();
         assert!(e.contains("nowhere"), "{e}");
     }
 
@@ -721,20 +526,9 @@ mod tests {
         open(dir.path(), "u").unwrap();
         let path = dir.path().join(OPERATOR_FILE);
         std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
-        rotate(
-            dir.path(),
-            Rotate {
-                read: true,
-                action: true,
-            },
-        )
-        .unwrap();
+        rotate(dir.path(), Rotate { read: true, action: true }).unwrap();
         let m = std::fs::metadata(&path).unwrap();
-        assert_eq!(
-            (m.uid(), m.gid(), m.permissions().mode() & 0o777),
-            (65534, 65534, 0o600),
-            "still readable by the collector's user only"
-        );
+        assert_eq!((m.uid(), m.gid(), m.permissions().mode() & 0o777), (65534, 65534, 0o600), "still readable by the collector's user only");
     }
 
     #[test]
@@ -742,14 +536,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let live = open(dir.path(), "https://127.0.0.1:0").unwrap();
         let first = live.current();
-        rotate(
-            dir.path(),
-            Rotate {
-                read: true,
-                action: true,
-            },
-        )
-        .unwrap();
+        rotate(dir.path(), Rotate { read: true, action: true }).unwrap();
         write_url(dir.path(), "https://127.0.0.1:8443", &first).unwrap();
         let f = stored(dir.path());
         assert_eq!(f["url"], "https://127.0.0.1:8443");
@@ -759,16 +546,9 @@ mod tests {
 
     #[test]
     fn tokens_never_show_in_debug() {
-        let t = Tokens {
-            read: "r".repeat(64),
-            action: "a".repeat(64),
-        };
+        let t = Tokens { read: "r".repeat(64), action: "a".repeat(64) };
         assert!(!format!("{t:?}").contains("rrrr") && !format!("{t:?}").contains("aaaa"));
-        let f = OperatorFile {
-            url: "u".into(),
-            read_token: t.read.clone(),
-            action_token: t.action.clone(),
-        };
+        let f = OperatorFile { url: "u".into(), read_token: t.read.clone(), action_token: t.action.clone() };
         assert!(!format!("{f:?}").contains("rrrr"));
     }
 }

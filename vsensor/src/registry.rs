@@ -41,11 +41,7 @@ impl Registry {
     pub fn open(data_dir: &Path) -> io::Result<Registry> {
         let path = data_dir.join("registry.json");
         let sensors = match std::fs::read(&path) {
-            Ok(b) => {
-                serde_json::from_slice::<File>(&b)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?
-                    .sensors
-            }
+            Ok(b) => serde_json::from_slice::<File>(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?.sensors,
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e),
         };

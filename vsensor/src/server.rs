@@ -73,13 +73,7 @@ async fn dispatch(serves: Serves, app: Arc<App>, conn: Conn, req: hyper::Request
 
 /// Accepts connections until `shutdown` completes, then stops accepting,
 /// lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]) and returns.
-pub async fn serve(
-    listener: TcpListener,
-    serves: Serves,
-    app: Arc<App>,
-    tls: Arc<rustls::ServerConfig>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, serves: Serves, app: Arc<App>, tls: Arc<rustls::ServerConfig>, shutdown: impl Future<Output = ()>) {
     let acceptor = TlsAcceptor::from(tls);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
@@ -109,10 +103,7 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     let in_flight = connections.len();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         log!(log::BASIC, "shutdown: {} of {in_flight} connections still busy after {:?}; closing them", connections.len(), DRAIN_TIMEOUT);
         connections.shutdown().await;

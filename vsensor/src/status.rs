@@ -29,10 +29,7 @@ impl Reports {
         match (&self.previous, &self.latest) {
             (Some((t0, a)), Some((t1, b))) if t1 > t0 => {
                 let secs = (t1 - t0) as f64 / 1e9;
-                (
-                    b.packets_delivered.saturating_sub(a.packets_delivered) as f64 / secs,
-                    b.bytes_delivered.saturating_sub(a.bytes_delivered) as f64 / secs,
-                )
+                (b.packets_delivered.saturating_sub(a.packets_delivered) as f64 / secs, b.bytes_delivered.saturating_sub(a.bytes_delivered) as f64 / secs)
             }
             _ => (0.0, 0.0),
         }
@@ -108,7 +105,12 @@ pub async fn view(app: &App) -> StatusView {
                 .map(|i| InterfaceView {
                     name: i.name.clone(),
                     addresses: i.addresses.clone(),
-                    capture: latest.interfaces.iter().find(|c| c.name == i.name).cloned().unwrap_or(InterfaceStatus { name: i.name.clone(), ..Default::default() }),
+                    capture: latest
+                        .interfaces
+                        .iter()
+                        .find(|c| c.name == i.name)
+                        .cloned()
+                        .unwrap_or(InterfaceStatus { name: i.name.clone(), ..Default::default() }),
                 })
                 .collect();
             let st = stored.get(&id).copied().unwrap_or_default();
@@ -208,7 +210,12 @@ pub fn metrics(v: &StatusView) -> String {
     e.single("vsensor_response_actions_active", Kind::Gauge, "Response actions in force.", v.actions_active as f64);
     let per = |f: fn(&SensorView) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> { v.sensors.iter().map(|s| (vec![("sensor", s.id.as_str())], f(s))).collect() };
     for (name, kind, help, f) in [
-        ("vsensor_stored_chunks_total", Kind::Counter, "Chunks stored per sensor since the collector started.", (|s: &SensorView| s.stored_chunks as f64) as fn(&SensorView) -> f64),
+        (
+            "vsensor_stored_chunks_total",
+            Kind::Counter,
+            "Chunks stored per sensor since the collector started.",
+            (|s: &SensorView| s.stored_chunks as f64) as fn(&SensorView) -> f64,
+        ),
         ("vsensor_stored_packets_total", Kind::Counter, "Packets stored per sensor since the collector started.", |s| s.stored_packets as f64),
         ("vsensor_stored_bytes_total", Kind::Counter, "Bytes of pcapng stored per sensor since the collector started.", |s| s.stored_bytes as f64),
         ("vsensor_duplicate_chunks_total", Kind::Counter, "Chunks received again (retries) and not stored twice.", |s| s.duplicate_chunks as f64),

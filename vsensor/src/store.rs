@@ -222,15 +222,7 @@ impl SensorFiles {
 
     /// Appends one checked chunk (complete pcapng sections) unless it is a
     /// retry. Blocking: call from a blocking thread.
-    pub fn append(
-        &mut self,
-        epoch: u64,
-        seq: u64,
-        raw: &[u8],
-        packets: u64,
-        now_ns: u64,
-        limits: &Limits,
-    ) -> io::Result<AppendOutcome> {
+    pub fn append(&mut self, epoch: u64, seq: u64, raw: &[u8], packets: u64, now_ns: u64, limits: &Limits) -> io::Result<AppendOutcome> {
         if self.last_seq(epoch).is_some_and(|last| seq <= last) {
             self.interval.duplicates += 1;
             self.total.duplicates += 1;
@@ -238,11 +230,7 @@ impl SensorFiles {
         }
         let mut closed = false;
         if let Some(cur) = &self.current {
-            let reason = if cur.epoch != epoch {
-                Some(CloseReason::NewEpoch)
-            } else {
-                rotation_due(cur.size, cur.opened_ns, now_ns, limits)
-            };
+            let reason = if cur.epoch != epoch { Some(CloseReason::NewEpoch) } else { rotation_due(cur.size, cur.opened_ns, now_ns, limits) };
             if let Some(reason) = reason {
                 self.close(reason)?;
                 closed = true;
@@ -360,13 +348,8 @@ impl Store {
     pub fn open(data_dir: &Path, limits: Limits) -> io::Result<Store> {
         let root = data_dir.join("sensors");
         std::fs::create_dir_all(&root)?;
-        let store = Store {
-            root,
-            limits,
-            sensors: StdMutex::new(HashMap::new()),
-            open_paths: Arc::new(StdMutex::new(HashSet::new())),
-            retention: StdMutex::new(()),
-        };
+        let store =
+            Store { root, limits, sensors: StdMutex::new(HashMap::new()), open_paths: Arc::new(StdMutex::new(HashSet::new())), retention: StdMutex::new(()) };
         for entry in std::fs::read_dir(&store.root)? {
             let entry = entry?;
             let Some(id) = entry.file_name().to_str().map(str::to_string) else { continue };
@@ -385,9 +368,9 @@ impl Store {
     fn load_sensor(&self, id: &str) -> io::Result<SensorFiles> {
         let dir = self.root.join(id);
         let state = match std::fs::read(dir.join("state.json")) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", dir.join("state.json").display()))
-            })?,
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", dir.join("state.json").display())))?
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => SensorState::default(),
             Err(e) => return Err(e),
         };
@@ -501,11 +484,7 @@ pub fn repair_tail(path: &Path) -> io::Result<u64> {
     } else {
         f.set_len(keep)?;
         f.sync_all()?;
-        log!(
-            log::BASIC,
-            "repair: {} ended in a torn block (collector stopped mid-write); truncated from {len} to {keep} bytes",
-            path.display()
-        );
+        log!(log::BASIC, "repair: {} ended in a torn block (collector stopped mid-write); truncated from {len} to {keep} bytes", path.display());
     }
     Ok(len - keep)
 }
@@ -623,10 +602,7 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), chunk);
         assert_eq!(s.append(5, 1, &chunk, 2, 10 * S, &limits).unwrap(), AppendOutcome::Duplicate);
         // Age rotation opens a second file.
-        let AppendOutcome::Stored { path: p2, closed: true } = s.append(5, 3, &chunk, 2, 100 * S, &limits).unwrap()
-        else {
-            panic!()
-        };
+        let AppendOutcome::Stored { path: p2, closed: true } = s.append(5, 3, &chunk, 2, 100 * S, &limits).unwrap() else { panic!() };
         assert_ne!(p2, path);
         assert!(s.close_if_due(200 * S, &limits).unwrap());
         drop(s);
@@ -636,9 +612,7 @@ mod tests {
         let mut s = s.try_lock().unwrap();
         assert_eq!(s.last_seq(5), Some(3));
         assert_eq!(s.append(5, 2, &chunk, 2, 300 * S, &limits).unwrap(), AppendOutcome::Duplicate);
-        let AppendOutcome::Stored { path: p3, .. } = s.append(5, 4, &chunk, 2, 300 * S, &limits).unwrap() else {
-            panic!()
-        };
+        let AppendOutcome::Stored { path: p3, .. } = s.append(5, 4, &chunk, 2, 300 * S, &limits).unwrap() else { panic!() };
         assert!(p3 != path && p3 != p2, "a restart starts a new file");
     }
 

@@ -66,8 +66,7 @@ pub fn load(source: &TlsSource, data_dir: &Path) -> Result<TlsIdentity, TlsError
         return Err(TlsError(format!("certificate {}: no CERTIFICATE block", cert_path.display())));
     };
     let cert_sha256 = sha256(leaf.as_ref());
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .map_err(|e| TlsError(format!("private key {}: {e}", key_path.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError(format!("private key {}: {e}", key_path.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -81,8 +80,7 @@ pub fn load(source: &TlsSource, data_dir: &Path) -> Result<TlsIdentity, TlsError
 
 fn make_self_signed(sans: &[String], dir: &Path, cert: &Path, key: &Path) -> Result<(), TlsError> {
     std::fs::create_dir_all(dir).map_err(|e| TlsError(format!("cannot create {}: {e}", dir.display())))?;
-    let mut params = rcgen::CertificateParams::new(sans.to_vec())
-        .map_err(|e| TlsError(format!("certificate names {sans:?}: {e}")))?;
+    let mut params = rcgen::CertificateParams::new(sans.to_vec()).map_err(|e| TlsError(format!("certificate names {sans:?}: {e}")))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, "vsensor collector");
     // Valid from yesterday (clock skew) for ten years: nothing renews it.

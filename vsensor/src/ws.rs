@@ -61,7 +61,7 @@ async fn serve(app: Arc<App>, sensor: String, ws: WebSocketStream<TokioIo<hyper:
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut resign = tokio::time::interval(Duration::from_nanos(RESIGN_EVERY_NS));
     resign.tick().await; // the first tick is now: the set is sent below
-    // A sensor that sends garbage must not flood the log.
+                         // A sensor that sends garbage must not flood the log.
     let mut said_malformed = false;
     app.set_ws_connected(&sensor, true);
     log!(log::BASIC, "sensor {sensor}: response-action channel open");
