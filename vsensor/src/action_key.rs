@@ -8,8 +8,7 @@
 
 use ossensor_shared::signed_actions::{self, ActionSet, PublicKey, SignedSet};
 use ring::signature::Ed25519KeyPair;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use crate::atomic_file::write_atomic;
 use std::path::Path;
 
 pub const PRIVATE_FILE: &str = "action-key.pk8";
@@ -30,7 +29,7 @@ impl ActionKey {
             Ok(der) => (Ed25519KeyPair::from_pkcs8(&der).map_err(|e| format!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()))?, false),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let der = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).map_err(|e| format!("cannot make the action key: {e}"))?;
-                write_atomically(&path, der.as_ref(), 0o600).map_err(|e| format!("{}: {e}", path.display()))?;
+                write_atomic(&path, der.as_ref(), 0o600).map_err(|e| format!("{}: {e}", path.display()))?;
                 (Ed25519KeyPair::from_pkcs8(der.as_ref()).map_err(|e| format!("the new action key: {e}"))?, true)
             }
             Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -38,7 +37,7 @@ impl ActionKey {
         let public = signed_actions::public_key(&pair);
         let pub_path = data_dir.join(PUBLIC_FILE);
         if std::fs::read_to_string(&pub_path).ok().and_then(|t| PublicKey::parse(&t).ok()) != Some(public) {
-            write_atomically(&pub_path, format!("{public}\n").as_bytes(), 0o644).map_err(|e| format!("{}: {e}", pub_path.display()))?;
+            write_atomic(&pub_path, format!("{public}\n").as_bytes(), 0o644).map_err(|e| format!("{}: {e}", pub_path.display()))?;
         }
         Ok(ActionKey { pair, public, generated })
     }
@@ -53,17 +52,6 @@ pub fn read_public(data_dir: &Path) -> Result<PublicKey, String> {
     let path = data_dir.join(PUBLIC_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {} (has the collector started with this data folder?): {e}", path.display()))?;
     PublicKey::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Temporary file, fsync, rename, fsync of the directory.
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
 #[cfg(test)]

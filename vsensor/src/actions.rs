@@ -157,17 +157,10 @@ impl Book {
             .collect()
     }
 
-    /// Writes the book (temporary file, fsync, rename).
+    /// Writes the book whole ([`crate::atomic_file`], mode 0640).
     pub fn save(&self) -> std::io::Result<()> {
         let saved = Saved { next_id: self.next_id, version: self.version, actions: self.entries.values().cloned().collect() };
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(&saved).expect("serialisable"))?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)
+        crate::atomic_file::write_atomic(&self.path, &serde_json::to_vec_pretty(&saved).expect("serialisable"), 0o640)
     }
 
     /// Drops the oldest finished actions beyond MAX_KEPT.

@@ -9,6 +9,7 @@
 //! - [`action_key`]: the Ed25519 key every set of actions is signed with.
 //! - [`operator_cli`]: `vsensor operator rotate-tokens`.
 //! - [`actions`]: the book of response actions (`actions.json`).
+//! - [`atomic_file`]: every file written whole: temporary file, fsync, rename, fsync of the folder.
 //! - [`fleet`]: each packet once across sensors: the filters between them.
 //! - [`operator`]: the operators' API: status and actions.
 //! - [`operator_auth`]: who may read or act there, and the cross-site rules.
@@ -24,6 +25,7 @@
 pub mod action_cli;
 pub mod action_key;
 pub mod actions;
+pub mod atomic_file;
 pub mod api;
 pub mod config;
 pub mod fleet;

@@ -132,7 +132,8 @@ impl Stamp {
 /// Holds an exclusive lock on the data folder (flock on the folder itself:
 /// no extra file) while operator.json is read, changed and written.
 struct Locked {
-    dir: File,
+    /// The locked folder: closing it releases the lock.
+    _lock: File,
     data_dir: PathBuf,
 }
 
@@ -144,7 +145,7 @@ impl Locked {
         if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Locked { dir, data_dir: data_dir.to_path_buf() })
+        Ok(Locked { _lock: dir, data_dir: data_dir.to_path_buf() })
     }
 
     fn path(&self) -> PathBuf {
@@ -164,35 +165,12 @@ impl Locked {
         Ok(Some((stored, meta)))
     }
 
-    /// Replaces the file: a temporary file (0600, the old file's owner, so
-    /// a rotation by root leaves it readable by the collector's user),
-    /// fsync, rename, fsync of the folder.
+    /// Replaces the file ([`crate::atomic_file`]): mode 0600, the old
+    /// file's owner, so a rotation by root leaves it readable by the
+    /// collector's user.
     fn write(&self, f: &OperatorFile, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        use std::os::unix::io::AsRawFd;
-        let path = self.path();
-        let tmp = path.with_extension("json.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        if let Some((uid, gid)) = owner {
-            let m = out.metadata()?;
-            // SAFETY: fchown on a descriptor we own.
-            if (m.uid(), m.gid()) != (uid, gid) && unsafe { libc::fchown(out.as_raw_fd(), uid, gid) } != 0 {
-                let e = std::io::Error::last_os_error();
-                let _ = std::fs::remove_file(&tmp);
-                return Err(std::io::Error::new(e.kind(), format!("cannot give the new file the old one's owner (uid {uid}, gid {gid}): {e}")));
-            }
-        }
-        let written = out
-            .write_all(&serde_json::to_vec_pretty(f).map_err(std::io::Error::other)?)
-            .and_then(|()| out.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written?;
-        self.dir.sync_all()
+        let bytes = serde_json::to_vec_pretty(f).map_err(std::io::Error::other)?;
+        crate::atomic_file::write_atomic_owned(&self.path(), &bytes, 0o600, owner)
     }
 }
 

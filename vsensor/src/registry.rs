@@ -1,5 +1,5 @@
 //! The sensors the collector knows, persisted in `DATA_DIR/registry.json`
-//! (written whole to a temporary file, then renamed).
+//! (written whole: [`crate::atomic_file`]).
 //!
 //! Registration writes the file at once; "last seen" from chunks only marks
 //! the registry dirty and the periodic timer (and shutdown) writes it, so a
@@ -109,7 +109,7 @@ impl Registry {
             return Ok(());
         }
         let file = File { sensors: self.sensors.clone() };
-        crate::store::write_json_atomic(&self.path, &file)?;
+        crate::atomic_file::write_atomic(&self.path, &serde_json::to_vec_pretty(&file).map_err(io::Error::other)?, 0o640)?;
         self.dirty = false;
         Ok(())
     }

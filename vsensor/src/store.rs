@@ -18,6 +18,7 @@
 //! then the 200 answer. A crash in between can only make a retry store a
 //! chunk twice, never lose an acknowledged one.
 
+use crate::atomic_file::write_atomic;
 use ossensor_shared::log;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -257,7 +258,8 @@ impl SensorFiles {
             let oldest = *self.state.epochs.keys().next().expect("non-empty");
             self.state.epochs.remove(&oldest);
         }
-        write_json_atomic(&self.dir.join("state.json"), &self.state)?;
+        let state = serde_json::to_vec_pretty(&self.state).map_err(io::Error::other)?;
+        write_atomic(&self.dir.join("state.json"), &state, 0o640)?;
 
         for s in [&mut self.interval, &mut self.total] {
             s.chunks += 1;
@@ -313,23 +315,6 @@ fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-}
-
-/// Writes JSON to a temporary file, syncs it, renames it over `path` and
-/// syncs the folder.
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o640).open(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_data()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir);
-    }
-    Ok(())
 }
 
 /// All sensors' files under `DATA_DIR/sensors`.

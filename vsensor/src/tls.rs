@@ -10,8 +10,6 @@ use ossensor_shared::auth::sha256;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -96,14 +94,7 @@ fn make_self_signed(sans: &[String], dir: &Path, cert: &Path, key: &Path) -> Res
 }
 
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    let tmp = path.with_extension("pem.tmp");
-    let err = |e: std::io::Error| TlsError(format!("cannot write {}: {e}", path.display()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(err)?;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    Ok(())
+    crate::atomic_file::write_atomic(path, data, mode).map_err(|e| TlsError(format!("cannot write {}: {e}", path.display())))
 }
 
 #[cfg(test)]
