@@ -15,6 +15,7 @@
 //! - [`sockdiag`]: destroying local sockets: the worker's request, the kernel's netlink message.
 //! - [`tcpseg`]: TCP segments in Ethernet frames: parsing them, building resets and probes.
 //! - [`bpf`]: classic BPF programs: compiling filters, the direction guard.
+//! - [`filter`]: filter text leaving out the sensor's own traffic to the collector.
 //! - [`log`]: the level-based log every process writes, and the syslog audit trail.
 //! - [`privileges`]: uids and capability sets from /proc, for the audit trail.
 //! - [`metrics`]: the Prometheus text format.
@@ -28,6 +29,7 @@ pub mod children;
 pub mod chunk;
 pub mod control;
 pub mod dedup;
+pub mod filter;
 pub mod ipc;
 pub mod log;
 pub mod metrics;

@@ -177,29 +177,6 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Byt
     }
 }
 
-/// The filter that keeps a sensor from capturing its own uplink to this
-/// collector: `not (tcp and (host A or host B) and port P)`, the hosts being
-/// the addresses the sensor resolved for the collector plus the local
-/// address the connection arrived on (deduplicated, IPv4-mapped IPv6 as
-/// IPv4), the port the one it arrived on, and also the sensor's configured
-/// port when that differs (a port forward or NAT between them).
-pub fn build_filter(collector_addresses: &[IpAddr], local: SocketAddr, collector_port: u16) -> String {
-    let mut hosts: Vec<IpAddr> = Vec::new();
-    for a in collector_addresses.iter().copied().chain(std::iter::once(local.ip())) {
-        let a = a.to_canonical();
-        if !hosts.contains(&a) {
-            hosts.push(a);
-        }
-    }
-    let hosts = hosts.iter().map(|h| format!("host {h}")).collect::<Vec<_>>().join(" or ");
-    let ports = if collector_port != 0 && collector_port != local.port() {
-        format!("(port {} or port {collector_port})", local.port())
-    } else {
-        format!("port {}", local.port())
-    };
-    format!("not (tcp and ({hosts}) and {ports})")
-}
-
 fn unix_now() -> i64 {
     (timefmt::now_ns() / 1_000_000_000) as i64
 }
@@ -511,7 +488,7 @@ async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Resul
         let ip: IpAddr = a.parse().map_err(|_| bad(format!("collector address {:?} is not an IP address", a.chars().take(80).collect::<String>())))?;
         addrs.push(ip);
     }
-    let base = build_filter(&addrs, conn.local, req.collector_port);
+    let base = ossensor_shared::filter::exclude_collector(&addrs, Some(conn.local), req.collector_port);
     let files =
         app.store.sensor(&h.sensor).map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot open the sensor's state: {e}")))?;
     let last_seq = files.lock().await.last_seq(h.epoch);
@@ -602,31 +579,4 @@ pub fn spawn_retention(store: Arc<Store>) {
             log!(log::BASIC, "retention failed: {e}");
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sa(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn filter_single_host_and_port() {
-        assert_eq!(build_filter(&[], sa("198.18.0.1:443"), 443), "not (tcp and (host 198.18.0.1) and port 443)");
-        assert_eq!(build_filter(&[], sa("198.18.0.1:443"), 0), "not (tcp and (host 198.18.0.1) and port 443)");
-    }
-
-    #[test]
-    fn filter_deduplicates_and_adds_ports() {
-        let addrs: Vec<IpAddr> = vec!["198.18.0.1".parse().unwrap(), "198.18.0.9".parse().unwrap(), "198.18.0.1".parse().unwrap()];
-        assert_eq!(build_filter(&addrs, sa("198.18.0.1:8443"), 443), "not (tcp and (host 198.18.0.1 or host 198.18.0.9) and (port 8443 or port 443))");
-    }
-
-    #[test]
-    fn filter_maps_v4_in_v6_and_keeps_v6() {
-        let addrs: Vec<IpAddr> = vec!["2001:db8::1".parse().unwrap(), "198.18.0.1".parse().unwrap()];
-        assert_eq!(build_filter(&addrs, sa("[::ffff:198.18.0.1]:443"), 443), "not (tcp and (host 2001:db8::1 or host 198.18.0.1) and port 443)");
-    }
 }
