@@ -107,15 +107,14 @@ fn install_signal_handlers() {
 /// arrives (registration), so the sensor never captures what it sends.
 fn provisional_filter(host: &str, port: u16) -> String {
     use std::net::ToSocketAddrs;
-    let addrs: Vec<String> = match (host, port).to_socket_addrs() {
-        Ok(a) => a.map(|a| a.ip().to_string()).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+    let mut addrs: Vec<std::net::IpAddr> = match (host, port).to_socket_addrs() {
+        Ok(a) => a.map(|a| a.ip()).collect(),
         Err(_) => Vec::new(),
     };
-    if addrs.is_empty() {
-        return String::new();
-    }
-    let hosts = addrs.iter().map(|a| format!("host {a}")).collect::<Vec<_>>().join(" or ");
-    format!("not (tcp and ({hosts}) and port {port})")
+    // In the order of their text, as before.
+    addrs.sort_by_cached_key(|a| a.to_string());
+    addrs.dedup();
+    ossensor_shared::filter::exclude_collector(&addrs, None, port)
 }
 
 fn run(cfg: UplinkConfig) -> Result<(), String> {
