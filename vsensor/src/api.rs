@@ -11,65 +11,27 @@
 //!
 //! Nothing is stored or changed on any refusal.
 
-use crate::actions::Book;
-use crate::registry::Registry;
-use crate::store::{AppendOutcome, Store};
+use crate::state::{unix_now, App};
+use crate::store::AppendOutcome;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use ossensor_shared::auth::{self, AuthError, ReplayWindow, RequestMeta};
+use ossensor_shared::auth::{self, AuthError, RequestMeta};
 use ossensor_shared::chunk::{self, Encoding};
 use ossensor_shared::control::{self, ChunkAck, ErrorBody, RegisterRequest, RegisterResponse};
 use ossensor_shared::log::AuditSeverity;
 use ossensor_shared::{log, timefmt};
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 pub type Resp = Response<Full<Bytes>>;
 
-/// How often the same refusal from the same source is logged.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Limits on what a registration may carry into the registry.
 const MAX_TEXT: usize = 255;
 const MAX_INTERFACES: usize = 4096;
 const MAX_COLLECTOR_ADDRESSES: usize = 64;
-
-/// Everything a request handler needs, shared by all connections.
-pub struct App {
-    key: Vec<u8>,
-    /// SHA-256 of the leaf certificate this collector serves.
-    pub cert_sha256: [u8; 32],
-    replay: StdMutex<ReplayWindow>,
-    pub registry: StdMutex<Registry>,
-    pub store: Arc<Store>,
-    refusals: StdMutex<HashMap<(IpAddr, &'static str), Instant>>,
-    /// Response actions (kept in `DATA_DIR/actions.json`).
-    pub actions: StdMutex<Book>,
-    /// Signs every set of actions the sensors receive.
-    pub action_key: crate::action_key::ActionKey,
-    /// Bumped on every change of the set in force; each sensor's WebSocket
-    /// watches it.
-    actions_version: tokio::sync::watch::Sender<u64>,
-    /// Reports arrived since the book was last written.
-    actions_dirty: AtomicBool,
-    /// Open response-action channels per sensor.
-    ws_open: StdMutex<std::collections::BTreeMap<String, usize>>,
-    /// The operators' read and action tokens (`DATA_DIR/operator.json`,
-    /// re-read when it changes).
-    pub operator_tokens: crate::operator_file::LiveTokens,
-    /// Each sensor's last status reports (`POST /v1/status`), in memory.
-    pub reports: StdMutex<std::collections::BTreeMap<String, crate::status::Reports>>,
-    /// Each sensor's base filter (its uplink to us excluded), from its
-    /// registration; the fleet part is added to it (see `fleet`).
-    base_filters: StdMutex<std::collections::BTreeMap<String, String>>,
-    /// Sensors that said they were stopping, until they register again.
-    left: StdMutex<std::collections::BTreeSet<String>>,
-}
 
 /// The two ends of the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -177,10 +139,6 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Byt
     }
 }
 
-fn unix_now() -> i64 {
-    (timefmt::now_ns() / 1_000_000_000) as i64
-}
-
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("control messages serialize")
 }
@@ -199,133 +157,23 @@ pub(crate) fn response(status: StatusCode, body: Vec<u8>, content_type: &'static
     r
 }
 
-impl App {
-    pub fn new(
-        key: Vec<u8>,
-        cert_sha256: [u8; 32],
-        registry: Registry,
-        store: Arc<Store>,
-        actions: Book,
-        action_key: crate::action_key::ActionKey,
-        operator_tokens: crate::operator_file::LiveTokens,
-    ) -> App {
-        App {
-            key,
-            cert_sha256,
-            replay: StdMutex::new(ReplayWindow::new(auth::DEFAULT_WINDOW_SECS, 1_000_000)),
-            registry: StdMutex::new(registry),
-            store,
-            refusals: StdMutex::new(HashMap::new()),
-            actions: StdMutex::new(actions),
-            action_key,
-            actions_version: tokio::sync::watch::Sender::new(0),
-            actions_dirty: AtomicBool::new(false),
-            ws_open: StdMutex::new(Default::default()),
-            operator_tokens,
-            reports: StdMutex::new(Default::default()),
-            base_filters: StdMutex::new(Default::default()),
-            left: StdMutex::new(Default::default()),
-        }
+/// Logs a refusal at level 0 (and audits authentication failures), at
+/// most once a minute per source and kind.
+pub(crate) fn note_refusal(app: &App, conn: &Conn, sensor: Option<&str>, r: &Refusal) {
+    if !app.refusals.due(conn.remote.ip(), r.kind) {
+        return;
     }
-
-    /// The filter `sensor` should use now: its base and the fleet
-    /// exclusion. None before it registered with this collector process.
-    pub fn filter_for(&self, sensor: &str) -> Option<String> {
-        let base = self.base_filters.lock().unwrap_or_else(|e| e.into_inner()).get(sensor)?.clone();
-        let now = unix_now();
-        let left = self.left.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        let addresses = |rec: &crate::registry::SensorRecord| -> Vec<IpAddr> {
-            rec.interfaces.iter().flat_map(|i| i.addresses.iter()).filter_map(|a| a.parse().ok()).collect()
-        };
-        let own = registry.get(sensor).map(addresses).unwrap_or_default();
-        let peers: Vec<IpAddr> = registry
-            .all()
-            .filter(|(id, rec)| *id < sensor && now - rec.last_seen <= crate::fleet::ACTIVE_SECONDS && !left.contains(*id))
-            .flat_map(|(_, rec)| addresses(rec))
-            .collect();
-        Some(ossensor_shared::bpf::combine(&base, &crate::fleet::exclusion(&own, &peers)))
-    }
-
-    /// The set in force now, signed with the action key.
-    pub fn signed_actions(&self) -> ossensor_shared::signed_actions::SignedSet {
-        let set = self.actions.lock().unwrap_or_else(|e| e.into_inner()).action_set(timefmt::now_ns());
-        self.action_key.sign(&set)
-    }
-
-    /// Tells every sensor's WebSocket to send the set in force again.
-    pub fn actions_changed(&self) {
-        self.actions_version.send_modify(|v| *v += 1);
-    }
-
-    pub fn actions_watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.actions_version.subscribe()
-    }
-
-    /// A report changed the book: written by the periodic driver.
-    pub fn actions_reported(&self) {
-        self.actions_dirty.store(true, Ordering::Relaxed);
-    }
-
-    /// Writes the book if reports changed it.
-    pub fn save_actions_if_reported(&self) -> std::io::Result<()> {
-        if self.actions_dirty.swap(false, Ordering::Relaxed) {
-            self.actions.lock().unwrap_or_else(|e| e.into_inner()).save()?;
-        }
-        Ok(())
-    }
-
-    pub fn set_ws_connected(&self, sensor: &str, open: bool) {
-        let mut m = self.ws_open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(sensor.to_string()).or_default();
-        if open {
-            *n += 1;
-        } else {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(sensor);
-            }
-        }
-    }
-
-    /// Sensors with an open response-action channel.
-    pub fn ws_connected(&self) -> Vec<String> {
-        self.ws_open.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
-    }
-
-    /// Logs a refusal at level 0 (and audits authentication failures), at
-    /// most once a minute per source and kind.
-    pub(crate) fn note_refusal(&self, conn: &Conn, sensor: Option<&str>, r: &Refusal) {
-        let now = Instant::now();
-        {
-            let mut seen = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.len() > 10_000 {
-                seen.retain(|_, t| now.duration_since(*t) < REFUSAL_LOG_INTERVAL);
-            }
-            let key = (conn.remote.ip(), r.kind);
-            match seen.get(&key) {
-                Some(t) if now.duration_since(*t) < REFUSAL_LOG_INTERVAL => return,
-                _ => {
-                    seen.insert(key, now);
-                }
-            }
-        }
-        let source = conn.remote.to_string();
-        let sensor = sensor.unwrap_or("-");
-        log!(
-            log::BASIC,
-            "refused request from {source} (sensor {sensor}): {} {} (further {} refusals from this address are not logged for a minute)",
-            r.status.as_u16(),
-            r.reason,
-            r.kind
-        );
-        if r.audit {
-            log::audit(AuditSeverity::Warning, "auth_failure", &[("source", &source), ("sensor", sensor), ("reason", &r.reason)]);
-        }
-    }
-
-    fn proof(&self, nonce: &str, status: StatusCode, body: &[u8]) -> String {
-        auth::response_proof(&self.key, nonce, &self.cert_sha256, status.as_u16(), body)
+    let source = conn.remote.to_string();
+    let sensor = sensor.unwrap_or("-");
+    log!(
+        log::BASIC,
+        "refused request from {source} (sensor {sensor}): {} {} (further {} refusals from this address are not logged for a minute)",
+        r.status.as_u16(),
+        r.reason,
+        r.kind
+    );
+    if r.audit {
+        log::audit(AuditSeverity::Warning, "auth_failure", &[("source", &source), ("sensor", sensor), ("reason", &r.reason)]);
     }
 }
 
@@ -354,7 +202,7 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
             ("/healthz", m) => refusal(StatusCode::METHOD_NOT_ALLOWED, "method", format!("{m} not allowed on /healthz (GET)")),
             (p, _) => refusal(StatusCode::NOT_FOUND, "not_found", format!("no such path {:?}", p.chars().take(100).collect::<String>())),
         };
-        app.note_refusal(conn, None, &r);
+        note_refusal(app, conn, None, &r);
         // Consume a small body so the connection stays usable.
         let (parts, body) = req.into_parts();
         let read = read_body(&parts.headers, body).await;
@@ -369,7 +217,7 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
     let headers = match AuthHeaders::parse(&parts.headers) {
         Ok(h) => h,
         Err(r) => {
-            app.note_refusal(conn, None, &r);
+            note_refusal(app, conn, None, &r);
             // Consume the body (within the limit) so keep-alive survives a
             // refusal; a larger one ends the connection instead.
             let ends = read_body(&parts.headers, body).await.is_err_and(|e| ends_connection(e.status));
@@ -383,7 +231,7 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
     let body = match read_body(&parts.headers, body).await {
         Ok(b) => b,
         Err(r) => {
-            app.note_refusal(conn, Some(&headers.sensor), &r);
+            note_refusal(app, conn, Some(&headers.sensor), &r);
             let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
             if ends_connection(r.status) {
                 // The rest of the body was not read: this connection is done.
@@ -402,13 +250,13 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
         nonce: headers.nonce.clone(),
         body_sha256: auth::sha256(&body),
     };
-    if let Err(e) = auth::verify(&app.key, &meta, &headers.signature) {
+    if let Err(e) = app.auth.verify(&meta, &headers.signature) {
         let r = Refusal { status: StatusCode::UNAUTHORIZED, kind: "bad_signature", reason: e.to_string(), audit: true };
-        app.note_refusal(conn, Some(&headers.sensor), &r);
+        note_refusal(app, conn, Some(&headers.sensor), &r);
         return response(r.status, error_body(&r.reason), "application/json", None);
     }
     // Authenticated from here on: every answer carries the proof.
-    let checked = app.replay.lock().unwrap_or_else(|e| e.into_inner()).check(unix_now(), headers.timestamp, &headers.nonce);
+    let checked = app.auth.check_replay(unix_now(), headers.timestamp, &headers.nonce);
     let result = match checked {
         Err(e) => {
             let kind = if matches!(e, AuthError::Replayed) { "replayed" } else { "stale" };
@@ -438,11 +286,11 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
     let (status, body) = match result {
         Ok(body) => (StatusCode::OK, body),
         Err(r) => {
-            app.note_refusal(conn, Some(&headers.sensor), &r);
+            note_refusal(app, conn, Some(&headers.sensor), &r);
             (r.status, error_body(&r.reason))
         }
     };
-    let proof = app.proof(&headers.nonce, status, &body);
+    let proof = app.auth.proof(&headers.nonce, status.as_u16(), &body);
     response(status, body, "application/json", Some(proof))
 }
 
@@ -454,14 +302,14 @@ fn status_report(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Result
         return Err(bad(format!("status report: at most {MAX_INTERFACES} interfaces with names of at most {MAX_TEXT} bytes")));
     }
     let leaving = r.leaving;
-    app.reports.lock().unwrap_or_else(|e| e.into_inner()).entry(h.sensor.clone()).or_default().push(timefmt::now_ns(), r);
-    app.registry.lock().unwrap_or_else(|e| e.into_inner()).seen(&h.sensor, h.epoch, &conn.remote.to_string(), unix_now());
+    app.reports.push(&h.sensor, timefmt::now_ns(), r);
+    app.fleet.registry().seen(&h.sensor, h.epoch, &conn.remote.to_string(), unix_now());
     if leaving {
-        app.left.lock().unwrap_or_else(|e| e.into_inner()).insert(h.sensor.clone());
+        app.fleet.leaving(&h.sensor);
         log!(log::BASIC, "sensor {} is stopping: the others' filters no longer leave flows to it", h.sensor);
         return Ok(json(&control::StatusAnswer::default()));
     }
-    Ok(json(&control::StatusAnswer { filter: app.filter_for(&h.sensor) }))
+    Ok(json(&control::StatusAnswer { filter: app.fleet.filter_for(&h.sensor) }))
 }
 
 async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Result<Vec<u8>, Refusal> {
@@ -492,14 +340,12 @@ async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Resul
     let files =
         app.store.sensor(&h.sensor).map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot open the sensor's state: {e}")))?;
     let last_seq = files.lock().await.last_seq(h.epoch);
-    app.registry
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    app.fleet
+        .registry()
         .register(&req, &conn.remote.to_string(), unix_now())
         .map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot write the registry: {e}")))?;
-    app.base_filters.lock().unwrap_or_else(|e| e.into_inner()).insert(h.sensor.clone(), base.clone());
-    app.left.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.sensor);
-    let filter = app.filter_for(&h.sensor).unwrap_or(base);
+    app.fleet.registered(&h.sensor, base.clone());
+    let filter = app.fleet.filter_for(&h.sensor).unwrap_or(base);
     log!(
         log::BASIC,
         "registered sensor {} (host {:?}, version {}, epoch {}, {} interfaces) from {}; last seq {:?}; filter: {filter}",
@@ -511,7 +357,7 @@ async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Resul
         conn.remote,
         last_seq
     );
-    Ok(json(&RegisterResponse { filter, max_chunk_bytes: chunk::MAX_RAW_CHUNK as u64, last_seq, action_key: Some(app.action_key.public.to_string()) }))
+    Ok(json(&RegisterResponse { filter, max_chunk_bytes: chunk::MAX_RAW_CHUNK as u64, last_seq, action_key: Some(app.actions.key.public.to_string()) }))
 }
 
 async fn chunks(app: &App, conn: &Conn, h: &AuthHeaders, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, Refusal> {
@@ -546,12 +392,12 @@ async fn chunks(app: &App, conn: &Conn, h: &AuthHeaders, headers: &HeaderMap, bo
         Ok(AppendOutcome::Duplicate) => false,
         Ok(AppendOutcome::Stored { closed, .. }) => {
             if closed {
-                spawn_retention(app.store.clone());
+                crate::state::spawn_retention(app.store.clone());
             }
             true
         }
     };
-    app.registry.lock().unwrap_or_else(|e| e.into_inner()).seen(&h.sensor, h.epoch, &conn.remote.to_string(), unix_now());
+    app.fleet.registry().seen(&h.sensor, h.epoch, &conn.remote.to_string(), unix_now());
     if log::enabled(log::CHUNKS) {
         let span = match (summary.first_ts_ns, summary.last_ts_ns) {
             (Some(a), Some(b)) => format!("{} .. {}", timefmt::rfc3339_millis(a), timefmt::rfc3339_millis(b)),
@@ -570,13 +416,4 @@ async fn chunks(app: &App, conn: &Conn, h: &AuthHeaders, headers: &HeaderMap, bo
         );
     }
     Ok(json(&ChunkAck { seq: h.seq, stored }))
-}
-
-/// Runs retention on a blocking thread after a file was closed.
-pub fn spawn_retention(store: Arc<Store>) {
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = store.enforce_retention() {
-            log!(log::BASIC, "retention failed: {e}");
-        }
-    });
 }

@@ -5,6 +5,7 @@
 //! - [`tls`]: the served certificate (operator's, or self-signed once) and its SHA-256.
 //! - [`server`]: accept loop (listeners and shutdown passed in), periodic driver.
 //! - [`api`]: authenticate, then route `/v1/register`, `/v1/chunks` and `/v1/actions/ws`.
+//! - [`state`]: what every handler shares ([`state::App`]), in parts: sensors' authentication, fleet, reports, actions, tokens, store.
 //! - [`action_cli`]: `vsensor action ...`, the operators' command line.
 //! - [`action_key`]: the Ed25519 key every set of actions is signed with.
 //! - [`operator_cli`]: `vsensor operator rotate-tokens`.
@@ -25,8 +26,8 @@
 pub mod action_cli;
 pub mod action_key;
 pub mod actions;
-pub mod atomic_file;
 pub mod api;
+pub mod atomic_file;
 pub mod config;
 pub mod fleet;
 pub mod operator;
@@ -35,6 +36,7 @@ pub mod operator_cli;
 pub mod operator_file;
 pub mod registry;
 pub mod server;
+pub mod state;
 pub mod status;
 pub mod store;
 pub mod tls;
@@ -48,7 +50,7 @@ use tokio::net::TcpListener;
 /// A collector ready to serve: configuration applied, store repaired,
 /// certificate loaded.
 pub struct Collector {
-    app: Arc<api::App>,
+    app: Arc<state::App>,
     tls: tls::TlsIdentity,
     data_dir: std::path::PathBuf,
 }
@@ -73,7 +75,7 @@ impl Collector {
             config.data_dir.join(action_key::PUBLIC_FILE).display()
         );
         let tokens = operator_file::open(&config.data_dir, &operator::local_url(config.operator_listen.unwrap_or(config.listen)))?;
-        let app = Arc::new(api::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store), book, action_key, tokens));
+        let app = Arc::new(state::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store), book, action_key, tokens));
         Ok(Collector { app, tls, data_dir: config.data_dir.clone() })
     }
 

@@ -10,8 +10,9 @@
 //!   the new action; pushed at once to every connected sensor.
 //! - `DELETE /v1/operator/actions/{id}`: cancels it (pushed at once).
 
-use crate::api::{ends_connection, error_body, json, read_body, refusal, response, App, Conn, Refusal, Resp};
+use crate::api::{ends_connection, error_body, json, note_refusal, read_body, refusal, response, Conn, Refusal, Resp};
 use crate::operator_auth::{may_act, may_read};
+use crate::state::App;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::{Method, Request, StatusCode};
@@ -42,7 +43,7 @@ pub fn local_url(addr: std::net::SocketAddr) -> String {
 /// A refusal's answer, after reading what is left of a small body so the
 /// connection stays usable (a body over the limit ends it instead).
 async fn refused(app: &App, conn: &Conn, r: &Refusal, headers: &hyper::HeaderMap, body: Incoming) -> Resp {
-    app.note_refusal(conn, None, r);
+    note_refusal(app, conn, None, r);
     let ends = read_body(headers, body).await.is_err_and(|e| ends_connection(e.status));
     let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
     if ends {
@@ -91,7 +92,7 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
         let now = timefmt::now_ns();
         match (parts.method.clone(), rest) {
             (Method::GET, "" | "/") => {
-                let view = app.actions.lock().unwrap_or_else(|e| e.into_inner()).view(now);
+                let view = app.actions.book().view(now);
                 Ok((StatusCode::OK, json(&serde_json::json!({ "actions": view }))))
             }
             (Method::POST, "" | "/") => {
@@ -105,14 +106,14 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
                     ));
                 }
                 let view = {
-                    let mut book = app.actions.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut book = app.actions.book();
                     let id = book.create(now, new.target, new.for_seconds).map_err(|e| refusal(StatusCode::BAD_REQUEST, "malformed", e))?;
                     book.save().map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot save the action: {e}")))?;
                     book.view(now).into_iter().find(|v| v.id == id).expect("just created")
                 };
                 log!(log::BASIC, "response action {} created by {}: {:?} for {} s", view.id, conn.remote, view.target, new.for_seconds);
                 log::audit(log::AuditSeverity::Notice, "action_created", &[("id", &view.id.to_string()), ("target", &format!("{:?}", view.target))]);
-                app.actions_changed();
+                app.actions.changed();
                 Ok((StatusCode::CREATED, json(&view)))
             }
             (Method::DELETE, id) => {
@@ -121,7 +122,7 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
                     .parse()
                     .map_err(|_| refusal(StatusCode::BAD_REQUEST, "malformed", format!("bad action id {:?}", id.trim_start_matches('/'))))?;
                 let cancelled = {
-                    let mut book = app.actions.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut book = app.actions.book();
                     let r = book.cancel(now, id).ok_or_else(|| refusal(StatusCode::NOT_FOUND, "not_found", format!("no action {id}")))?;
                     book.save().map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot save the book: {e}")))?;
                     r
@@ -129,7 +130,7 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
                 if cancelled {
                     log!(log::BASIC, "response action {id} cancelled by {}", conn.remote);
                     log::audit(log::AuditSeverity::Notice, "action_cancelled", &[("id", &id.to_string())]);
-                    app.actions_changed();
+                    app.actions.changed();
                 }
                 Ok((StatusCode::OK, json(&serde_json::json!({ "id": id, "cancelled": cancelled }))))
             }
@@ -140,7 +141,7 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
     match result {
         Ok((status, body)) => response(status, body, "application/json", None),
         Err(r) => {
-            app.note_refusal(conn, None, &r);
+            note_refusal(app, conn, None, &r);
             response(r.status, error_body(&r.reason), "application/json", None)
         }
     }

@@ -7,7 +7,8 @@
 //! Also the periodic driver: closes files that are too old, runs retention,
 //! writes the per-sensor statistics line and flushes the registry.
 
-use crate::api::{self, App, Conn, Resp};
+use crate::api::{self, Conn, Resp};
+use crate::state::{self, App};
 use crate::store::CloseReason;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -59,7 +60,7 @@ async fn dispatch(serves: Serves, app: Arc<App>, conn: Conn, req: hyper::Request
     }
     let path = req.uri().path().chars().take(100).collect::<String>();
     let r = api::refusal(hyper::StatusCode::NOT_FOUND, "not_found", format!("no such path {path:?}"));
-    app.note_refusal(&conn, None, &r);
+    api::note_refusal(&app, &conn, None, &r);
     // Consume a small body so the connection stays usable.
     let (parts, body) = req.into_parts();
     let ends = api::read_body(&parts.headers, body).await.is_err_and(|e| api::ends_connection(e.status));
@@ -179,10 +180,10 @@ pub async fn periodic(app: Arc<App>) {
             }
         }
         if closed_any {
-            api::spawn_retention(app.store.clone());
+            state::spawn_retention(app.store.clone());
         }
         let app2 = app.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || app2.save_actions_if_reported()).await {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || app2.actions.save_if_reported()).await {
             log!(log::BASIC, "cannot write the response actions: {e}");
         }
         if last_stats.elapsed() >= STATS_INTERVAL {
@@ -208,7 +209,7 @@ pub async fn periodic(app: Arc<App>) {
                 }
             }
             let app2 = app.clone();
-            let flushed = tokio::task::spawn_blocking(move || app2.registry.lock().unwrap_or_else(|e| e.into_inner()).flush()).await;
+            let flushed = tokio::task::spawn_blocking(move || app2.fleet.registry().flush()).await;
             if let Ok(Err(e)) = flushed {
                 log!(log::BASIC, "cannot write the registry: {e}");
             }
@@ -228,7 +229,7 @@ pub async fn close_all(app: Arc<App>) -> std::io::Result<()> {
                 first_err.get_or_insert(e);
             }
         }
-        if let Err(e) = app.registry.lock().unwrap_or_else(|e| e.into_inner()).flush() {
+        if let Err(e) = app.fleet.registry().flush() {
             log!(log::BASIC, "cannot write the registry: {e}");
             first_err.get_or_insert(e);
         }

@@ -4,37 +4,12 @@
 //! refreshes itself (`/status`, no external asset), and Prometheus metrics
 //! (`/metrics`). All three need the operators' token (see `operator.rs`).
 
-use crate::api::App;
-use ossensor_shared::control::{InterfaceStatus, StatusReport};
+use crate::state::App;
+use ossensor_shared::control::InterfaceStatus;
 use ossensor_shared::metrics::{Exposition, Kind};
 use ossensor_shared::{timefmt, VERSION};
 use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// The last two reports of a sensor (two, for rates), in memory only.
-#[derive(Debug, Clone, Default)]
-pub struct Reports {
-    pub latest: Option<(u64, StatusReport)>,
-    pub previous: Option<(u64, StatusReport)>,
-}
-
-impl Reports {
-    pub fn push(&mut self, now_ns: u64, r: StatusReport) {
-        self.previous = self.latest.take();
-        self.latest = Some((now_ns, r));
-    }
-
-    /// (packets, bytes) per second between the last two reports.
-    fn rates(&self) -> (f64, f64) {
-        match (&self.previous, &self.latest) {
-            (Some((t0, a)), Some((t1, b))) if t1 > t0 => {
-                let secs = (t1 - t0) as f64 / 1e9;
-                (b.packets_delivered.saturating_sub(a.packets_delivered) as f64 / secs, b.bytes_delivered.saturating_sub(a.bytes_delivered) as f64 / secs)
-            }
-            _ => (0.0, 0.0),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InterfaceView {
@@ -83,11 +58,11 @@ pub async fn view(app: &App) -> StatusView {
     let now_ns = timefmt::now_ns();
     let now_s = (now_ns / 1_000_000_000) as i64;
     let registry: Vec<(String, crate::registry::SensorRecord)> = {
-        let r = app.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let r = app.fleet.registry();
         r.all().map(|(id, rec)| (id.to_string(), rec.clone())).collect()
     };
-    let reports = app.reports.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let channels = app.ws_connected();
+    let reports = app.reports.snapshot();
+    let channels = app.actions.channels_open();
     let mut stored: BTreeMap<String, crate::store::Stats> = BTreeMap::new();
     for s in app.store.all_sensors() {
         let s = s.lock().await;
@@ -138,7 +113,7 @@ pub async fn view(app: &App) -> StatusView {
             }
         })
         .collect();
-    let actions_active = app.actions.lock().unwrap_or_else(|e| e.into_inner()).in_force(now_ns).len();
+    let actions_active = app.actions.book().in_force(now_ns).len();
     StatusView { collector_version: VERSION.to_string(), generated: timefmt::rfc3339_millis(now_ns), actions_active, sensors }
 }
 
@@ -271,14 +246,5 @@ mod tests {
         assert!(p.contains("http-equiv=\"refresh\""));
         assert!(p.contains("1.5 kpkt/s") && p.contains("2.5 MB/s") && p.contains("1.6 %"));
         assert!(!p.contains("src=") && !p.contains("href="), "no external asset");
-    }
-
-    #[test]
-    fn rates_come_from_the_last_two_reports() {
-        let mut r = Reports::default();
-        assert_eq!(r.rates(), (0.0, 0.0));
-        r.push(0, StatusReport { packets_delivered: 100, bytes_delivered: 1000, ..Default::default() });
-        r.push(2_000_000_000, StatusReport { packets_delivered: 300, bytes_delivered: 5000, ..Default::default() });
-        assert_eq!(r.rates(), (100.0, 2000.0));
     }
 }

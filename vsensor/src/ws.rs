@@ -5,7 +5,8 @@
 //! force, signed with its action key; the sensor sends reports, which go
 //! into the book. Pings every 20 s find dead peers.
 
-use crate::api::{response, App, Resp};
+use crate::api::{response, Resp};
+use crate::state::App;
 use futures_util::{SinkExt, StreamExt};
 use hyper::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
 use hyper::StatusCode;
@@ -57,17 +58,17 @@ pub fn accept(app: Arc<App>, sensor: String, headers: &HeaderMap, on_upgrade: hy
 
 async fn serve(app: Arc<App>, sensor: String, ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) {
     let (mut tx, mut rx) = ws.split();
-    let mut changed = app.actions_watch();
+    let mut changed = app.actions.watch();
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut resign = tokio::time::interval(Duration::from_nanos(RESIGN_EVERY_NS));
     resign.tick().await; // the first tick is now: the set is sent below
                          // A sensor that sends garbage must not flood the log.
     let mut said_malformed = false;
-    app.set_ws_connected(&sensor, true);
+    app.actions.set_channel_open(&sensor, true);
     log!(log::BASIC, "sensor {sensor}: response-action channel open");
     let why = loop {
         // Send the set now (first pass, after a change, or to sign it again).
-        let signed = app.signed_actions();
+        let signed = app.actions.signed();
         let text = serde_json::to_string(&ToSensor::Actions { signed: SignedSetHex::from_set(&signed) }).expect("serialisable");
         if let Err(e) = tx.send(Message::text(text)).await {
             break e.to_string();
@@ -88,8 +89,8 @@ async fn serve(app: Arc<App>, sensor: String, ws: WebSocketStream<TokioIo<hyper:
                     Some(Ok(Message::Text(t))) => match serde_json::from_str::<FromSensor>(t.as_str()) {
                         Ok(FromSensor::Report { actions }) => {
                             let pairs: Vec<_> = actions.iter().map(|a| (a.id, a.stats)).collect();
-                            app.actions.lock().unwrap_or_else(|e| e.into_inner()).report(timefmt::now_ns(), &sensor, &pairs);
-                            app.actions_reported();
+                            app.actions.book().report(timefmt::now_ns(), &sensor, &pairs);
+                            app.actions.reported();
                             for a in &actions {
                                 log!(log::ACTIONS, "sensor {sensor}: action {} report: {} connections reset, {} refused, {} resets, {} probes", a.id, a.stats.connections_reset, a.stats.connections_refused, a.stats.resets_sent, a.stats.probes_sent);
                             }
@@ -109,6 +110,6 @@ async fn serve(app: Arc<App>, sensor: String, ws: WebSocketStream<TokioIo<hyper:
             break why;
         }
     };
-    app.set_ws_connected(&sensor, false);
+    app.actions.set_channel_open(&sensor, false);
     log!(log::BASIC, "sensor {sensor}: response-action channel closed ({why})");
 }
