@@ -11,48 +11,20 @@
 //!
 //! Nothing is stored or changed on any refusal.
 
+use crate::http::{header, json, note_refusal, refusal, refused, Bytes, HeaderMap, HeaderValue, Method, Refusal, Request, Response, StatusCode};
 use crate::state::{unix_now, App};
 use crate::store::AppendOutcome;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
 use ossensor_shared::auth::{self, AuthError, RequestMeta};
 use ossensor_shared::chunk::{self, Encoding};
-use ossensor_shared::control::{self, ChunkAck, ErrorBody, RegisterRequest, RegisterResponse};
-use ossensor_shared::log::AuditSeverity;
+use ossensor_shared::control::{self, ChunkAck, RegisterRequest, RegisterResponse};
 use ossensor_shared::{log, timefmt};
-use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
-
-pub type Resp = Response<Full<Bytes>>;
 
 /// Limits on what a registration may carry into the registry.
 const MAX_TEXT: usize = 255;
 const MAX_INTERFACES: usize = 4096;
 const MAX_COLLECTOR_ADDRESSES: usize = 64;
-
-/// The two ends of the connection a request came on.
-#[derive(Debug, Clone, Copy)]
-pub struct Conn {
-    pub remote: SocketAddr,
-    pub local: SocketAddr,
-}
-
-/// A request turned away: status, a short kind (for rate-limited logging)
-/// and the reason the client reads.
-#[derive(Debug)]
-pub(crate) struct Refusal {
-    pub(crate) status: StatusCode,
-    pub(crate) kind: &'static str,
-    pub(crate) reason: String,
-    pub(crate) audit: bool,
-}
-
-pub(crate) fn refusal(status: StatusCode, kind: &'static str, reason: impl Into<String>) -> Refusal {
-    Refusal { status, kind, reason: reason.into(), audit: false }
-}
 
 /// The authentication headers, parsed.
 struct AuthHeaders {
@@ -62,13 +34,6 @@ struct AuthHeaders {
     timestamp: i64,
     nonce: String,
     signature: String,
-}
-
-fn header<'a>(h: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, Refusal> {
-    match h.get(name) {
-        None => Ok(None),
-        Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| refusal(StatusCode::BAD_REQUEST, "malformed", format!("header {name} is not text"))),
-    }
 }
 
 fn required<'a>(h: &'a HeaderMap, name: &'static str, status: StatusCode) -> Result<&'a str, Refusal> {
@@ -106,143 +71,45 @@ impl AuthHeaders {
     }
 }
 
-/// How long a request's body may take to arrive, from the end of its head:
-/// a client trickling its body (or sending none after announcing one)
-/// gets 408 and its connection is closed. A sensor's chunk is at most a few
-/// MiB, so this asks for under 1 MiB/s even at [`chunk::MAX_BODY`].
-pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Should the connection close after this refusal (the body was not read
-/// to its end, so the stream is not at a request boundary)?
-pub(crate) fn ends_connection(status: StatusCode) -> bool {
-    matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT)
-}
-
-/// Reads the body, never more than [`chunk::MAX_BODY`] bytes, nor for
-/// longer than [`BODY_TIMEOUT`].
-pub(crate) async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Refusal> {
-    let too_large =
-        |n: String| refusal(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body of {n} bytes exceeds the limit of {} bytes", chunk::MAX_BODY));
-    if let Some(len) = header(headers, CONTENT_LENGTH.as_str())? {
-        if len.parse::<u64>().is_ok_and(|n| n > chunk::MAX_BODY as u64) {
-            return Err(too_large(len.to_string()));
-        }
-    }
-    let collected = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, chunk::MAX_BODY).collect()).await {
-        Ok(c) => c,
-        Err(_) => return Err(refusal(StatusCode::REQUEST_TIMEOUT, "timeout", format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()))),
-    };
-    match collected {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(format!("more than {}", chunk::MAX_BODY))),
-        Err(e) => Err(refusal(StatusCode::BAD_REQUEST, "malformed", format!("cannot read the body: {e}"))),
-    }
-}
-
-pub(crate) fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("control messages serialize")
-}
-
-pub(crate) fn error_body(reason: &str) -> Vec<u8> {
-    json(&ErrorBody { error: reason.to_string() })
-}
-
-pub(crate) fn response(status: StatusCode, body: Vec<u8>, content_type: &'static str, proof: Option<String>) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Some(p) = proof {
-        r.headers_mut().insert(auth::H_PROOF, HeaderValue::from_str(&p).expect("hex is a valid header value"));
-    }
-    r
-}
-
-/// Logs a refusal at level 0 (and audits authentication failures), at
-/// most once a minute per source and kind.
-pub(crate) fn note_refusal(app: &App, conn: &Conn, sensor: Option<&str>, r: &Refusal) {
-    if !app.refusals.due(conn.remote.ip(), r.kind) {
-        return;
-    }
-    let source = conn.remote.to_string();
-    let sensor = sensor.unwrap_or("-");
-    log!(
-        log::BASIC,
-        "refused request from {source} (sensor {sensor}): {} {} (further {} refusals from this address are not logged for a minute)",
-        r.status.as_u16(),
-        r.reason,
-        r.kind
-    );
-    if r.audit {
-        log::audit(AuditSeverity::Warning, "auth_failure", &[("source", &source), ("sensor", sensor), ("reason", &r.reason)]);
-    }
-}
-
-/// The hyper service: one request in, one answer out.
-pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Result<Resp, Infallible> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let sensor = req.headers().get(auth::H_SENSOR).and_then(|v| v.to_str().ok()).unwrap_or("-").chars().take(64).collect::<String>();
-    let seq = req.headers().get(auth::H_SEQ).and_then(|v| v.to_str().ok()).unwrap_or("-").chars().take(24).collect::<String>();
-    let resp = if path.starts_with(control::PATH_OPERATOR_ACTIONS) {
-        crate::operator::handle(&app, &conn, req).await
-    } else if matches!(path.as_str(), "/status" | "/metrics" | control::PATH_OPERATOR_STATUS) {
-        crate::operator::status(&app, &conn, req).await
+/// One request in, one answer out.
+pub async fn handle(app: &Arc<App>, req: Request) -> Response {
+    let sensor = req.headers.get(auth::H_SENSOR).and_then(|v| v.to_str().ok()).unwrap_or("-").chars().take(64).collect::<String>();
+    let seq = req.headers.get(auth::H_SEQ).and_then(|v| v.to_str().ok()).unwrap_or("-").chars().take(24).collect::<String>();
+    let resp = if req.path.starts_with(control::PATH_OPERATOR_ACTIONS) {
+        crate::operator::handle(app, &req).await
+    } else if matches!(req.path.as_str(), "/status" | "/metrics" | control::PATH_OPERATOR_STATUS) {
+        crate::operator::status(app, &req).await
     } else {
-        route(&app, &conn, req).await
+        route(app, &req).await
     };
-    log!(log::SENDS, "{method} {path} from {} sensor {sensor} seq {seq}: {}", conn.remote, resp.status().as_u16());
-    Ok(resp)
+    log!(log::SENDS, "{} {} from {} sensor {sensor} seq {seq}: {}", req.method, req.path, req.conn.remote, resp.status.as_u16());
+    resp
 }
 
-async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
-    let path = req.uri().path().to_string();
+async fn route(app: &Arc<App>, req: &Request) -> Response {
+    let path = req.path.as_str();
     if !path.starts_with("/v1/") {
-        let r = match (path.as_str(), req.method()) {
-            ("/healthz", &Method::GET) => return response(StatusCode::OK, b"ok".to_vec(), "text/plain", None),
+        let r = match (path, &req.method) {
+            ("/healthz", &Method::GET) => return Response::new(StatusCode::OK, b"ok".to_vec(), "text/plain"),
             ("/healthz", m) => refusal(StatusCode::METHOD_NOT_ALLOWED, "method", format!("{m} not allowed on /healthz (GET)")),
             (p, _) => refusal(StatusCode::NOT_FOUND, "not_found", format!("no such path {:?}", p.chars().take(100).collect::<String>())),
         };
-        note_refusal(app, conn, None, &r);
-        // Consume a small body so the connection stays usable.
-        let (parts, body) = req.into_parts();
-        let read = read_body(&parts.headers, body).await;
-        let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
-        if read.is_err_and(|e| ends_connection(e.status)) {
-            resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        return resp;
+        // The connection stays usable unless the body was too large to read.
+        return refused(app, req, None, &r);
     }
 
-    let (mut parts, body) = req.into_parts();
-    let headers = match AuthHeaders::parse(&parts.headers) {
+    let headers = match AuthHeaders::parse(&req.headers) {
         Ok(h) => h,
-        Err(r) => {
-            note_refusal(app, conn, None, &r);
-            // Consume the body (within the limit) so keep-alive survives a
-            // refusal; a larger one ends the connection instead.
-            let ends = read_body(&parts.headers, body).await.is_err_and(|e| ends_connection(e.status));
-            let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
-            if ends {
-                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            return resp;
-        }
+        Err(r) => return refused(app, req, None, &r),
     };
-    let body = match read_body(&parts.headers, body).await {
+    let body = match req.body() {
         Ok(b) => b,
-        Err(r) => {
-            note_refusal(app, conn, Some(&headers.sensor), &r);
-            let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
-            if ends_connection(r.status) {
-                // The rest of the body was not read: this connection is done.
-                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            return resp;
-        }
+        // The rest of the body was not read: this connection is done.
+        Err(r) => return refused(app, req, Some(&headers.sensor), &r),
     };
     let meta = RequestMeta {
-        method: parts.method.as_str().to_string(),
-        path: path.clone(),
+        method: req.method.as_str().to_string(),
+        path: path.to_string(),
         sensor_id: headers.sensor.clone(),
         epoch: headers.epoch,
         seq: headers.seq,
@@ -252,8 +119,8 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
     };
     if let Err(e) = app.auth.verify(&meta, &headers.signature) {
         let r = Refusal { status: StatusCode::UNAUTHORIZED, kind: "bad_signature", reason: e.to_string(), audit: true };
-        note_refusal(app, conn, Some(&headers.sensor), &r);
-        return response(r.status, error_body(&r.reason), "application/json", None);
+        note_refusal(app, &req.conn, Some(&headers.sensor), &r);
+        return Response::error(&r);
     }
     // Authenticated from here on: every answer carries the proof.
     let checked = app.auth.check_replay(unix_now(), headers.timestamp, &headers.nonce);
@@ -262,21 +129,18 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
             let kind = if matches!(e, AuthError::Replayed) { "replayed" } else { "stale" };
             Err(Refusal { status: StatusCode::UNAUTHORIZED, kind, reason: e.to_string(), audit: true })
         }
-        Ok(()) => match (parts.method.clone(), path.as_str()) {
-            (Method::POST, control::PATH_REGISTER) => register(app, conn, &headers, &body).await,
-            (Method::POST, control::PATH_CHUNKS) => chunks(app, conn, &headers, &parts.headers, body).await,
-            (Method::POST, control::PATH_STATUS) => status_report(app, conn, &headers, &body),
-            (Method::GET, control::PATH_ACTIONS_WS) => {
-                let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-                match upgrade.and_then(|u| crate::ws::accept(app.clone(), headers.sensor.clone(), &parts.headers, u)) {
-                    Some(resp) => return resp,
-                    None => Err(refusal(
-                        StatusCode::BAD_REQUEST,
-                        "malformed",
-                        "a WebSocket upgrade is expected (Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)",
-                    )),
-                }
-            }
+        Ok(()) => match (req.method.clone(), path) {
+            (Method::POST, control::PATH_REGISTER) => register(app, req, &headers, &body).await,
+            (Method::POST, control::PATH_CHUNKS) => chunks(app, req, &headers, body).await,
+            (Method::POST, control::PATH_STATUS) => status_report(app, req, &headers, &body),
+            (Method::GET, control::PATH_ACTIONS_WS) => match crate::ws::accept(app.clone(), headers.sensor.clone(), req) {
+                Some(resp) => return resp,
+                None => Err(refusal(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "a WebSocket upgrade is expected (Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)",
+                )),
+            },
             (m, control::PATH_REGISTER | control::PATH_CHUNKS) => {
                 Err(refusal(StatusCode::METHOD_NOT_ALLOWED, "method", format!("{m} not allowed on {path} (POST)")))
             }
@@ -286,16 +150,18 @@ async fn route(app: &Arc<App>, conn: &Conn, req: Request<Incoming>) -> Resp {
     let (status, body) = match result {
         Ok(body) => (StatusCode::OK, body),
         Err(r) => {
-            note_refusal(app, conn, Some(&headers.sensor), &r);
-            (r.status, error_body(&r.reason))
+            note_refusal(app, &req.conn, Some(&headers.sensor), &r);
+            (r.status, crate::http::error_body(&r.reason))
         }
     };
     let proof = app.auth.proof(&headers.nonce, status.as_u16(), &body);
-    response(status, body, "application/json", Some(proof))
+    let mut resp = Response::json(status, body);
+    resp.headers.insert(auth::H_PROOF, HeaderValue::from_str(&proof).expect("hex is a valid header value"));
+    resp
 }
 
 /// `POST /v1/status`: keeps the sensor's running state for the status page.
-fn status_report(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+fn status_report(app: &App, req: &Request, h: &AuthHeaders, body: &[u8]) -> Result<Vec<u8>, Refusal> {
     let bad = |reason: String| refusal(StatusCode::BAD_REQUEST, "malformed", reason);
     let r: control::StatusReport = serde_json::from_slice(body).map_err(|e| bad(format!("bad status report: {e}")))?;
     if r.interfaces.len() > MAX_INTERFACES || r.interfaces.iter().any(|i| i.name.len() > MAX_TEXT) {
@@ -303,7 +169,7 @@ fn status_report(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Result
     }
     let leaving = r.leaving;
     app.reports.push(&h.sensor, timefmt::now_ns(), r);
-    app.fleet.registry().seen(&h.sensor, h.epoch, &conn.remote.to_string(), unix_now());
+    app.fleet.registry().seen(&h.sensor, h.epoch, &req.conn.remote.to_string(), unix_now());
     if leaving {
         app.fleet.leaving(&h.sensor);
         log!(log::BASIC, "sensor {} is stopping: the others' filters no longer leave flows to it", h.sensor);
@@ -312,57 +178,58 @@ fn status_report(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Result
     Ok(json(&control::StatusAnswer { filter: app.fleet.filter_for(&h.sensor) }))
 }
 
-async fn register(app: &App, conn: &Conn, h: &AuthHeaders, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+async fn register(app: &App, req: &Request, h: &AuthHeaders, body: &[u8]) -> Result<Vec<u8>, Refusal> {
     let bad = |reason: String| refusal(StatusCode::BAD_REQUEST, "malformed", reason);
-    let req: RegisterRequest = serde_json::from_slice(body).map_err(|e| bad(format!("bad registration body: {e}")))?;
-    if req.sensor_id != h.sensor {
-        return Err(bad(format!("sensor_id {:?} in the body differs from header {} {:?}", req.sensor_id, auth::H_SENSOR, h.sensor)));
+    let reg: RegisterRequest = serde_json::from_slice(body).map_err(|e| bad(format!("bad registration body: {e}")))?;
+    if reg.sensor_id != h.sensor {
+        return Err(bad(format!("sensor_id {:?} in the body differs from header {} {:?}", reg.sensor_id, auth::H_SENSOR, h.sensor)));
     }
-    if req.epoch != h.epoch {
-        return Err(bad(format!("epoch {} in the body differs from header {} {}", req.epoch, auth::H_EPOCH, h.epoch)));
+    if reg.epoch != h.epoch {
+        return Err(bad(format!("epoch {} in the body differs from header {} {}", reg.epoch, auth::H_EPOCH, h.epoch)));
     }
-    if req.hostname.len() > MAX_TEXT || req.version.len() > MAX_TEXT {
+    if reg.hostname.len() > MAX_TEXT || reg.version.len() > MAX_TEXT {
         return Err(bad(format!("hostname or version longer than {MAX_TEXT} bytes")));
     }
-    if req.interfaces.len() > MAX_INTERFACES {
-        return Err(bad(format!("{} interfaces (at most {MAX_INTERFACES})", req.interfaces.len())));
+    if reg.interfaces.len() > MAX_INTERFACES {
+        return Err(bad(format!("{} interfaces (at most {MAX_INTERFACES})", reg.interfaces.len())));
     }
-    if req.collector_addresses.len() > MAX_COLLECTOR_ADDRESSES {
-        return Err(bad(format!("{} collector addresses (at most {MAX_COLLECTOR_ADDRESSES})", req.collector_addresses.len())));
+    if reg.collector_addresses.len() > MAX_COLLECTOR_ADDRESSES {
+        return Err(bad(format!("{} collector addresses (at most {MAX_COLLECTOR_ADDRESSES})", reg.collector_addresses.len())));
     }
-    let mut addrs = Vec::with_capacity(req.collector_addresses.len());
-    for a in &req.collector_addresses {
+    let mut addrs = Vec::with_capacity(reg.collector_addresses.len());
+    for a in &reg.collector_addresses {
         // Parsed, not pasted: the filter text must not carry anything else.
         let ip: IpAddr = a.parse().map_err(|_| bad(format!("collector address {:?} is not an IP address", a.chars().take(80).collect::<String>())))?;
         addrs.push(ip);
     }
-    let base = ossensor_shared::filter::exclude_collector(&addrs, Some(conn.local), req.collector_port);
+    let base = ossensor_shared::filter::exclude_collector(&addrs, Some(req.conn.local), reg.collector_port);
     let files =
         app.store.sensor(&h.sensor).map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot open the sensor's state: {e}")))?;
     let last_seq = files.lock().await.last_seq(h.epoch);
     app.fleet
         .registry()
-        .register(&req, &conn.remote.to_string(), unix_now())
+        .register(&reg, &req.conn.remote.to_string(), unix_now())
         .map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot write the registry: {e}")))?;
     app.fleet.registered(&h.sensor, base.clone());
     let filter = app.fleet.filter_for(&h.sensor).unwrap_or(base);
     log!(
         log::BASIC,
         "registered sensor {} (host {:?}, version {}, epoch {}, {} interfaces) from {}; last seq {:?}; filter: {filter}",
-        req.sensor_id,
-        req.hostname,
-        req.version,
-        req.epoch,
-        req.interfaces.len(),
-        conn.remote,
+        reg.sensor_id,
+        reg.hostname,
+        reg.version,
+        reg.epoch,
+        reg.interfaces.len(),
+        req.conn.remote,
         last_seq
     );
     Ok(json(&RegisterResponse { filter, max_chunk_bytes: chunk::MAX_RAW_CHUNK as u64, last_seq, action_key: Some(app.actions.key.public.to_string()) }))
 }
 
-async fn chunks(app: &App, conn: &Conn, h: &AuthHeaders, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, Refusal> {
+async fn chunks(app: &App, req: &Request, h: &AuthHeaders, body: Bytes) -> Result<Vec<u8>, Refusal> {
     let bad = |reason: String| refusal(StatusCode::BAD_REQUEST, "malformed", reason);
     let req400 = StatusCode::BAD_REQUEST;
+    let headers = &req.headers;
     let encoding_text = required(headers, chunk::H_ENCODING, req400)?;
     let encoding =
         Encoding::parse(encoding_text).ok_or_else(|| bad(format!("bad value {encoding_text:?} in header {} (zstd or identity)", chunk::H_ENCODING)))?;
@@ -397,7 +264,7 @@ async fn chunks(app: &App, conn: &Conn, h: &AuthHeaders, headers: &HeaderMap, bo
             true
         }
     };
-    app.fleet.registry().seen(&h.sensor, h.epoch, &conn.remote.to_string(), unix_now());
+    app.fleet.registry().seen(&h.sensor, h.epoch, &req.conn.remote.to_string(), unix_now());
     if log::enabled(log::CHUNKS) {
         let span = match (summary.first_ts_ns, summary.last_ts_ns) {
             (Some(a), Some(b)) => format!("{} .. {}", timefmt::rfc3339_millis(a), timefmt::rfc3339_millis(b)),

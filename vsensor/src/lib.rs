@@ -30,6 +30,7 @@ pub mod api;
 pub mod atomic_file;
 pub mod config;
 pub mod fleet;
+pub mod http;
 pub mod operator;
 pub mod operator_auth;
 pub mod operator_cli;

@@ -10,12 +10,9 @@
 //!   the new action; pushed at once to every connected sensor.
 //! - `DELETE /v1/operator/actions/{id}`: cancels it (pushed at once).
 
-use crate::api::{ends_connection, error_body, json, note_refusal, read_body, refusal, response, Conn, Refusal, Resp};
+use crate::http::{error_body, header, json, note_refusal, refusal, refused, HeaderValue, Method, Refusal, Request, Response, StatusCode};
 use crate::operator_auth::{may_act, may_read};
 use crate::state::App;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION};
-use hyper::{Method, Request, StatusCode};
 use ossensor_shared::control::{NewAction, PATH_OPERATOR_ACTIONS, PATH_OPERATOR_STATUS};
 use ossensor_shared::response::{Endpoint, Target};
 use ossensor_shared::{log, timefmt};
@@ -40,57 +37,43 @@ pub fn local_url(addr: std::net::SocketAddr) -> String {
     }
 }
 
-/// A refusal's answer, after reading what is left of a small body so the
-/// connection stays usable (a body over the limit ends it instead).
-async fn refused(app: &App, conn: &Conn, r: &Refusal, headers: &hyper::HeaderMap, body: Incoming) -> Resp {
-    note_refusal(app, conn, None, r);
-    let ends = read_body(headers, body).await.is_err_and(|e| ends_connection(e.status));
-    let mut resp = response(r.status, error_body(&r.reason), "application/json", None);
-    if ends {
-        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
-}
-
 /// `/status` (the page), `/v1/operator/status` (JSON), `/metrics`
 /// (Prometheus): GET only, with the read token (or the action token).
-pub async fn status(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
-    let path = req.uri().path().to_string();
-    if let Err(r) = may_read(&app.operator_tokens.current(), req.headers()) {
-        let (parts, body) = req.into_parts();
-        let mut resp = refused(app, conn, &r, &parts.headers, body).await;
+pub async fn status(app: &App, req: &Request) -> Response {
+    let path = req.path.as_str();
+    if let Err(r) = may_read(&app.operator_tokens.current(), &req.headers) {
+        let mut resp = refused(app, req, None, &r);
         if path == "/status" {
             // Lets a browser ask for the token.
-            resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"vsensor\""));
+            resp.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"vsensor\""));
         }
         return resp;
     }
-    if req.method() != Method::GET {
-        return response(StatusCode::METHOD_NOT_ALLOWED, error_body(&format!("{} not allowed on {path} (GET)", req.method())), "application/json", None);
+    if req.method != Method::GET {
+        return Response::json(StatusCode::METHOD_NOT_ALLOWED, error_body(&format!("{} not allowed on {path} (GET)", req.method)));
     }
     let view = crate::status::view(app).await;
-    match path.as_str() {
-        "/status" => response(StatusCode::OK, crate::status::page(&view).into_bytes(), "text/html; charset=utf-8", None),
-        "/metrics" => response(StatusCode::OK, crate::status::metrics(&view).into_bytes(), ossensor_shared::metrics::CONTENT_TYPE, None),
-        _ => response(StatusCode::OK, json(&view), "application/json", None),
+    match path {
+        "/status" => Response::new(StatusCode::OK, crate::status::page(&view).into_bytes(), "text/html; charset=utf-8"),
+        "/metrics" => Response::new(StatusCode::OK, crate::status::metrics(&view).into_bytes(), ossensor_shared::metrics::CONTENT_TYPE),
+        _ => Response::json(StatusCode::OK, json(&view)),
     }
 }
 
 /// `/v1/operator/actions`: listing with the read token, ordering and
 /// cancelling only as [`may_act`] allows.
-pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
-    let (parts, body) = req.into_parts();
+pub async fn handle(app: &App, req: &Request) -> Response {
     let tokens = app.operator_tokens.current();
-    let allowed = if parts.method == Method::GET { may_read(&tokens, &parts.headers) } else { may_act(&tokens, &parts.method, &parts.headers) };
+    let allowed = if req.method == Method::GET { may_read(&tokens, &req.headers) } else { may_act(&tokens, &req.method, &req.headers) };
     if let Err(r) = allowed {
-        return refused(app, conn, &r, &parts.headers, body).await;
+        return refused(app, req, None, &r);
     }
     let result = async {
-        let body = read_body(&parts.headers, body).await?;
-        let path = parts.uri.path();
+        let body = req.body()?;
+        let path = req.path.as_str();
         let rest = path.strip_prefix(PATH_OPERATOR_ACTIONS).unwrap_or(path);
         let now = timefmt::now_ns();
-        match (parts.method.clone(), rest) {
+        match (req.method.clone(), rest) {
             (Method::GET, "" | "/") => {
                 let view = app.actions.book().view(now);
                 Ok((StatusCode::OK, json(&serde_json::json!({ "actions": view }))))
@@ -111,7 +94,7 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
                     book.save().map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "storage", format!("cannot save the action: {e}")))?;
                     book.view(now).into_iter().find(|v| v.id == id).expect("just created")
                 };
-                log!(log::BASIC, "response action {} created by {}: {:?} for {} s", view.id, conn.remote, view.target, new.for_seconds);
+                log!(log::BASIC, "response action {} created by {}: {:?} for {} s", view.id, req.conn.remote, view.target, new.for_seconds);
                 log::audit(log::AuditSeverity::Notice, "action_created", &[("id", &view.id.to_string()), ("target", &format!("{:?}", view.target))]);
                 app.actions.changed();
                 Ok((StatusCode::CREATED, json(&view)))
@@ -128,7 +111,7 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
                     r
                 };
                 if cancelled {
-                    log!(log::BASIC, "response action {id} cancelled by {}", conn.remote);
+                    log!(log::BASIC, "response action {id} cancelled by {}", req.conn.remote);
                     log::audit(log::AuditSeverity::Notice, "action_cancelled", &[("id", &id.to_string())]);
                     app.actions.changed();
                 }
@@ -139,10 +122,10 @@ pub async fn handle(app: &App, conn: &Conn, req: Request<Incoming>) -> Resp {
     }
     .await;
     match result {
-        Ok((status, body)) => response(status, body, "application/json", None),
+        Ok((status, body)) => Response::json(status, body),
         Err(r) => {
-            note_refusal(app, conn, None, &r);
-            response(r.status, error_body(&r.reason), "application/json", None)
+            note_refusal(app, &req.conn, None, &r);
+            Response::error(&r)
         }
     }
 }

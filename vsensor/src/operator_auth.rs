@@ -17,10 +17,10 @@
 //! - a POST body must be `Content-Type: application/json`, which an HTML
 //!   form cannot send (else 415).
 
-use crate::api::{refusal, Refusal};
+use crate::http::header::{HeaderMap, HeaderName, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
+use crate::http::{refusal, Refusal};
+use crate::http::{Method, StatusCode};
 use crate::operator_file::Tokens;
-use hyper::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
-use hyper::{Method, StatusCode};
 
 /// What the `Authorization` header carries.
 #[derive(Debug, PartialEq, Eq)]
@@ -163,7 +163,7 @@ pub(crate) fn may_act(tokens: &Tokens, method: &Method, headers: &HeaderMap) -> 
         },
     }
     let one = |name| one_header(headers, name);
-    if let Some(reason) = cross_site(one(ORIGIN)?, one(HOST)?, one(hyper::header::HeaderName::from_static("sec-fetch-site"))?) {
+    if let Some(reason) = cross_site(one(ORIGIN)?, one(HOST)?, one(HeaderName::from_static("sec-fetch-site"))?) {
         return Err(Refusal { status: StatusCode::FORBIDDEN, kind: "operator_cross_site", reason, audit: true });
     }
     if *method == Method::POST {
@@ -174,7 +174,7 @@ pub(crate) fn may_act(tokens: &Tokens, method: &Method, headers: &HeaderMap) -> 
 }
 
 /// The value of a header that may appear at most once.
-fn one_header(headers: &HeaderMap, name: hyper::header::HeaderName) -> Result<Option<&[u8]>, Refusal> {
+fn one_header(headers: &HeaderMap, name: HeaderName) -> Result<Option<&[u8]>, Refusal> {
     let mut all = headers.get_all(&name).iter();
     match (all.next(), all.next()) {
         (None, _) => Ok(None),
@@ -229,7 +229,7 @@ fn shorten(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::HeaderValue;
+    use crate::http::HeaderValue;
 
     fn tokens() -> Tokens {
         Tokens { read: "r".repeat(64), action: "a".repeat(64) }

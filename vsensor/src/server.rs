@@ -7,12 +7,15 @@
 //! Also the periodic driver: closes files that are too old, runs retention,
 //! writes the per-sensor statistics line and flushes the registry.
 
-use crate::api::{self, Conn, Resp};
+use crate::http::{self, refusal, refused, Conn, Request, Response, StatusCode, Upgraded};
 use crate::state::{self, App};
 use crate::store::CloseReason;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use ossensor_shared::chunk;
 use ossensor_shared::log;
 use ossensor_shared::timefmt;
 use std::future::Future;
@@ -54,22 +57,49 @@ impl Serves {
 }
 
 /// One request on a listener that serves `serves`.
-async fn dispatch(serves: Serves, app: Arc<App>, conn: Conn, req: hyper::Request<hyper::body::Incoming>) -> Result<Resp, std::convert::Infallible> {
-    if serves.answers(req.uri().path()) {
-        return api::handle(app, conn, req).await;
+async fn dispatch(serves: Serves, app: &Arc<App>, req: Request) -> Response {
+    if serves.answers(&req.path) {
+        return crate::api::handle(app, req).await;
     }
-    let path = req.uri().path().chars().take(100).collect::<String>();
-    let r = api::refusal(hyper::StatusCode::NOT_FOUND, "not_found", format!("no such path {path:?}"));
-    api::note_refusal(&app, &conn, None, &r);
-    // Consume a small body so the connection stays usable.
-    let (parts, body) = req.into_parts();
-    let ends = api::read_body(&parts.headers, body).await.is_err_and(|e| api::ends_connection(e.status));
-    let mut resp = api::response(r.status, api::error_body(&r.reason), "application/json", None);
-    if ends {
-        resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    let path = req.path.chars().take(100).collect::<String>();
+    let r = refusal(StatusCode::NOT_FOUND, "not_found", format!("no such path {path:?}"));
+    // The connection stays usable unless the body was too large to read.
+    let resp = refused(app, &req, None, &r);
+    log!(log::SENDS, "{} {path} from {} on the {serves:?} listener: 404", req.method, req.conn.remote);
+    resp
+}
+
+/// The hyper service, a thin adapter: hyper's request to a plain
+/// [`Request`] (the body read whole, within its limits), the plain
+/// [`Response`] back to hyper's, and a protocol switch handed over.
+async fn service(serves: Serves, app: Arc<App>, conn: Conn, req: hyper::Request<Incoming>) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    let (mut parts, body) = req.into_parts();
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let body = read_body(&parts.headers, body).await;
+    let req = Request { method: parts.method, path: parts.uri.path().to_string(), headers: parts.headers, body, conn, can_upgrade: upgrade.is_some() };
+    let mut resp = dispatch(serves, &app, req).await;
+    if let (Some(serve), Some(upgrade)) = (resp.on_upgrade.take(), upgrade) {
+        tokio::spawn(async move {
+            let io = upgrade.await.map(|u| Box::new(TokioIo::new(u)) as Upgraded).map_err(std::io::Error::other);
+            serve(io).await
+        });
     }
-    log!(log::SENDS, "{} {path} from {} on the {serves:?} listener: 404", parts.method, conn.remote);
-    Ok(resp)
+    let mut out = hyper::Response::new(Full::new(Bytes::from(resp.body)));
+    *out.status_mut() = resp.status;
+    *out.headers_mut() = resp.headers;
+    Ok(out)
+}
+
+/// Reads the body, never more than [`chunk::MAX_BODY`] bytes, nor for
+/// longer than [`http::BODY_TIMEOUT`].
+async fn read_body(headers: &hyper::HeaderMap, body: Incoming) -> Result<Bytes, http::Refusal> {
+    http::check_declared_length(headers)?;
+    match tokio::time::timeout(http::BODY_TIMEOUT, Limited::new(body, chunk::MAX_BODY).collect()).await {
+        Err(_) => Err(http::body_timeout()),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(http::body_over_limit()),
+        Ok(Err(e)) => Err(http::body_unreadable(e)),
+    }
 }
 
 /// Accepts connections until `shutdown` completes, then stops accepting,
@@ -133,7 +163,7 @@ async fn connection(
         },
         _ = stopped(&mut stop) => return,
     };
-    let service = service_fn(move |req| dispatch(serves, app.clone(), conn, req));
+    let service = service_fn(move |req| service(serves, app.clone(), conn, req));
     let http = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))

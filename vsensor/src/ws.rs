@@ -5,12 +5,10 @@
 //! force, signed with its action key; the sensor sends reports, which go
 //! into the book. Pings every 20 s find dead peers.
 
-use crate::api::{response, Resp};
+use crate::http::header::{CONNECTION, UPGRADE};
+use crate::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Upgraded};
 use crate::state::App;
 use futures_util::{SinkExt, StreamExt};
-use hyper::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
-use hyper::StatusCode;
-use hyper_util::rt::TokioIo;
 use ossensor_shared::control::{FromSensor, SignedSetHex, ToSensor};
 use ossensor_shared::signed_actions::RESIGN_EVERY_NS;
 use ossensor_shared::{log, timefmt};
@@ -25,38 +23,46 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 /// Largest message a sensor may send (a report of many actions).
 const MAX_MESSAGE: usize = 1 << 20;
 
-/// Answers an authenticated upgrade request with 101 and serves the socket
-/// once hyper hands it over. `None` if the request is not a WebSocket
-/// upgrade (the caller answers 400).
-pub fn accept(app: Arc<App>, sensor: String, headers: &HeaderMap, on_upgrade: hyper::upgrade::OnUpgrade) -> Option<Resp> {
+/// Answers an authenticated upgrade request with 101; the adapter then
+/// hands the connection to [`serve`]. `None` if the request is not a
+/// WebSocket upgrade (the caller answers 400).
+pub fn accept(app: Arc<App>, sensor: String, req: &Request) -> Option<Response> {
+    if !req.can_upgrade {
+        return None;
+    }
+    let headers = &req.headers;
     let wants = headers.get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let key = headers.get("sec-websocket-key")?;
     if !wants || headers.get("sec-websocket-version").and_then(|v| v.to_str().ok()) != Some("13") {
         return None;
     }
     let accept = derive_accept_key(key.as_bytes());
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
-                config.max_message_size = Some(MAX_MESSAGE);
-                config.max_frame_size = Some(MAX_MESSAGE);
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                serve(app, sensor, ws).await;
-            }
-            Err(e) => log!(log::SENDS, "WebSocket upgrade failed: {e}"),
-        }
-    });
-    let mut r = response(StatusCode::SWITCHING_PROTOCOLS, Vec::new(), "text/plain", None);
-    let h = r.headers_mut();
-    h.remove(hyper::header::CONTENT_TYPE);
+    let mut h = HeaderMap::new();
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert("sec-websocket-accept", HeaderValue::from_str(&accept).expect("base64"));
-    Some(r)
+    Some(Response {
+        status: StatusCode::SWITCHING_PROTOCOLS,
+        headers: h,
+        body: Vec::new(),
+        on_upgrade: Some(Box::new(move |upgraded| {
+            Box::pin(async move {
+                match upgraded {
+                    Ok(io) => {
+                        let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+                        config.max_message_size = Some(MAX_MESSAGE);
+                        config.max_frame_size = Some(MAX_MESSAGE);
+                        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                        serve(app, sensor, ws).await;
+                    }
+                    Err(e) => log!(log::SENDS, "WebSocket upgrade failed: {e}"),
+                }
+            })
+        })),
+    })
 }
 
-async fn serve(app: Arc<App>, sensor: String, ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) {
+async fn serve(app: Arc<App>, sensor: String, ws: WebSocketStream<Upgraded>) {
     let (mut tx, mut rx) = ws.split();
     let mut changed = app.actions.watch();
     let mut ping = tokio::time::interval(PING_EVERY);
