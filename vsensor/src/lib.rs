@@ -1,47 +1,55 @@
 //! `vsensor`, the collector: registers sensors, verifies their signed
 //! requests and stores their chunks as rotating pcapng files.
 //!
-//! - [`config`]: environment and flags, raw → validated.
-//! - [`tls`]: the served certificate (operator's, or self-signed once) and its SHA-256.
-//! - [`server`]: accept loop (listeners and shutdown passed in), periodic driver.
-//! - [`api`]: authenticate, then route `/v1/register`, `/v1/chunks` and `/v1/actions/ws`.
-//! - [`state`]: what every handler shares ([`state::App`]), in parts: sensors' authentication, fleet, reports, actions, tokens, store.
-//! - [`action_cli`]: `vsensor action ...`, the operators' command line.
-//! - [`action_key`]: the Ed25519 key every set of actions is signed with.
-//! - [`operator_cli`]: `vsensor operator rotate-tokens`.
-//! - [`actions`]: the book of response actions (`actions.json`).
-//! - [`atomic_file`]: every file written whole: temporary file, fsync, rename, fsync of the folder.
-//! - [`fleet`]: each packet once across sensors: the filters between them.
-//! - [`operator`]: the operators' API: status and actions.
-//! - [`operator_auth`]: who may read or act there, and the cross-site rules.
-//! - [`operator_file`]: `operator.json`, its two tokens, their rotation and reload.
-//! - [`status`]: the fleet as operators see it: JSON, the `/status` page, `/metrics`.
-//! - [`ws`]: the sensors' WebSocket: actions pushed, reports received.
-//! - [`registry`]: the known sensors, `registry.json`.
-//! - [`store`]: pure rotation/retention policy and the files on disk.
+//! # Module graph
+//!
+//! One way only: a module uses modules of lower layers, never one of its
+//! own layer or above (`tests/module_graph.rs` reads this table and checks
+//! every `crate::` path against it). [`Collector`], here, stands on top.
+//!
+//! | Layer | Modules | Job |
+//! |---|---|---|
+//! | 8 | [`operator_cli`] | `vsensor operator rotate-tokens` |
+//! | 7 | [`action_cli`] | `vsensor action …`, the operators' command line (a client of the API) |
+//! | 6 | [`server`] | accept loop, TLS, the hyper adapter, the periodic driver |
+//! | 5 | [`router`] | every route, and which listener answers which |
+//! | 4 | [`ingest`], [`operator`] | the sensors' API (authentication, register, chunks, status reports, the actions' WebSocket); the operators' API (status page, JSON, metrics, actions) |
+//! | 3 | [`http`] | plain requests and answers, refusals, the body's limits; no routes, no sockets |
+//! | 2 | [`state`] | what the handlers share ([`state::App`]), in parts: sensors' authentication, fleet, reports, actions, tokens, store |
+//! | 1 | [`store`], [`registry`], [`actions`], [`action_key`], [`operator_file`], [`fleet`], [`tls`] | the files and the pure policies: pcapng files and retention, `registry.json`, the book of actions, the action key, `operator.json`, the filters between sensors, the certificate |
+//! | 0 | [`config`], [`atomic_file`] | environment and flags; the one way a file is written whole |
+//!
+//! ```text
+//!  main ─► Collector ─► server ─► router ─┬─► ingest ───┬─► http ─► state ─► store, registry, actions, action_key,
+//!                       (hyper)           └─► operator ─┘                    operator_file, fleet, tls ─► config, atomic_file
+//! ```
+//!
+//! Why: the handlers take a plain [`http::Request`] and give a plain
+//! [`http::Response`], so a test calls [`router::handle`] without TCP, TLS
+//! or hyper (`tests/router.rs`), and only [`server`] knows hyper. The one
+//! exception is the sensors' WebSocket: its 101 answer is plain, but the
+//! channel runs on the connection the server's adapter hands over.
 //!
 //! The protocol logic itself (signatures, replay window, chunk checks,
-//! pcapng) lives in the sans-IO crate `ossensor-shared`.
+//! pcapng, filter text) lives in the sans-IO crate `ossensor-shared`.
 
 pub mod action_cli;
 pub mod action_key;
 pub mod actions;
-pub mod api;
 pub mod atomic_file;
 pub mod config;
 pub mod fleet;
 pub mod http;
+pub mod ingest;
 pub mod operator;
-pub mod operator_auth;
 pub mod operator_cli;
 pub mod operator_file;
 pub mod registry;
+pub mod router;
 pub mod server;
 pub mod state;
-pub mod status;
 pub mod store;
 pub mod tls;
-pub mod ws;
 
 use ossensor_shared::log;
 use std::future::Future;
@@ -75,7 +83,7 @@ impl Collector {
             if action_key.generated { "new" } else { "kept" },
             config.data_dir.join(action_key::PUBLIC_FILE).display()
         );
-        let tokens = operator_file::open(&config.data_dir, &operator::local_url(config.operator_listen.unwrap_or(config.listen)))?;
+        let tokens = operator_file::open(&config.data_dir, &operator_file::local_url(config.operator_listen.unwrap_or(config.listen)))?;
         let app = Arc::new(state::App::new(config.key.clone(), tls.cert_sha256, registry, Arc::new(store), book, action_key, tokens));
         Ok(Collector { app, tls, data_dir: config.data_dir.clone() })
     }
@@ -93,7 +101,7 @@ impl Collector {
     /// `vsensor action`: `listening` is the operators' listener if there is
     /// one, else the only one. The tokens in the file stay.
     pub fn write_operator_file(&self, listening: std::net::SocketAddr) -> Result<(), String> {
-        operator_file::write_url(&self.data_dir, &operator::local_url(listening), &self.app.operator_tokens.current())
+        operator_file::write_url(&self.data_dir, &operator_file::local_url(listening), &self.app.operator_tokens.current())
     }
 
     /// Serves everything on `listener` until `shutdown` completes; then
@@ -110,15 +118,15 @@ impl Collector {
         let periodic = tokio::spawn(server::periodic(self.app.clone()));
         let tls = self.tls.server_config.clone();
         match operators {
-            None => server::serve(sensors, server::Serves::All, self.app.clone(), tls, shutdown).await,
+            None => server::serve(sensors, router::Serves::All, self.app.clone(), tls, shutdown).await,
             Some(operators) => {
                 let (stop, stopped) = tokio::sync::watch::channel(false);
                 let stop_when = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
                 tokio::join!(
-                    server::serve(sensors, server::Serves::Sensors, self.app.clone(), tls.clone(), stop_when(stopped.clone())),
-                    server::serve(operators, server::Serves::Operators, self.app.clone(), tls, stop_when(stopped)),
+                    server::serve(sensors, router::Serves::Sensors, self.app.clone(), tls.clone(), stop_when(stopped.clone())),
+                    server::serve(operators, router::Serves::Operators, self.app.clone(), tls, stop_when(stopped)),
                     async move {
                         shutdown.await;
                         let _ = stop.send(true);

@@ -191,6 +191,20 @@ fn parse(bytes: &[u8]) -> Result<StoredFile, String> {
     serde_json::from_slice(bytes).map_err(|e| e.to_string())
 }
 
+/// The URL a local client uses for a listening address (a wildcard
+/// address becomes loopback): what the file's `url` says.
+pub fn local_url(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    match ip {
+        std::net::IpAddr::V6(v) => format!("https://[{v}]:{}", addr.port()),
+        v4 => format!("https://{v4}:{}", addr.port()),
+    }
+}
+
 /// The collector at start: the tokens in the file, completed (made on the
 /// first start, migrated from the old single token) and written back if
 /// anything was made. `url` is written only when the file has none yet.
@@ -376,6 +390,13 @@ impl LiveTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_urls() {
+        assert_eq!(local_url("0.0.0.0:8443".parse().unwrap()), "https://127.0.0.1:8443");
+        assert_eq!(local_url("[::]:8443".parse().unwrap()), "https://[::1]:8443");
+        assert_eq!(local_url("198.18.0.1:9".parse().unwrap()), "https://198.18.0.1:9");
+    }
     use std::os::unix::fs::PermissionsExt;
 
     /// As if RECHECK had passed since the last look.

@@ -2,14 +2,50 @@
 //! its latest running state (`POST /v1/status`), and the response actions.
 //! One view, three renderings: JSON (`/v1/operator/status`), a page that
 //! refreshes itself (`/status`, no external asset), and Prometheus metrics
-//! (`/metrics`). All three need the operators' token (see `operator.rs`).
+//! (`/metrics`). All three need the operators' read token (or the action
+//! token; [`super::auth`]).
 
+use super::auth::may_read;
+use crate::http::{error_body, header, json, refused, HeaderValue, Method, Request, Response, StatusCode};
 use crate::state::App;
 use ossensor_shared::control::InterfaceStatus;
 use ossensor_shared::metrics::{Exposition, Kind};
 use ossensor_shared::{timefmt, VERSION};
 use serde::Serialize;
 use std::collections::BTreeMap;
+
+/// How the view is rendered (the router tells from the path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rendering {
+    /// `/status`: the page for browsers.
+    Page,
+    /// `/v1/operator/status`: JSON.
+    Json,
+    /// `/metrics`: Prometheus text.
+    Metrics,
+}
+
+/// GET only, with the read token (or the action token).
+pub async fn handle(app: &App, req: &Request, rendering: Rendering) -> Response {
+    let path = req.path.as_str();
+    if let Err(r) = may_read(&app.operator_tokens.current(), &req.headers) {
+        let mut resp = refused(app, req, None, &r);
+        if rendering == Rendering::Page {
+            // Lets a browser ask for the token.
+            resp.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"vsensor\""));
+        }
+        return resp;
+    }
+    if req.method != Method::GET {
+        return Response::json(StatusCode::METHOD_NOT_ALLOWED, error_body(&format!("{} not allowed on {path} (GET)", req.method)));
+    }
+    let view = view(app).await;
+    match rendering {
+        Rendering::Page => Response::new(StatusCode::OK, page(&view).into_bytes(), "text/html; charset=utf-8"),
+        Rendering::Metrics => Response::new(StatusCode::OK, metrics(&view).into_bytes(), ossensor_shared::metrics::CONTENT_TYPE),
+        Rendering::Json => Response::json(StatusCode::OK, json(&view)),
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InterfaceView {

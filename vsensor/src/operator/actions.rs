@@ -1,68 +1,34 @@
-//! The operators' API: the fleet's status (`/status`, `/v1/operator/status`,
-//! `/metrics`) and response actions (`/v1/operator/actions`), with the
-//! operators' tokens from `DATA_DIR/operator.json` ([`crate::operator_file`]),
-//! which only the collector's host holds; who may do what is
-//! [`crate::operator_auth`]. Sensors hold the HMAC key, not these tokens, so
-//! a sensor cannot order actions.
+//! The operators' actions API (`/v1/operator/actions`): listing with the
+//! read token, ordering and cancelling only as `may_act` allows. A new or
+//! cancelled action is saved (`actions.json`) and pushed at once to every
+//! connected sensor.
 //!
-//! - `GET /v1/operator/actions`: every action with its state and reports.
-//! - `POST /v1/operator/actions` `{"target": ..., "for_seconds": N}`: 201 and
-//!   the new action; pushed at once to every connected sensor.
-//! - `DELETE /v1/operator/actions/{id}`: cancels it (pushed at once).
+//! - `GET`: every action with its state and reports.
+//! - `POST` `{"target": ..., "for_seconds": N}`: 201 and the new action.
+//! - `DELETE …/{id}`: cancels it.
 
-use crate::http::{error_body, header, json, note_refusal, refusal, refused, HeaderValue, Method, Refusal, Request, Response, StatusCode};
-use crate::operator_auth::{may_act, may_read};
+use super::auth::{may_act, may_read};
+use crate::http::{json, note_refusal, refusal, refused, Method, Refusal, Request, Response, StatusCode};
 use crate::state::App;
-use ossensor_shared::control::{NewAction, PATH_OPERATOR_ACTIONS, PATH_OPERATOR_STATUS};
+use ossensor_shared::control::NewAction;
 use ossensor_shared::response::{Endpoint, Target};
 use ossensor_shared::{log, timefmt};
 
-/// The paths of the operators' API (served on the operators' listener
-/// when there is one, and only there).
-pub fn is_operator_path(path: &str) -> bool {
-    matches!(path, "/status" | "/metrics" | PATH_OPERATOR_STATUS) || path == "/v1/operator" || path.starts_with("/v1/operator/")
-}
-
-/// The URL a local client uses for a listening address (a wildcard
-/// address becomes loopback).
-pub fn local_url(addr: std::net::SocketAddr) -> String {
-    let ip = match addr.ip() {
-        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
-        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    match ip {
-        std::net::IpAddr::V6(v) => format!("https://[{v}]:{}", addr.port()),
-        v4 => format!("https://{v4}:{}", addr.port()),
-    }
-}
-
-/// `/status` (the page), `/v1/operator/status` (JSON), `/metrics`
-/// (Prometheus): GET only, with the read token (or the action token).
-pub async fn status(app: &App, req: &Request) -> Response {
-    let path = req.path.as_str();
-    if let Err(r) = may_read(&app.operator_tokens.current(), &req.headers) {
-        let mut resp = refused(app, req, None, &r);
-        if path == "/status" {
-            // Lets a browser ask for the token.
-            resp.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"vsensor\""));
-        }
-        return resp;
-    }
-    if req.method != Method::GET {
-        return Response::json(StatusCode::METHOD_NOT_ALLOWED, error_body(&format!("{} not allowed on {path} (GET)", req.method)));
-    }
-    let view = crate::status::view(app).await;
-    match path {
-        "/status" => Response::new(StatusCode::OK, crate::status::page(&view).into_bytes(), "text/html; charset=utf-8"),
-        "/metrics" => Response::new(StatusCode::OK, crate::status::metrics(&view).into_bytes(), ossensor_shared::metrics::CONTENT_TYPE),
-        _ => Response::json(StatusCode::OK, json(&view)),
-    }
+/// What a request to the actions API asks for (the router tells from its
+/// method and path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call<'a> {
+    List,
+    Create,
+    /// The id as the path has it (checked here).
+    Cancel(&'a str),
+    /// No such method on this path.
+    NotAllowed,
 }
 
 /// `/v1/operator/actions`: listing with the read token, ordering and
 /// cancelling only as [`may_act`] allows.
-pub async fn handle(app: &App, req: &Request) -> Response {
+pub async fn handle(app: &App, req: &Request, call: Call<'_>) -> Response {
     let tokens = app.operator_tokens.current();
     let allowed = if req.method == Method::GET { may_read(&tokens, &req.headers) } else { may_act(&tokens, &req.method, &req.headers) };
     if let Err(r) = allowed {
@@ -70,15 +36,13 @@ pub async fn handle(app: &App, req: &Request) -> Response {
     }
     let result = async {
         let body = req.body()?;
-        let path = req.path.as_str();
-        let rest = path.strip_prefix(PATH_OPERATOR_ACTIONS).unwrap_or(path);
         let now = timefmt::now_ns();
-        match (req.method.clone(), rest) {
-            (Method::GET, "" | "/") => {
+        match call {
+            Call::List => {
                 let view = app.actions.book().view(now);
                 Ok((StatusCode::OK, json(&serde_json::json!({ "actions": view }))))
             }
-            (Method::POST, "" | "/") => {
+            Call::Create => {
                 let new: NewAction = serde_json::from_slice(&body).map_err(|e| refusal(StatusCode::BAD_REQUEST, "malformed", format!("bad action: {e}")))?;
                 check_target(&new.target)?;
                 if let Some(p) = new.protocol.as_deref().filter(|p| !p.eq_ignore_ascii_case("tcp")) {
@@ -99,11 +63,8 @@ pub async fn handle(app: &App, req: &Request) -> Response {
                 app.actions.changed();
                 Ok((StatusCode::CREATED, json(&view)))
             }
-            (Method::DELETE, id) => {
-                let id: u64 = id
-                    .trim_start_matches('/')
-                    .parse()
-                    .map_err(|_| refusal(StatusCode::BAD_REQUEST, "malformed", format!("bad action id {:?}", id.trim_start_matches('/'))))?;
+            Call::Cancel(id) => {
+                let id: u64 = id.parse().map_err(|_| refusal(StatusCode::BAD_REQUEST, "malformed", format!("bad action id {id:?}")))?;
                 let cancelled = {
                     let mut book = app.actions.book();
                     let r = book.cancel(now, id).ok_or_else(|| refusal(StatusCode::NOT_FOUND, "not_found", format!("no action {id}")))?;
@@ -117,7 +78,7 @@ pub async fn handle(app: &App, req: &Request) -> Response {
                 }
                 Ok((StatusCode::OK, json(&serde_json::json!({ "id": id, "cancelled": cancelled }))))
             }
-            (m, _) => Err(refusal(StatusCode::METHOD_NOT_ALLOWED, "method", format!("{m} not allowed on {path}"))),
+            Call::NotAllowed => Err(refusal(StatusCode::METHOD_NOT_ALLOWED, "method", format!("{} not allowed on {}", req.method, req.path))),
         }
     }
     .await;
@@ -157,23 +118,6 @@ fn check_target(t: &Target) -> Result<(), Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_urls() {
-        assert_eq!(local_url("0.0.0.0:8443".parse().unwrap()), "https://127.0.0.1:8443");
-        assert_eq!(local_url("[::]:8443".parse().unwrap()), "https://[::1]:8443");
-        assert_eq!(local_url("198.18.0.1:9".parse().unwrap()), "https://198.18.0.1:9");
-    }
-
-    #[test]
-    fn operator_paths() {
-        for p in ["/status", "/metrics", "/v1/operator/status", "/v1/operator/actions", "/v1/operator/actions/7", "/v1/operator/x", "/v1/operator"] {
-            assert!(is_operator_path(p), "{p}");
-        }
-        for p in ["/healthz", "/v1/register", "/v1/chunks", "/v1/status", "/v1/actions/ws", "/v1/operatorx", "/statusx", "/"] {
-            assert!(!is_operator_path(p), "{p}");
-        }
-    }
 
     #[test]
     fn targets_must_be_specific() {

@@ -1,12 +1,18 @@
 //! The sensors' WebSocket for response actions (`GET /v1/actions/ws`, signed
-//! like every request; see `api::route`). On connection, whenever the set
+//! like every request; see [`super`]). On connection, whenever the set
 //! changes, and every minute (a fresh signature, which workers need: they
 //! refuse a set signed too long ago), the collector sends every action in
 //! force, signed with its action key; the sensor sends reports, which go
 //! into the book. Pings every 20 s find dead peers.
+//!
+//! The one handler tied to a connection: its 101 answer is plain data like
+//! every other, but the channel runs on the stream the server's adapter
+//! hands over afterwards (hyper's upgraded connection), so a test calling
+//! the router sees the 101 only (it may pass the callback any byte stream).
 
+use super::Authenticated;
 use crate::http::header::{CONNECTION, UPGRADE};
-use crate::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Upgraded};
+use crate::http::{refusal, HeaderMap, HeaderValue, Refusal, Request, Response, StatusCode, Upgraded};
 use crate::state::App;
 use futures_util::{SinkExt, StreamExt};
 use ossensor_shared::control::{FromSensor, SignedSetHex, ToSensor};
@@ -23,25 +29,28 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 /// Largest message a sensor may send (a report of many actions).
 const MAX_MESSAGE: usize = 1 << 20;
 
-/// Answers an authenticated upgrade request with 101; the adapter then
-/// hands the connection to [`serve`]. `None` if the request is not a
-/// WebSocket upgrade (the caller answers 400).
-pub fn accept(app: Arc<App>, sensor: String, req: &Request) -> Option<Response> {
+/// Answers an authenticated upgrade request with 101, and the server's
+/// adapter then hands the connection to `serve`; 400 if the request is
+/// not a WebSocket upgrade.
+pub fn accept(app: Arc<App>, a: &Authenticated, req: &Request) -> Result<Response, Refusal> {
+    let not_an_upgrade =
+        || refusal(StatusCode::BAD_REQUEST, "malformed", "a WebSocket upgrade is expected (Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)");
     if !req.can_upgrade {
-        return None;
+        return Err(not_an_upgrade());
     }
     let headers = &req.headers;
     let wants = headers.get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = headers.get("sec-websocket-key")?;
+    let key = headers.get("sec-websocket-key").ok_or_else(not_an_upgrade)?;
     if !wants || headers.get("sec-websocket-version").and_then(|v| v.to_str().ok()) != Some("13") {
-        return None;
+        return Err(not_an_upgrade());
     }
     let accept = derive_accept_key(key.as_bytes());
+    let sensor = a.sensor.clone();
     let mut h = HeaderMap::new();
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert("sec-websocket-accept", HeaderValue::from_str(&accept).expect("base64"));
-    Some(Response {
+    Ok(Response {
         status: StatusCode::SWITCHING_PROTOCOLS,
         headers: h,
         body: Vec::new(),
