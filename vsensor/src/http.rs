@@ -49,7 +49,7 @@ pub struct Conn {
 }
 
 /// One request, read whole.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Request {
     pub method: Method,
     /// The URI's path (no query).

@@ -88,6 +88,13 @@ impl Collector {
         Ok(Collector { app, tls, data_dir: config.data_dir.clone() })
     }
 
+    /// The state every handler shares: with [`router::handle`], the
+    /// collector's answers without a socket (a test drives a sensor
+    /// against it in memory).
+    pub fn app(&self) -> Arc<state::App> {
+        self.app.clone()
+    }
+
     /// SHA-256 of the leaf certificate served (what sensors may pin).
     pub fn cert_sha256(&self) -> [u8; 32] {
         self.tls.cert_sha256
