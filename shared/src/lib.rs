@@ -6,6 +6,7 @@
 //! - [`pcapng`]: writing pcapng sections and checking them block by block.
 //! - [`chunk`]: the compressed chunk envelope that crosses the network.
 //! - [`auth`]: HMAC request authentication, the collector's proof, the replay window.
+//! - [`delivery`]: delivery to the collector as a state machine: the spool, the accounting, retries.
 //! - [`dedup`]: one frame seen on several interfaces, kept once.
 //! - [`control`]: JSON control messages (registration, acknowledgements, errors).
 //! - [`response`]: response actions: which resets and probes to send for the segments seen.
@@ -29,6 +30,7 @@ pub mod children;
 pub mod chunk;
 pub mod control;
 pub mod dedup;
+pub mod delivery;
 pub mod filter;
 pub mod ipc;
 pub mod log;
