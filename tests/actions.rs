@@ -361,14 +361,11 @@ mod forged {
         Action { id, target: Target::Quarantine { host: host.parse().unwrap() }, until_ns }
     }
 
-    /// Key=value fields of one audit line, from the syslog socket.
+    /// The audit events that reached the syslog socket since the last call.
     fn audit_events(socket: &std::os::unix::net::UnixDatagram, seen: &mut Vec<std::collections::BTreeMap<String, String>>) {
         let mut buf = [0u8; 8192];
         while let Ok(n) = socket.recv(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if let Some(rest) = text.split("ossensor-audit ").nth(1) {
-                seen.push(rest.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect());
-            }
+            seen.extend(ossensor_suite::sensor::audit_events(&String::from_utf8_lossy(&buf[..n])));
         }
     }
 

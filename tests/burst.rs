@@ -4,6 +4,7 @@
 
 use ossensor_suite::sensor::{base_env, Collector};
 use ossensor_suite::*;
+use ossensor_suite::sensor::audit_events;
 use std::time::{Duration, Instant};
 
 /// 200 veths created at once under NETWORK_DEVICE_ANY=1, then deleted at
@@ -47,12 +48,12 @@ fn a_burst_of_200_veths_shares_the_ring_budget() {
         std::thread::sleep(Duration::from_millis(500));
     }
     println!("{N} veths: every capture-worker ready {:.1} s after the burst", created.elapsed().as_secs_f64());
-    // "capturing on bvN (link type 1, two rings of K KiB, ...": the rings.
+    // Each worker's rings, as its start was audited (`ring_kib`: each of two).
     let log = guard.log();
-    let rings: Vec<u64> = log
-        .lines()
-        .filter(|l| l.contains("capturing on bv"))
-        .filter_map(|l| l.split("two rings of ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+    let rings: Vec<u64> = audit_events(&log)
+        .iter()
+        .filter(|e| e["event"] == "child_started" && e.get("child").is_some_and(|c| c.starts_with("capture-worker for bv")))
+        .filter_map(|e| e.get("ring_kib")?.parse::<u64>().ok())
         .collect();
     assert_eq!(rings.len(), N);
     let total_mib = rings.iter().map(|k| 2 * k).sum::<u64>() / 1024;

@@ -19,7 +19,7 @@
 //!   netns peer: p1 198.19.60.2/24, the clients
 
 use ossensor_suite::podman::{podman, podman_in, remove_container};
-use ossensor_suite::sensor::last_uplink_accounting;
+use ossensor_suite::sensor::{last_uplink_accounting, uplink_snapshots};
 use ossensor_suite::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -374,11 +374,12 @@ fn the_sensor_image_captures_a_peer_with_only_the_documented_capabilities() {
     // Exact accounting: the collector holds every frame the uplink delivered.
     let last = last_uplink_accounting(&log);
     assert_eq!(files.iter().map(tshark_count).sum::<usize>() as u64, last.delivered, "{last:?}");
-    let kernel_drops = log.lines().rev().find(|l| l.contains("capture h1: received")).unwrap_or_default().to_string();
+    let h1 = uplink_snapshots(&log).last().and_then(|s| s.interfaces.get("h1").copied()).expect("h1's counters in the uplink's snapshot");
+    let kernel_drops = format!("h1: received {} dropped by kernel {}", h1.received, h1.dropped_kernel);
     let big = tshark_fields(&files, "tcp.dstport == 5201 && tcp.len > 0", "tcp.len");
     let bytes: u64 = big.iter().map(|l| l.parse::<u64>().unwrap_or(0)).sum();
     println!("iperf3: {bytes} payload bytes stored; {kernel_drops}");
-    if kernel_drops.contains("dropped by kernel 0 ") {
+    if h1.dropped_kernel == 0 {
         assert!(bytes >= 200_000_000, "no kernel drop, so the whole iperf3 payload is stored: {bytes} bytes");
     }
 

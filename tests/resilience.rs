@@ -2,7 +2,7 @@
 //! SIGKILL (restarted, the other interfaces undisturbed) and the collector
 //! restarted in the middle of traffic (nothing lost, nothing stored twice).
 
-use ossensor_suite::sensor::{base_env, Collector, Sensor};
+use ossensor_suite::sensor::{audit_events, base_env, Collector, Sensor};
 use ossensor_suite::*;
 use std::time::Duration;
 
@@ -208,10 +208,12 @@ fn children_killed_repeatedly_are_restarted_with_backoff_and_the_supervisor_stay
         assert!(sensor.guard.is_running(), "the supervisor is up after round {round}");
     }
     let log = sensor.guard.log();
+    let events = audit_events(&log);
     let delays = |role: &str| -> Vec<u64> {
-        log.lines()
-            .filter(|l| l.contains(&format!("{role} (pid ")) && l.contains("; restarting in "))
-            .filter_map(|l| l.rsplit("restarting in ").next()?.trim_end_matches(" ms").parse().ok())
+        events
+            .iter()
+            .filter(|e| e["event"] == "child_restart" && e.get("child").is_some_and(|c| c.starts_with(role)))
+            .filter_map(|e| e.get("delay_ms")?.parse().ok())
             .collect()
     };
     for role in roles {

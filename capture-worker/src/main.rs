@@ -21,6 +21,7 @@ use ossensor_shared::log::{self as slog, BASIC, STATS};
 use ossensor_shared::log;
 use ossensor_shared::privileges::{self, Privileges};
 use ossensor_shared::signed_actions::PublicKey;
+use ossensor_shared::telemetry::WorkerSnapshot;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -199,28 +200,16 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
             }
             last_stats = Instant::now();
             if last_stats_log.elapsed() >= STATS_LOG_EVERY {
-                log!(
-                    STATS,
-                    "{}: received {} dropped by kernel {} dropped by interface {} forwarded {}",
-                    cfg.interface,
-                    stats.received,
-                    stats.dropped_kernel,
-                    stats.dropped_interface,
-                    stats.forwarded
-                );
+                let snap = WorkerSnapshot::new(&cfg.interface, stats, false);
+                log!(STATS, "{}", snap.line());
+                log!(STATS, "{}", snap.json_line());
                 last_stats_log = Instant::now();
             }
         }
         if stopping && n == 0 && count == 0 && merge.held() == 0 {
-            let stats = cap.stats();
-            log!(
-                BASIC,
-                "stopping: {} received {} dropped by kernel {} forwarded {}",
-                cfg.interface,
-                stats.received,
-                stats.dropped_kernel,
-                stats.forwarded
-            );
+            let snap = WorkerSnapshot::new(&cfg.interface, cap.stats(), true);
+            log!(BASIC, "{}", snap.line());
+            log!(BASIC, "{}", snap.json_line());
             return Ok(());
         }
     }

@@ -78,6 +78,12 @@ pub fn sign(key: &[u8], meta: &RequestMeta) -> String {
 impl RequestMeta {
     /// A request's metadata, stamped now (`now_ns`) with a fresh nonce.
     pub fn new(method: &str, path: &str, sensor_id: &str, epoch: u64, seq: u64, now_ns: u64, body: &[u8]) -> RequestMeta {
+        RequestMeta::with_nonce(method, path, sensor_id, epoch, seq, now_ns, new_nonce(), body)
+    }
+
+    /// The same with the nonce given (random, 32 lowercase hex digits).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_nonce(method: &str, path: &str, sensor_id: &str, epoch: u64, seq: u64, now_ns: u64, nonce: String, body: &[u8]) -> RequestMeta {
         RequestMeta {
             method: method.into(),
             path: path.into(),
@@ -85,7 +91,7 @@ impl RequestMeta {
             epoch,
             seq,
             timestamp: (now_ns / 1_000_000_000) as i64,
-            nonce: new_nonce(),
+            nonce,
             body_sha256: sha256(body),
         }
     }

@@ -38,7 +38,7 @@ pub struct Chunk {
 
 /// The packet accounting. `held` is not stored: it is what the spool and
 /// the chunk in flight hold ([`Delivery::held_packets`]).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Accounting {
     /// Packets received from the workers.
     pub captured: u64,
@@ -173,14 +173,15 @@ impl Delivery {
         self.accounting.captured += packets;
     }
 
-    /// Queues a chunk, dropping the oldest while over the bound (a chunk
-    /// larger than the whole bound is kept alone, so a bound below one
-    /// chunk never stalls the sensor). Returns the seqs dropped.
+    /// Queues a chunk, dropping the oldest queued ones while the spool,
+    /// the chunk in flight included, is over its bound (the newest chunk
+    /// is always kept, so a bound below one chunk never stalls the
+    /// sensor). Returns the seqs dropped.
     pub fn push(&mut self, chunk: Chunk) -> Vec<u64> {
         let mut dropped = Vec::new();
         self.spool_bytes += chunk.body.len() as u64;
         self.spool.push_back(Arc::new(chunk));
-        while self.spool_bytes > self.spool_limit && self.spool.len() > 1 {
+        while self.spool_bytes() > self.spool_limit && self.spool.len() > 1 {
             let old = self.spool.pop_front().expect("non-empty");
             self.spool_bytes -= old.body.len() as u64;
             self.accounting.dropped_spool_full += old.packets;
@@ -298,6 +299,11 @@ impl Delivery {
                 // A status report is never retried early: the next one
                 // carries fresher numbers anyway.
                 self.next_status_at = Some(now + self.timings.status_every);
+                if outcome == Outcome::StatusSent {
+                    // The collector answers again: the chunk waiting for
+                    // its backoff goes now.
+                    self.succeeded();
+                }
                 if leaving {
                     self.left = true;
                 }
@@ -394,12 +400,12 @@ mod tests {
             assert!(matches!(d.poll(now), Next::SendChunk(_)));
             d.handle(now, Outcome::Failed(Failure::Transport));
             let Next::Wait { until: Some(u) } = d.poll(now) else { panic!("a wait") };
-            // Status reports still go meanwhile: skip them.
+            // Status reports still go meanwhile, and fail too.
             let retry = d.retry_at.unwrap();
             waits.push(retry - now);
             now = retry;
             while let Next::SendStatus { .. } = d.poll(now) {
-                d.handle(now, Outcome::StatusSent);
+                d.handle(now, Outcome::Failed(Failure::Transport));
             }
             assert!(u <= retry);
         }
@@ -411,6 +417,36 @@ mod tests {
         d.handle(now, Outcome::ChunkAcked { stored: false });
         assert_eq!(d.accounting().delivered, 5, "already stored counts as delivered");
         assert_eq!(d.backoff, Duration::from_millis(250), "success resets the backoff");
+    }
+
+    #[test]
+    fn a_status_answer_during_a_backoff_sends_the_chunk_at_once() {
+        let t = Instant::now();
+        let mut d = Delivery::new(1 << 20, Timings::default());
+        registered(&mut d, t);
+        d.captured(1);
+        d.push(chunk(1, 10, 1));
+        let mut now = t;
+        let mut failed = 0;
+        while failed < 6 {
+            match d.poll(now) {
+                Next::SendChunk(_) => {
+                    d.handle(now, Outcome::Failed(Failure::Transport));
+                    failed += 1;
+                    now = d.retry_at.unwrap();
+                }
+                Next::SendStatus { .. } => d.handle(now, Outcome::Failed(Failure::Transport)),
+                other => panic!("{other:?}"),
+            }
+        }
+        // The next retry is 8 s away; the next status report, before it,
+        // gets an answer: the collector is back.
+        assert_eq!(d.retry_at, Some(t + Duration::from_millis(15_750)));
+        let back = d.next_status_at.unwrap();
+        assert!(back < t + Duration::from_millis(15_750));
+        assert_eq!(d.poll(back), Next::SendStatus { leaving: false });
+        d.handle(back, Outcome::StatusSent);
+        assert!(matches!(d.poll(back), Next::SendChunk(_)), "no need to wait out the backoff");
     }
 
     #[test]
@@ -459,8 +495,9 @@ mod tests {
             d.captured(1);
             dropped.extend(d.push(chunk(s, 100, 1)));
         }
-        assert_eq!(dropped, vec![2, 3, 4], "the oldest queued; chunk 1 is in flight");
-        assert_eq!(d.accounting().dropped_spool_full, 3);
+        assert_eq!(dropped, vec![2, 3, 4, 5], "the oldest queued; chunk 1 is in flight and counts toward the bound");
+        assert_eq!(d.accounting().dropped_spool_full, 4);
+        assert!(d.spool_bytes() <= 250);
         assert!(balanced(&d));
         // One chunk larger than the whole bound is kept alone.
         let mut big = Delivery::new(10, Timings::default());
@@ -508,6 +545,23 @@ mod tests {
     }
 
     proptest! {
+        /// The spool keeps to its bound (but for one chunk larger than it),
+        /// drops in order, and counts every packet it drops.
+        #[test]
+        fn the_spool_keeps_its_bound(sizes in proptest::collection::vec((1usize..500, 1u64..50), 0..60), limit in 1u64..3000) {
+            let mut d = Delivery::new(limit, Timings::default());
+            let mut last_dropped = None;
+            for (i, (size, p)) in sizes.iter().enumerate() {
+                d.captured(*p);
+                for s in d.push(chunk(i as u64, *size, *p)) {
+                    prop_assert!(last_dropped.is_none_or(|l| s > l), "the oldest first");
+                    last_dropped = Some(s);
+                }
+                prop_assert!(d.spool_bytes() <= limit || d.spool_chunks() == 1);
+                prop_assert!(balanced(&d));
+            }
+        }
+
         /// Whatever the collector answers and whenever chunks come, the
         /// accounting balances after every step, chunks leave in order,
         /// and closing always ends.

@@ -9,6 +9,7 @@
 //! - [`delivery`]: delivery to the collector as a state machine: the spool, the accounting, retries.
 //! - [`dedup`]: one frame seen on several interfaces, kept once.
 //! - [`control`]: JSON control messages (registration, acknowledgements, errors).
+//! - [`requests`]: the sensor's signed requests to the collector as plain data, and the check of each answer's proof.
 //! - [`response`]: response actions: which resets and probes to send for the segments seen.
 //! - [`signed_actions`]: the action set the collector signs and each capture-worker verifies.
 //! - [`supervision`]: the messages between the supervisor and its children on their control channels.
@@ -20,6 +21,7 @@
 //! - [`log`]: the level-based log every process writes, and the syslog audit trail.
 //! - [`privileges`]: uids and capability sets from /proc, for the audit trail.
 //! - [`metrics`]: the Prometheus text format.
+//! - [`telemetry`]: each process's typed snapshot and everything shown from it (log lines, metrics, status report, JSON line).
 //! - [`timefmt`]: UTC timestamps for log lines and file names.
 //! - [`alloc_count`]: a counting allocator for the tests of the hot path.
 
@@ -37,12 +39,14 @@ pub mod log;
 pub mod metrics;
 pub mod pcapng;
 pub mod privileges;
+pub mod requests;
 pub mod response;
 pub mod seqpacket;
 pub mod signed_actions;
 pub mod sockdiag;
 pub mod supervision;
 pub mod tcpseg;
+pub mod telemetry;
 pub mod timefmt;
 
 /// The version every process reports (log level 0, registration).

@@ -462,11 +462,13 @@ fn started(slot: &mut Slot, what: &str, role: Role, who: Identity, result: Resul
     match result {
         Ok(child) => {
             log!(BASIC, "started {what} (pid {})", child.id());
-            audit(
-                AuditSeverity::Notice,
-                "child_started",
-                &[("child", what), ("pid", &child.id().to_string()), ("uid", &who.uid.to_string()), ("capabilities", role.describe())],
-            );
+            let (pid, uid, ring_kib) = (child.id().to_string(), who.uid.to_string(), (slot.ring / 2 / 1024).to_string());
+            let mut fields = vec![("child", what), ("pid", pid.as_str()), ("uid", uid.as_str()), ("capabilities", role.describe())];
+            if role == Role::CaptureWorker {
+                // Each of the interface's two rings.
+                fields.push(("ring_kib", ring_kib.as_str()));
+            }
+            audit(AuditSeverity::Notice, "child_started", &fields);
             slot.child = Some(child);
             slot.restart_at = None;
             slot.backoff.started(now);
@@ -496,7 +498,13 @@ fn reap_slot(slot: &mut Slot, what: &str, now: Instant, restart: bool) {
         audit(
             AuditSeverity::Warning,
             "child_restart",
-            &[("child", what), ("pid", &pid.to_string()), ("status", &status.to_string()), ("failures", &slot.backoff.failures().to_string())],
+            &[
+                ("child", what),
+                ("pid", &pid.to_string()),
+                ("status", &status.to_string()),
+                ("failures", &slot.backoff.failures().to_string()),
+                ("delay_ms", &at.duration_since(now).as_millis().to_string()),
+            ],
         );
     } else {
         slot.restart_at = None;

@@ -3,6 +3,7 @@
 //! log file, plus readers for what the collector stored.
 
 use crate::capture::{parse_pcapng, Frame};
+use ossensor_shared::telemetry::{self, UplinkSnapshot, WorkerSnapshot};
 use crate::netns::Netns;
 use crate::process::{spawn_logged, ProcessGuard};
 use crate::{bin, Error, Result};
@@ -218,23 +219,17 @@ pub fn wait_for_worker_ready(guard: &mut ProcessGuard, interface: &str) -> Resul
     }
 }
 
-/// A capture-worker's last statistics in a sensor's log (`stopping: IF
-/// received R dropped by kernel D forwarded F`): the packets its rings got
-/// from the kernel, those the kernel dropped (a ring full), and those it
-/// forwarded to the uplink. The last such line for `interface`.
+/// A capture-worker's last statistics, from the JSON snapshot it logs as
+/// it stops (`telemetry::WorkerSnapshot`): the packets its rings got from
+/// the kernel, those the kernel dropped (a ring full), and those it
+/// forwarded to the uplink.
 pub fn worker_final_stats(log: &str, interface: &str) -> Option<(u64, u64, u64)> {
-    let mark = format!("stopping: {interface} received ");
-    let line = log.lines().rev().find(|l| l.contains(&mark))?;
-    let rest = &line[line.find(&mark)? + mark.len()..];
-    let n: Vec<u64> = rest.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
-    match n[..] {
-        [received, dropped, forwarded, ..] => Some((received, dropped, forwarded)),
-        _ => None,
-    }
+    let s: WorkerSnapshot = telemetry::last_json(log, |w: &WorkerSnapshot| w.process == "capture-worker" && w.interface == interface && w.stopping)?;
+    Some((s.capture.received, s.capture.dropped_kernel, s.capture.forwarded))
 }
 
-/// One packet-accounting line of the uplink: `packets: captured C delivered
-/// D dropped (spool full F, refused R, at exit E) held H in N chunks (K KiB)`.
+/// The uplink's packet accounting, as its JSON snapshots say
+/// (`telemetry::UplinkSnapshot`, level 1 every 10 s and once at exit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UplinkAccounting {
     pub captured: u64,
@@ -247,26 +242,73 @@ pub struct UplinkAccounting {
     pub held_kib: u64,
 }
 
-/// Every accounting line in a sensor's log, oldest first (level 1 every
-/// 10 s, and once at exit).
-pub fn uplink_accounting(log: &str) -> Vec<UplinkAccounting> {
-    const MARK: &str = "packets: captured ";
+/// Every uplink snapshot in a sensor's log, oldest first.
+pub fn uplink_snapshots(log: &str) -> Vec<UplinkSnapshot> {
     log.lines()
-        .filter_map(|l| {
-            let n: Vec<u64> = l[l.find(MARK)?..].split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
-            match n[..] {
-                [captured, delivered, spool_full, refused, at_exit, held, held_chunks, held_kib, ..] => {
-                    Some(UplinkAccounting { captured, delivered, spool_full, refused, at_exit, held, held_chunks, held_kib })
-                }
-                _ => None,
+        .filter_map(|l| l.find(telemetry::JSON_MARK).map(|i| &l[i + telemetry::JSON_MARK.len()..]))
+        .filter_map(|j| serde_json::from_str::<UplinkSnapshot>(j).ok())
+        .filter(|s| s.process == "uplink")
+        .collect()
+}
+
+/// Every accounting the uplink logged, oldest first.
+pub fn uplink_accounting(log: &str) -> Vec<UplinkAccounting> {
+    uplink_snapshots(log)
+        .iter()
+        .map(|s| {
+            let a = s.accounting;
+            UplinkAccounting {
+                captured: a.captured,
+                delivered: a.delivered,
+                spool_full: a.dropped_spool_full,
+                refused: a.dropped_refused,
+                at_exit: a.dropped_at_exit,
+                held: s.held,
+                held_chunks: s.spool_chunks,
+                held_kib: s.spool_bytes / 1024,
             }
         })
         .collect()
 }
 
-/// The uplink's last accounting line (at exit, once the sensor stopped).
+/// The uplink's last accounting (at exit, once the sensor stopped).
 pub fn last_uplink_accounting(log: &str) -> UplinkAccounting {
-    *uplink_accounting(log).last().unwrap_or_else(|| panic!("no accounting line in the sensor's log:\n{log}"))
+    *uplink_accounting(log).last().unwrap_or_else(|| panic!("no accounting in the sensor's log:\n{log}"))
+}
+
+/// The audit events in a log or a syslog stream, each as its fields
+/// (`event`, `process`, and the event's own; docs/operations.md).
+pub fn audit_events(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    text.lines().filter_map(|l| l.split_once("ossensor-audit ").map(|(_, rest)| audit_fields(rest))).collect()
+}
+
+/// `key=value key="quoted value" …`; quoted values as Rust's `{:?}` writes them.
+fn audit_fields(mut rest: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    while let Some((key, after)) = rest.trim_start().split_once('=') {
+        let (value, next) = if let Some(q) = after.strip_prefix('"') {
+            let mut end = 0;
+            let mut escaped = false;
+            for (i, c) in q.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '"' if !escaped => {
+                        end = i;
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            let quoted = &after[..end + 2];
+            (serde_json::from_str::<String>(quoted).unwrap_or_else(|_| quoted.to_string()), &after[end + 2..])
+        } else {
+            let end = after.find(' ').unwrap_or(after.len());
+            (after[..end].to_string(), &after[end..])
+        };
+        out.insert(key.trim().to_string(), value);
+        rest = next;
+    }
+    out
 }
 
 /// Parses a sensor's Prometheus text strictly: every line a comment (`# HELP`/`# TYPE`)

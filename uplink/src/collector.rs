@@ -11,14 +11,15 @@
 //! certificate must prove the key too. With VSENSOR_CA_FILE the chain is also
 //! verified against that CA.
 
-use ossensor_shared::auth::{self, RequestMeta, H_PROOF};
-use ossensor_shared::control::{ChunkAck, ErrorBody, RegisterRequest, RegisterResponse, StatusAnswer, StatusReport, PATH_CHUNKS, PATH_REGISTER, PATH_STATUS};
-use ossensor_shared::chunk::{Encoding, H_ENCODING, H_PACKETS, H_RAW_LENGTH};
+use ossensor_shared::auth::{self, H_PROOF};
+use ossensor_shared::control::{RegisterRequest, RegisterResponse, StatusAnswer, StatusReport};
+use ossensor_shared::delivery::{Chunk, Outcome};
+use ossensor_shared::requests::{self, Answer, Request, Signer};
+pub use ossensor_shared::requests::SendError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use std::fmt;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,41 +83,13 @@ impl ServerCertVerifier for PinningVerifier {
     }
 }
 
-#[derive(Debug)]
-pub enum SendError {
-    /// No answer (connection refused, timeout, TLS failure...): retry.
-    Transport(String),
-    /// The collector's certificate changed since it proved the key: register again.
-    CertificateChanged,
-    /// The answer did not carry a valid proof: whoever answered does not hold
-    /// the key. Nothing more is sent until a registration proves it.
-    BadProof(u16),
-    /// The collector refused the request.
-    Refused { status: u16, reason: String },
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::Transport(e) => write!(f, "collector unreachable: {e}"),
-            SendError::CertificateChanged => write!(f, "{PIN_MISMATCH}"),
-            SendError::BadProof(s) => write!(
-                f,
-                "answer (status {s}) does not prove knowledge of VSENSOR_HMAC_KEY for the certificate presented: \
-                 wrong key on the collector, or a man in the middle; not sending packets"
-            ),
-            SendError::Refused { status, reason } => write!(f, "collector refused the request with {status}: {reason}"),
-        }
-    }
-}
-
+/// The HTTPS client: it carries the requests of `requests` and brings back
+/// their answers, checked.
 pub struct Collector {
     host: String,
     port: u16,
     base_url: String,
-    key: Vec<u8>,
-    pub sensor_id: String,
-    pub epoch: u64,
+    signer: Signer,
     verifier: Arc<PinningVerifier>,
     tls: Arc<rustls::ClientConfig>,
     agent: ureq::Agent,
@@ -142,9 +115,7 @@ impl Collector {
             host: host.to_string(),
             port,
             base_url: format!("https://{host_part}:{port}"),
-            key: key.as_bytes().to_vec(),
-            sensor_id: sensor_id.to_string(),
-            epoch,
+            signer: Signer { sensor_id: sensor_id.to_string(), epoch, key: key.as_bytes().to_vec() },
             agent: agent(&tls),
             verifier,
             tls,
@@ -161,13 +132,9 @@ impl Collector {
         }
         // A fresh connection pool, so the certificate seen is this request's.
         self.agent = agent(&self.tls);
-        let body = serde_json::to_vec(req).expect("serialisable");
-        let (status, answer, cert) = self.post(PATH_REGISTER, 0, &body, &[])?;
-        if status != 200 {
-            return Err(refusal(status, &answer));
-        }
-        let resp: RegisterResponse = serde_json::from_slice(&answer)
-            .map_err(|e| SendError::Refused { status, reason: format!("unreadable registration answer: {e}") })?;
+        let req = self.signer.register(ossensor_shared::timefmt::now_ns(), auth::new_nonce(), req);
+        let (body, cert) = self.post(&req)?;
+        let resp = requests::registered(&body)?;
         self.verifier.state.lock().unwrap_or_else(|e| e.into_inner()).pinned = Some(cert);
         Ok(resp)
     }
@@ -179,9 +146,9 @@ impl Collector {
             host: self.host.clone(),
             port: self.port,
             tls: self.tls.clone(),
-            key: self.key.clone(),
-            sensor_id: self.sensor_id.clone(),
-            epoch: self.epoch,
+            key: self.signer.key.clone(),
+            sensor_id: self.signer.sensor_id.clone(),
+            epoch: self.signer.epoch,
             pinned,
         })
     }
@@ -190,48 +157,30 @@ impl Collector {
         self.verifier.state.lock().unwrap_or_else(|e| e.into_inner()).pinned.map(hex_fingerprint)
     }
 
-    pub fn send_chunk(&self, seq: u64, body: &[u8], raw_len: usize, packets: u64, enc: Encoding) -> Result<ChunkAck, SendError> {
-        let (status, answer, _) = self.post(
-            PATH_CHUNKS,
-            seq,
-            body,
-            &[(H_ENCODING, enc.as_str().to_string()), (H_RAW_LENGTH, raw_len.to_string()), (H_PACKETS, packets.to_string())],
-        )?;
-        if status != 200 {
-            return Err(refusal(status, &answer));
-        }
-        serde_json::from_slice(&answer).map_err(|e| SendError::Refused { status, reason: format!("unreadable acknowledgement: {e}") })
+    /// Sends a chunk; the outcome for delivery, and the error behind a
+    /// failure (for the log).
+    pub fn send_chunk(&self, chunk: &Chunk) -> (Outcome, Option<SendError>) {
+        let req = self.signer.chunk(ossensor_shared::timefmt::now_ns(), auth::new_nonce(), chunk);
+        requests::chunk_outcome(self.post(&req).map(|(body, _)| body))
     }
 
     /// Reports the sensor's running state (`POST /v1/status`); the answer
     /// carries the collector's filter for this sensor now.
     pub fn send_status(&self, report: &StatusReport) -> Result<StatusAnswer, SendError> {
-        let body = serde_json::to_vec(report).expect("serialisable");
-        let (status, answer, _) = self.post(PATH_STATUS, 0, &body, &[])?;
-        if status != 200 {
-            return Err(refusal(status, &answer));
-        }
-        serde_json::from_slice(&answer).map_err(|e| SendError::Refused { status, reason: format!("unreadable status answer: {e}") })
+        let req = self.signer.status(ossensor_shared::timefmt::now_ns(), auth::new_nonce(), report);
+        requests::status_answered(&self.post(&req)?.0)
     }
 
-    /// Signs and sends one request; checks the proof of the answer. Returns
-    /// the status, the body, and the certificate hash the proof covered.
-    fn post(&self, path: &str, seq: u64, body: &[u8], extra: &[(&str, String)]) -> Result<(u16, Vec<u8>, [u8; 32]), SendError> {
-        let meta = RequestMeta::new("POST", path, &self.sensor_id, self.epoch, seq, ossensor_shared::timefmt::now_ns(), body);
-        let nonce = meta.nonce.clone();
-        let mut req = self
-            .agent
-            .post(&format!("{}{}", self.base_url, path))
-            .set("content-type", if path == PATH_CHUNKS { "application/octet-stream" } else { "application/json" });
-        for (k, v) in meta.signed_headers(&self.key) {
-            req = req.set(k, &v);
-        }
-        for (k, v) in extra {
+    /// Sends one request and checks the answer's proof (`requests::check`).
+    /// Returns the body of a proven 200 and the certificate it covered.
+    fn post(&self, r: &Request) -> Result<(Vec<u8>, [u8; 32]), SendError> {
+        let mut req = self.agent.post(&format!("{}{}", self.base_url, r.path));
+        for (k, v) in &r.headers {
             req = req.set(k, v);
         }
-        let resp = match req.send_bytes(body) {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
+        let resp = match req.send_bytes(&r.body) {
+            Ok(resp) => resp,
+            Err(ureq::Error::Status(_, resp)) => resp,
             Err(ureq::Error::Transport(t)) => {
                 let text = t.to_string();
                 if text.contains(PIN_MISMATCH) {
@@ -242,25 +191,14 @@ impl Collector {
         };
         let status = resp.status();
         let proof = resp.header(H_PROOF).map(str::to_string);
-        let mut answer = Vec::new();
-        resp.into_reader()
-            .take(1 << 20)
-            .read_to_end(&mut answer)
-            .map_err(|e| SendError::Transport(format!("reading the answer: {e}")))?;
+        let mut body = Vec::new();
+        resp.into_reader().take(1 << 20).read_to_end(&mut body).map_err(|e| SendError::Transport(format!("reading the answer: {e}")))?;
         let st = self.verifier.state.lock().unwrap_or_else(|e| e.into_inner());
         let pinned = st.pinned.is_some();
         let cert = st.pinned.or(st.last_seen).ok_or_else(|| SendError::Transport("no certificate seen".into()))?;
         drop(st);
-        let proven = proof.is_some_and(|p| auth::verify_response_proof(&self.key, &nonce, &cert, status, &answer, &p));
-        // A success must always be proven. A refusal on a pinned connection
-        // comes from the collector that proved the key (the verifier accepts
-        // no other certificate); the collector refuses some requests (too
-        // large, malformed headers) before it authenticates them, so those
-        // carry no proof.
-        if !proven && (status == 200 || !pinned) {
-            return Err(SendError::BadProof(status));
-        }
-        Ok((status, answer, cert))
+        let body = requests::check(&self.signer.key, r, &cert, pinned, &Answer { status, proof, body })?;
+        Ok((body, cert))
     }
 }
 
@@ -271,13 +209,6 @@ fn agent(tls: &Arc<rustls::ClientConfig>) -> ureq::Agent {
         .timeout(Duration::from_secs(30))
         .max_idle_connections_per_host(2)
         .build()
-}
-
-fn refusal(status: u16, answer: &[u8]) -> SendError {
-    let reason = serde_json::from_slice::<ErrorBody>(answer)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned());
-    SendError::Refused { status, reason }
 }
 
 fn ca_verifier(path: &str, provider: Arc<CryptoProvider>) -> Result<Arc<dyn ServerCertVerifier>, String> {

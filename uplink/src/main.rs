@@ -22,11 +22,12 @@ mod tls_stream;
 use chunker::{Chunker, RawChunk};
 use intake::{Filters, Intake};
 use ossensor_shared::children::{child_config, UplinkConfig};
-use ossensor_shared::ipc::CaptureStats;
 use ossensor_shared::log::{self as slog, BASIC, CHUNKS, STATS};
 use ossensor_shared::{bpf, chunk, log};
 use sender::Shared;
-use spool::{OverflowReport, SpooledChunk};
+use ossensor_shared::delivery::{Chunk, Timings};
+use sender::Sources;
+use spool::OverflowReport;
 use std::collections::BTreeMap;
 use std::os::fd::FromRawFd;
 use std::process::ExitCode;
@@ -156,16 +157,18 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
     let shared = Arc::new(Shared::new(cfg.spool_bytes));
     let actions = Arc::new(actions::ActionsShared::default());
     let worker_stats: Arc<sender::WorkerStats> = Arc::default();
+    let sources = || Sources {
+        shared: shared.clone(),
+        workers: worker_stats.clone(),
+        actions: actions.clone(),
+        filters: filters.clone(),
+        sensor_id: cfg.sensor_id.clone(),
+    };
     let sender = {
-        let shared = shared.clone();
-        let cfg = cfg.clone();
-        let filters = filters.clone();
-        let actions = actions.clone();
-        let workers = worker_stats.clone();
-        let control = control.clone();
+        let (cfg, sources, control) = (cfg.clone(), sources(), control.clone());
         std::thread::Builder::new()
             .name("sender".into())
-            .spawn(move || sender::run(&cfg, epoch, &shared, &filters, &actions, &workers, &control))
+            .spawn(move || sender::run(&cfg, epoch, &sources, &control))
             .map_err(|e| e.to_string())?
     };
     if let Some(a) = &cfg.actions {
@@ -182,13 +185,7 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
     if let Some(addr) = &cfg.metrics_addr {
         let listener = metrics::bind(addr)?;
         log!(BASIC, "Prometheus metrics on http://{addr}/metrics");
-        let sources = metrics::Sources {
-            shared: shared.clone(),
-            workers: worker_stats.clone(),
-            actions: actions.clone(),
-            filters: filters.clone(),
-            sensor_id: cfg.sensor_id.clone(),
-        };
+        let sources = sources();
         std::thread::Builder::new().name("metrics".into()).spawn(move || metrics::serve(listener, sources)).map_err(|e| e.to_string())?;
     }
 
@@ -212,19 +209,7 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         let wait = chunker.deadline().map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait.min(Duration::from_millis(200))) {
             Ok(Intake::Batch { interface, linktype, count, records }) => {
-                let a = chunker.add_batch(&interface, linktype, &records, Instant::now(), &mut closed);
-                {
-                    let mut st = shared.lock();
-                    st.spool.accounting.captured += a.packets;
-                    if a.duplicates > 0 {
-                        *st.duplicates.entry(interface.to_string()).or_default() += a.duplicates;
-                    }
-                }
-                if let Some(e) = a.error {
-                    log!(BASIC, "batch from {interface}: {e}");
-                } else if a.packets + a.duplicates != count as u64 {
-                    log!(BASIC, "batch from {interface} announced {count} packets, held {}", a.packets + a.duplicates);
-                }
+                take_batch(&mut chunker, &shared, (&interface, linktype, count, &records), &mut closed);
             }
             Ok(Intake::Stats { interface, stats }) => {
                 worker_stats.lock().unwrap_or_else(|e| e.into_inner()).insert(interface, stats);
@@ -253,9 +238,8 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         if draining_done {
             // Whatever is still queued from workers that already left.
             while let Ok(msg) = rx.try_recv() {
-                if let Intake::Batch { interface, linktype, records, .. } = msg {
-                    let a = chunker.add_batch(&interface, linktype, &records, Instant::now(), &mut closed);
-                    shared.lock().spool.accounting.captured += a.packets;
+                if let Intake::Batch { interface, linktype, count, records } = msg {
+                    take_batch(&mut chunker, &shared, (&interface, linktype, count, &records), &mut closed);
                 }
             }
             closed.extend(chunker.flush());
@@ -268,8 +252,9 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         if let Some(line) = overflow.due(Instant::now()) {
             log!(BASIC, "{line}");
         }
+        shared.in_open_chunk.store(chunker.pending_packets(), Ordering::Relaxed);
         if last_stats_log.elapsed() >= STATS_LOG_EVERY {
-            log_stats(&shared, &worker_stats.lock().unwrap_or_else(|e| e.into_inner()), chunker.pending_packets());
+            log_stats(&sources());
             last_stats_log = Instant::now();
         }
         if draining_done {
@@ -279,21 +264,41 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
     shared.close();
     // The sender gives up delivering DELIVER_GRACE after close; a request
     // hanging on a dead collector could take longer, so bound the wait here.
-    let deadline = Instant::now() + sender::DELIVER_GRACE + Duration::from_secs(1);
+    let deadline = Instant::now() + Timings::default().grace + Duration::from_secs(1);
     while !sender.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     if !sender.is_finished() {
-        shared.abandon();
+        // Past the grace the machine counts what it holds as dropped at exit.
+        shared.lock().delivery.poll(Instant::now() + Timings::default().grace);
         log!(BASIC, "stopping with a request to the collector still in flight");
     }
-    log_stats(&shared, &worker_stats.lock().unwrap_or_else(|e| e.into_inner()), chunker.pending_packets());
+    shared.in_open_chunk.store(chunker.pending_packets(), Ordering::Relaxed);
+    log_stats(&sources());
     Ok(())
+}
+
+/// One worker's batch into the chunker, and its packets into the
+/// accounting (during the run and while draining at stop alike).
+fn take_batch(chunker: &mut Chunker, shared: &Shared, (interface, linktype, count, records): (&Arc<str>, i32, u32, &[u8]), closed: &mut Vec<RawChunk>) {
+    let a = chunker.add_batch(interface, linktype, records, Instant::now(), closed);
+    {
+        let mut st = shared.lock();
+        st.delivery.captured(a.packets);
+        if a.duplicates > 0 {
+            *st.duplicates.entry(interface.to_string()).or_default() += a.duplicates;
+        }
+    }
+    if let Some(e) = a.error {
+        log!(BASIC, "batch from {interface}: {e}");
+    } else if a.packets + a.duplicates != count as u64 {
+        log!(BASIC, "batch from {interface} announced {count} packets, held {}", a.packets + a.duplicates);
+    }
 }
 
 /// Compresses a closed chunk (when compression is on) into the body that
 /// moves to the spool; a chunk zstd fails on is sent as is.
-fn compress(raw: RawChunk, seq: u64, compressor: Option<&mut chunk::ChunkCompressor>) -> SpooledChunk {
+fn compress(raw: RawChunk, seq: u64, compressor: Option<&mut chunk::ChunkCompressor>) -> Chunk {
     let raw_len = raw.pcapng.len();
     let (mut body, compressed) = match compressor.map(|z| z.compress(&raw.pcapng)) {
         Some(Ok(body)) => (body, true),
@@ -315,44 +320,17 @@ fn compress(raw: RawChunk, seq: u64, compressor: Option<&mut chunk::ChunkCompres
         body.len(),
         if compressed { "compressed" } else { "sent as is" }
     );
-    SpooledChunk { seq, body, raw_len, packets: raw.packets, compressed }
+    Chunk { seq, body, raw_len, packets: raw.packets, compressed }
 }
 
-fn log_stats(shared: &Shared, workers: &BTreeMap<Arc<str>, CaptureStats>, in_open_chunk: u64) {
-    for (iface, s) in workers {
-        log!(
-            STATS,
-            "capture {iface}: received {} dropped by kernel {} dropped by interface {} forwarded {}",
-            s.received,
-            s.dropped_kernel,
-            s.dropped_interface,
-            s.forwarded
-        );
+/// The level-1 statistics, and the same snapshot as one JSON line (what
+/// scripts and tests read: `telemetry::JSON_MARK`).
+fn log_stats(sources: &Sources) {
+    let snap = sources.snapshot();
+    for line in snap.lines() {
+        log!(STATS, "{line}");
     }
-    let st = shared.lock();
-    let a = st.spool.accounting;
-    log!(
-        STATS,
-        "packets: captured {} delivered {} dropped (spool full {}, refused {}, at exit {}) held {} in {} chunks ({} KiB); duplicates removed {}",
-        a.captured,
-        a.delivered,
-        a.dropped_spool_full,
-        a.dropped_refused,
-        a.dropped_at_exit,
-        st.spool.held_packets() + st.in_flight_packets + in_open_chunk,
-        st.spool.len(),
-        st.spool.bytes() / 1024,
-        dup_summary(&st.duplicates)
-    );
-}
-
-/// "3 (veth1 2, br0 1)", or "0".
-fn dup_summary(d: &BTreeMap<String, u64>) -> String {
-    let total: u64 = d.values().sum();
-    if total == 0 {
-        return "0".into();
-    }
-    format!("{total} ({})", d.iter().map(|(i, n)| format!("{i} {n}")).collect::<Vec<_>>().join(", "))
+    log!(STATS, "{}", snap.json_line());
 }
 
 #[cfg(test)]
