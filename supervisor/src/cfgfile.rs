@@ -108,23 +108,21 @@ pub fn render(cfg: &Config) -> String {
     );
     kv("blacklist_device", &join(&cfg.devices.exclude));
     kv("bpf", &cfg.bpf);
-    kv(
-        "# ossensor extensions\nwhitelist_device",
-        &join(&cfg.devices.include),
-    );
-    kv("sensorId", &cfg.sensor_id);
+    // The extensions in the order the level-0 summary lists them.
+    kv("# ossensor extensions\nsensorId", &cfg.sensor_id);
+    kv("whitelist_device", &join(&cfg.devices.include));
     kv("spoolMB", &(cfg.spool_bytes / MIB).to_string());
     kv("compression", &compression_name(cfg.compression));
     kv("captureBufferMB", &(cfg.ring_bytes / MIB).to_string());
+    kv("captureBudgetMB", &(cfg.ring_budget_bytes / MIB).to_string());
     kv("user", cfg.user.as_deref().unwrap_or(""));
     kv("runtimeDir", &cfg.runtime_dir.display().to_string());
+    kv("stateDir", &cfg.state_dir.display().to_string());
+    kv("actionKey", &cfg.action_key.map(|k| k.to_string()).unwrap_or_default());
     kv("caFile", &path(&cfg.ca_file));
     kv("syslogSocket", &path(&cfg.syslog_socket));
     kv("metricsAddress", &cfg.metrics_addr.map(|a| a.to_string()).unwrap_or_default());
     kv("deduplicate", &cfg.deduplicate.to_string());
-    kv("captureBudgetMB", &(cfg.ring_budget_bytes / MIB).to_string());
-    kv("stateDir", &cfg.state_dir.display().to_string());
-    kv("actionKey", &cfg.action_key.map(|k| k.to_string()).unwrap_or_default());
     s
 }
 
@@ -376,7 +374,57 @@ mod tests {
                           logfile=/dev/stdout\nuseAntigena=true\nuseWebsocket=true\nsendAntigenaActionDelta=5\n\
                           blacklist_device=veth1234,veth5678\nbpf=not port 80\n# ossensor extensions\n";
         assert!(text.starts_with(want_start), "{text}");
-        assert!(text.contains("\nsensorId=node1\nspoolMB=64\ncompression=zstd:-3\ncaptureBufferMB=64\nuser=\nruntimeDir=/run/ossensor\ncaFile=\n"), "{text}");
+        assert!(text.contains("\nsensorId=node1\nwhitelist_device=\nspoolMB=64\ncompression=zstd:-3\ncaptureBufferMB=64\n"), "{text}");
+    }
+
+    /// The whole file, every key set to something other than its default:
+    /// what a refactor of the rendering must keep byte for byte.
+    #[test]
+    fn the_whole_file() {
+        let key = format!("ed25519:{}", "ab".repeat(32));
+        let cfg = validate(&raw(&[
+            ("VSENSOR_HOSTNAME", "collector.example"),
+            ("VSENSOR_PORT", "8443"),
+            ("VSENSOR_HMAC_KEY", " s3cret key "),
+            ("OSSENSOR_NETWORK_DEVICE", "eth0 eth1"),
+            ("NETWORK_DEVICE_ANY", "1"),
+            ("NETWORK_DEVICE_INCLUDELIST", "^eth ^veth[0-9]{1,3}$"),
+            ("NETWORK_DEVICE_BLACKLIST", "veth1234 [,]x"),
+            ("BPF", "not\nport 80"),
+            ("OSSENSOR_DEBUG", "3"),
+            ("OSSENSOR_LOGFILE_PATH", "/var/log/o.log"),
+            ("ANTIGENA_ENABLED", "FALSE"),
+            ("ANTIGENA_TIME_PERIOD", "30"),
+            ("OSSENSOR_SENSOR_ID", "node1"),
+            ("OSSENSOR_SPOOL_MB", "32"),
+            ("OSSENSOR_COMPRESSION", "zstd:5"),
+            ("OSSENSOR_CAPTURE_BUFFER_MB", "16"),
+            ("OSSENSOR_CAPTURE_BUDGET_MB", "100"),
+            ("OSSENSOR_USER", "nobody"),
+            ("OSSENSOR_RUNTIME_DIR", "/tmp/run"),
+            ("OSSENSOR_STATE_DIR", "/tmp/state"),
+            ("OSSENSOR_ACTION_KEY", &key),
+            ("OSSENSOR_SYSLOG_SOCKET", "/run/systemd/journal/dev-log"),
+            ("OSSENSOR_METRICS_ADDR", "[::1]:9273"),
+            ("OSSENSOR_DEDUPLICATE", "0"),
+        ]))
+        .unwrap();
+        let want = format!(
+            "[osSensor]\nDebug=3\nvSensor=collector.example:8443\nkey= s3cret key \ndevice=eth0,eth1,any\nlogfile=/var/log/o.log\n\
+             useAntigena=false\nuseWebsocket=false\nsendAntigenaActionDelta=30\nblacklist_device=veth1234,[,]x\nbpf=not port 80\n\
+             # ossensor extensions\nsensorId=node1\nwhitelist_device=^eth,^veth[0-9]{{1,3}}$\nspoolMB=32\ncompression=zstd:5\n\
+             captureBufferMB=16\ncaptureBudgetMB=100\nuser=nobody\nruntimeDir=/tmp/run\nstateDir=/tmp/state\nactionKey={key}\n\
+             caFile=\nsyslogSocket=/run/systemd/journal/dev-log\nmetricsAddress=[::1]:9273\ndeduplicate=false\n"
+        );
+        assert_eq!(render(&cfg), want);
+        let defaults = validate(&raw(&[("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k"), ("OSSENSOR_SENSOR_ID", "s")])).unwrap();
+        assert_eq!(
+            render(&defaults),
+            "[osSensor]\nDebug=1\nvSensor=c:443\nkey=k\ndevice=\nlogfile=/dev/stdout\nuseAntigena=true\nuseWebsocket=true\n\
+             sendAntigenaActionDelta=5\nblacklist_device=\nbpf=\n# ossensor extensions\nsensorId=s\nwhitelist_device=\nspoolMB=64\n\
+             compression=zstd:-3\ncaptureBufferMB=64\ncaptureBudgetMB=512\nuser=\nruntimeDir=/run/ossensor\nstateDir=/var/lib/ossensor\n\
+             actionKey=\ncaFile=\nsyslogSocket=\nmetricsAddress=\ndeduplicate=true\n"
+        );
     }
 
     #[test]

@@ -1580,6 +1580,55 @@ mod tests {
         );
     }
 
+    /// The level-0 line, every variable at its default and then set:
+    /// what a refactor of the summary must keep byte for byte.
+    #[test]
+    fn the_summary_line() {
+        assert_eq!(
+            with(&[]).unwrap().redacted_summary(),
+            "collector=collector.example:443 key=<redacted> sensor_id=node1 devices=(all) include=\"\" exclude=\"\" any=0 bpf=\"\" \
+             debug=1 logfile=stdout antigena=true antigena_period=5s spool=64MiB compression=zstd:-3 capture_buffer=64MiB \
+             capture_budget=512MiB user=(default) runtime_dir=/run/ossensor state_dir=/var/lib/ossensor action_key=(first registration) \
+             ca_file=(none) syslog=/dev/log metrics=off deduplicate=true config_path=/etc/darktrace/ossensor.cfg"
+        );
+        let key = format!("ed25519:{}", "ab".repeat(32));
+        let c = with(&[
+            ("VSENSOR_PORT", "8443"),
+            ("OSSENSOR_NETWORK_DEVICE", "eth0 default"),
+            ("NETWORK_DEVICE_WHITELIST", "^eth ^veth"),
+            ("NETWORK_DEVICE_EXCLUDELIST", "eth7"),
+            ("NETWORK_DEVICE_ANY", "1"),
+            ("BPF", "tcp port 80"),
+            ("OSSENSOR_DEBUG", "4"),
+            ("OSSENSOR_LOGFILE_PATH", "/var/log/o.log"),
+            ("ANTIGENA_ENABLED", "false"),
+            ("ANTIGENA_TIME_PERIOD", "9"),
+            ("OSSENSOR_SPOOL_MB", "8"),
+            ("OSSENSOR_COMPRESSION", "none"),
+            ("OSSENSOR_CAPTURE_BUFFER_MB", "4"),
+            ("OSSENSOR_CAPTURE_BUDGET_MB", "40"),
+            ("OSSENSOR_USER", "1000"),
+            ("OSSENSOR_RUNTIME_DIR", "/tmp/r"),
+            ("OSSENSOR_STATE_DIR", "/tmp/s"),
+            ("OSSENSOR_ACTION_KEY", key.clone().leak()),
+            ("VSENSOR_CA_FILE", "/etc/hostname"),
+            ("OSSENSOR_SYSLOG_SOCKET", "/tmp/log"),
+            ("OSSENSOR_METRICS_ADDR", "127.0.0.1:9273"),
+            ("OSSENSOR_DEDUPLICATE", "false"),
+            ("OSSENSOR_CONFIG_PATH", "/tmp/o.cfg"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.redacted_summary(),
+            format!(
+                "collector=collector.example:8443 key=<redacted> sensor_id=node1 devices=eth0,default include=\"^eth ^veth\" exclude=\"eth7\" \
+                 any=1 bpf=\"tcp port 80\" debug=4 logfile=/var/log/o.log antigena=false antigena_period=9s spool=8MiB compression=none \
+                 capture_buffer=4MiB capture_budget=40MiB user=1000 runtime_dir=/tmp/r state_dir=/tmp/s action_key={key} ca_file=/etc/hostname \
+                 syslog=/tmp/log metrics=127.0.0.1:9273 deduplicate=false config_path=/tmp/o.cfg"
+            )
+        );
+    }
+
     #[test]
     fn bad_numbers() {
         for v in ["0", "65536", "http", "-1", "+443", "4 43"] {
