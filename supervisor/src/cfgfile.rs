@@ -19,7 +19,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::config::{compression_name, ere, parse_bool, Config, Pattern, MIB};
+use crate::config::{compression_name, parse_bool, Config, Pattern, MIB};
+use crate::ere;
 
 /// The section every key lives in.
 pub const SECTION: &str = "osSensor";

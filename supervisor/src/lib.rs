@@ -3,6 +3,7 @@
 //! - [`config`]: the command line, the environment and env files (stage 1,
 //!   exactly what the user gave), then the validated [`config::Config`] (stage 2).
 //! - [`envfile`]: Docker `--env-file` parsing.
+//! - [`ere`]: the interface-name patterns (POSIX ERE as `grep -E` reads them).
 //! - [`cfgfile`]: the generated INI config file: render, parse, write safely.
 //! - [`interfaces`]: which interfaces to capture (pure selection + thin /sys, /proc readers).
 //! - [`privileges`]: the children's user and capabilities, dropped between fork and exec.
@@ -16,6 +17,7 @@ pub mod action_key;
 pub mod cfgfile;
 pub mod config;
 pub mod envfile;
+pub mod ere;
 pub mod interfaces;
 pub mod children;
 pub mod netlink;
