@@ -297,3 +297,19 @@ pub fn split_list(s: &str) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_list_respects_brackets_and_intervals() {
+        assert_eq!(
+            split_list("a,b{1,2},[,],\\,x"),
+            ["a", "b{1,2}", "[,]", "\\,x"]
+        );
+        assert_eq!(split_list(",,a,"), ["a"]);
+        assert!(split_list("").is_empty());
+        assert!(has_top_level_comma("a,b") && !has_top_level_comma("[,]{1,2}"));
+    }
+}

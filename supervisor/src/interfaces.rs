@@ -23,7 +23,7 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
-use crate::config::{DeviceRules, Pattern};
+use crate::variables::{DeviceRules, Pattern};
 
 /// ARPHRD_LOOPBACK.
 pub const ARPHRD_LOOPBACK: u16 = 772;

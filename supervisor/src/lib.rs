@@ -1,5 +1,7 @@
 //! The `ossensor` supervisor as a library, so its pieces are tested on their own.
 //!
+//! - [`variables`]: every variable the sensor reads, declared once (name, old
+//!   name, config-file key, default, check, secrecy, summary, docs).
 //! - [`config`]: the command line, the environment and env files (stage 1,
 //!   exactly what the user gave), then the validated [`config::Config`] (stage 2).
 //! - [`envfile`]: Docker `--env-file` parsing.
@@ -25,3 +27,4 @@ pub mod privileges;
 pub mod restart;
 pub mod sockdestroy;
 pub mod supervise;
+pub mod variables;
