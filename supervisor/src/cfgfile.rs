@@ -74,13 +74,7 @@ pub struct CfgError {
 impl fmt::Display for CfgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.key {
-            Some(k) => write!(
-                f,
-                "line {}: {}: {}",
-                self.line,
-                k.escape_debug(),
-                self.message
-            ),
+            Some(k) => write!(f, "line {}: {}: {}", self.line, k.escape_debug(), self.message),
             None => write!(f, "line {}: {}", self.line, self.message),
         }
     }
@@ -103,20 +97,10 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, CfgError> {
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
             continue;
         }
-        let err = |key: Option<&str>, message: String| CfgError {
-            line: line_no,
-            key: key.map(str::to_string),
-            message,
-        };
+        let err = |key: Option<&str>, message: String| CfgError { line: line_no, key: key.map(str::to_string), message };
         if line.starts_with('[') {
             if line.trim_end() != format!("[{SECTION}]") {
-                return Err(err(
-                    None,
-                    format!(
-                        "unknown section {:?}: only [{SECTION}] is read",
-                        line.trim_end()
-                    ),
-                ));
+                return Err(err(None, format!("unknown section {:?}: only [{SECTION}] is read", line.trim_end())));
             }
             if in_section {
                 return Err(err(None, format!("[{SECTION}] appears twice")));
@@ -180,12 +164,7 @@ pub struct WriteError {
 
 impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "OSSENSOR_CONFIG_PATH=\"{}\": cannot write the generated config file: {}",
-            self.path.display().to_string().escape_debug(),
-            self.source
-        )
+        write!(f, "OSSENSOR_CONFIG_PATH=\"{}\": cannot write the generated config file: {}", self.path.display().to_string().escape_debug(), self.source)
     }
 }
 
@@ -200,25 +179,13 @@ impl std::error::Error for WriteError {
 /// directory created with mode 0600 (never wider, not even briefly), is
 /// synced, then renamed over `path`; the directory is synced last.
 pub fn write(path: &Path, text: &str) -> Result<(), WriteError> {
-    let fail = |source| WriteError {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path.file_name().ok_or_else(|| {
-        fail(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "does not name a file",
-        ))
-    })?;
+    let fail = |source| WriteError { path: path.to_path_buf(), source };
+    let name = path.file_name().ok_or_else(|| fail(std::io::Error::new(std::io::ErrorKind::InvalidInput, "does not name a file")))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)
-        .map_err(fail)?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir).map_err(fail)?;
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp_name = std::ffi::OsString::from(".");
@@ -226,12 +193,7 @@ pub fn write(path: &Path, text: &str) -> Result<(), WriteError> {
     tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         drop(f);
@@ -254,19 +216,13 @@ mod tests {
     fn parse_errors_name_line_and_key() {
         let e = parse("[osSensor]\nDebug=1\nfoo=bar\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (3, Some("foo")));
-        assert!(
-            e.to_string().contains("line 3") && e.to_string().contains("foo"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("line 3") && e.to_string().contains("foo"), "{e}");
         let e = parse("Debug=1\n[osSensor]\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (1, Some("Debug")));
         let e = parse("[other]\n").unwrap_err();
         assert!(e.to_string().contains("other"), "{e}");
         let e = parse("[osSensor]\nDebug=1\nDebug=2\n").unwrap_err();
-        assert!(
-            e.to_string().contains("line 3") && e.to_string().contains("line 2"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("line 3") && e.to_string().contains("line 2"), "{e}");
         let e = parse("[osSensor]\njust text\n").unwrap_err();
         assert_eq!(e.line, 2);
         let e = parse("[osSensor]\nuseAntigena=false\nuseWebsocket=true\n").unwrap_err();
@@ -276,8 +232,7 @@ mod tests {
 
     #[test]
     fn comments_crlf_bom_and_spacing() {
-        let vars =
-            parse("\u{feff}; c\r\n# c\r\n[osSensor]\r\n  Debug = 3\r\nkey= spaced \r\n").unwrap();
+        let vars = parse("\u{feff}; c\r\n# c\r\n[osSensor]\r\n  Debug = 3\r\nkey= spaced \r\n").unwrap();
         assert_eq!(vars["OSSENSOR_DEBUG"], " 3");
         assert_eq!(vars["VSENSOR_HMAC_KEY"], " spaced ");
     }
@@ -288,31 +243,15 @@ mod tests {
         let path = dir.path().join("a/b/ossensor.cfg");
         write(&path, "one").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "one");
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            std::fs::metadata(dir.path().join("a/b"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o755
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(dir.path().join("a/b")).unwrap().permissions().mode() & 0o777, 0o755);
         // Replacing a world-readable file leaves a 0600 one.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         write(&path, "two").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         // No temporary left behind.
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("a/b")).unwrap().count(),
-            1
-        );
+        assert_eq!(std::fs::read_dir(dir.path().join("a/b")).unwrap().count(), 1);
     }
 
     #[test]
@@ -322,10 +261,7 @@ mod tests {
         std::fs::write(&blocker, "").unwrap();
         let path = blocker.join("ossensor.cfg"); // parent is a regular file
         let e = write(&path, "x").unwrap_err().to_string();
-        assert!(
-            e.starts_with("OSSENSOR_CONFIG_PATH=") && e.contains(&path.display().to_string()),
-            "{e}"
-        );
+        assert!(e.starts_with("OSSENSOR_CONFIG_PATH=") && e.contains(&path.display().to_string()), "{e}");
         let e = write(dir.path(), "x").unwrap_err().to_string(); // a directory
         assert!(e.contains("OSSENSOR_CONFIG_PATH"), "{e}");
     }

@@ -71,28 +71,9 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.file_key, &self.value) {
-            (Some((file, key)), Some(v)) => write!(
-                f,
-                "{}: {key}=\"{}\" ({}): {}",
-                file.display(),
-                v.escape_debug(),
-                self.variable,
-                self.message
-            ),
-            (Some((file, key)), None) => write!(
-                f,
-                "{}: {key} ({}): {}",
-                file.display(),
-                self.variable,
-                self.message
-            ),
-            (None, Some(v)) => write!(
-                f,
-                "{}=\"{}\": {}",
-                self.variable,
-                v.escape_debug(),
-                self.message
-            ),
+            (Some((file, key)), Some(v)) => write!(f, "{}: {key}=\"{}\" ({}): {}", file.display(), v.escape_debug(), self.variable, self.message),
+            (Some((file, key)), None) => write!(f, "{}: {key} ({}): {}", file.display(), self.variable, self.message),
+            (None, Some(v)) => write!(f, "{}=\"{}\": {}", self.variable, v.escape_debug(), self.message),
             (None, None) => write!(f, "{}: {}", self.variable, self.message),
         }
     }
@@ -106,14 +87,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn one(variable: &str, value: Option<&str>, message: impl Into<String>) -> Self {
-        ConfigError {
-            problems: vec![Problem {
-                variable: variable.to_string(),
-                value: value.map(str::to_string),
-                message: message.into(),
-                file_key: None,
-            }],
-        }
+        ConfigError { problems: vec![Problem { variable: variable.to_string(), value: value.map(str::to_string), message: message.into(), file_key: None }] }
     }
 
     /// True if some problem concerns `variable`.
@@ -165,13 +139,8 @@ impl RawConfig {
     /// A raw configuration from the environment alone (tests, embedding).
     pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         RawConfig {
-            origin: Origin::Environment {
-                env_files: Vec::new(),
-            },
-            vars: vars
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            origin: Origin::Environment { env_files: Vec::new() },
+            vars: vars.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             warnings: Vec::new(),
         }
     }
@@ -188,10 +157,7 @@ pub enum Source {
 /// Stage 1. `args` are the command-line arguments *without* the program
 /// name (`std::env::args().skip(1)`); `process_env` is the process
 /// environment (see [`process_environment`]).
-pub fn gather(
-    args: &[String],
-    process_env: &BTreeMap<String, String>,
-) -> Result<Source, ConfigError> {
+pub fn gather(args: &[String], process_env: &BTreeMap<String, String>) -> Result<Source, ConfigError> {
     let mut env_files: Vec<PathBuf> = Vec::new();
     let mut config_file: Option<PathBuf> = None;
     let mut it = args.iter();
@@ -212,15 +178,9 @@ pub fn gather(
                 }
                 _ => return Err(ConfigError::one("-c", None, "needs a file name")),
             },
-            a if a.starts_with("--env-file=") && a.len() > "--env-file=".len() => {
-                env_files.push(PathBuf::from(&a["--env-file=".len()..]))
-            }
+            a if a.starts_with("--env-file=") && a.len() > "--env-file=".len() => env_files.push(PathBuf::from(&a["--env-file=".len()..])),
             a => {
-                return Err(ConfigError::one(
-                    "command line",
-                    Some(a),
-                    "unknown argument (usage: ossensor [--env-file FILE]... | -c FILE | --help | --version)",
-                ))
+                return Err(ConfigError::one("command line", Some(a), "unknown argument (usage: ossensor [--env-file FILE]... | -c FILE | --help | --version)"))
             }
         }
     }
@@ -242,22 +202,13 @@ pub fn gather(
         match envfile::read(file, lookup) {
             Ok(pairs) => {
                 for (k, v) in pairs {
-                    if !is_ours(&k) && OUR_PREFIXES.iter().any(|p| k.starts_with(p))
-                    {
-                        warnings.push(format!(
-                            "--env-file {}: {k} is not a variable this sensor reads (a typo?); ignored",
-                            file.display()
-                        ));
+                    if !is_ours(&k) && OUR_PREFIXES.iter().any(|p| k.starts_with(p)) {
+                        warnings.push(format!("--env-file {}: {k} is not a variable this sensor reads (a typo?); ignored", file.display()));
                     }
                     vars.insert(k, v);
                 }
             }
-            Err(e) => problems.push(Problem {
-                variable: "--env-file".into(),
-                value: None,
-                message: e.to_string(),
-                file_key: None,
-            }),
+            Err(e) => problems.push(Problem { variable: "--env-file".into(), value: None, message: e.to_string(), file_key: None }),
         }
     }
     if !problems.is_empty() {
@@ -269,41 +220,23 @@ pub fn gather(
             vars.insert(name.to_string(), v.clone());
         }
     }
-    Ok(Source::Run(RawConfig {
-        origin: Origin::Environment { env_files },
-        vars,
-        warnings,
-    }))
+    Ok(Source::Run(RawConfig { origin: Origin::Environment { env_files }, vars, warnings }))
 }
 
-fn gather_config_file(
-    file: PathBuf,
-    process_env: &BTreeMap<String, String>,
-) -> Result<RawConfig, ConfigError> {
+fn gather_config_file(file: PathBuf, process_env: &BTreeMap<String, String>) -> Result<RawConfig, ConfigError> {
     let shown = file.display().to_string();
-    let bytes = std::fs::read(&file)
-        .map_err(|e| ConfigError::one("-c", Some(&shown), format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ConfigError::one("-c", Some(&shown), "not valid UTF-8"))?;
-    let vars =
-        cfgfile::parse(&text).map_err(|e| ConfigError::one("-c", Some(&shown), e.to_string()))?;
+    let bytes = std::fs::read(&file).map_err(|e| ConfigError::one("-c", Some(&shown), format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| ConfigError::one("-c", Some(&shown), "not valid UTF-8"))?;
+    let vars = cfgfile::parse(&text).map_err(|e| ConfigError::one("-c", Some(&shown), e.to_string()))?;
     let ignored: Vec<&str> = variables::names().filter(|n| process_env.contains_key(*n)).collect();
     let mut warnings = Vec::new();
     if !ignored.is_empty() {
         warnings.push(format!(
             "running from -c {shown}: the environment's {} ignored (the file is the configuration)",
-            if ignored.len() == 1 {
-                format!("{} is", ignored[0])
-            } else {
-                format!("{} are", ignored.join(", "))
-            }
+            if ignored.len() == 1 { format!("{} is", ignored[0]) } else { format!("{} are", ignored.join(", ")) }
         ));
     }
-    Ok(RawConfig {
-        origin: Origin::ConfigFile(file),
-        vars,
-        warnings,
-    })
+    Ok(RawConfig { origin: Origin::ConfigFile(file), vars, warnings })
 }
 
 /// The process environment as a map. A sensor variable whose value is not
@@ -317,12 +250,7 @@ pub fn process_environment() -> Result<BTreeMap<String, String>, ConfigError> {
             Ok(v) => {
                 out.insert(k.to_string(), v);
             }
-            Err(_) if is_ours(k) => problems.push(Problem {
-                variable: k.to_string(),
-                value: None,
-                message: "value is not valid UTF-8".into(),
-                file_key: None,
-            }),
+            Err(_) if is_ours(k) => problems.push(Problem { variable: k.to_string(), value: None, message: "value is not valid UTF-8".into(), file_key: None }),
             Err(_) => {}
         }
     }
@@ -345,9 +273,7 @@ impl RawConfig {
     /// The variable's value and the name it was given under: the current
     /// name, else the old one; an empty value counts as unset.
     pub fn given(&self, var: &Variable) -> Option<(&'static str, &str)> {
-        std::iter::once(var.name)
-            .chain(var.old_name)
-            .find_map(|name| self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty()).map(|v| (name, v)))
+        std::iter::once(var.name).chain(var.old_name).find_map(|name| self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty()).map(|v| (name, v)))
     }
 
     /// A problem with `name` (a variable, under the name it was given),
@@ -465,11 +391,7 @@ mod tests {
     const KEY: &str = "TopSecretKey!";
 
     fn base() -> Vec<(&'static str, &'static str)> {
-        vec![
-            ("VSENSOR_HOSTNAME", "collector.example"),
-            ("VSENSOR_HMAC_KEY", KEY),
-            ("OSSENSOR_SENSOR_ID", "node1"),
-        ]
+        vec![("VSENSOR_HOSTNAME", "collector.example"), ("VSENSOR_HMAC_KEY", KEY), ("OSSENSOR_SENSOR_ID", "node1")]
     }
 
     fn with(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
@@ -484,10 +406,7 @@ mod tests {
     fn refused(var: &'static str, value: &'static str) -> String {
         let e = with(&[(var, value)]).expect_err(&format!("{var}={value:?} should be refused"));
         let msg = e.to_string();
-        assert!(
-            msg.contains(&format!("{var}=\"{}\"", value.escape_debug())),
-            "{msg}"
-        );
+        assert!(msg.contains(&format!("{var}=\"{}\"", value.escape_debug())), "{msg}");
         assert!(!msg.contains(KEY), "{msg}");
         msg
     }
@@ -514,19 +433,9 @@ mod tests {
 
     #[test]
     fn sensor_id_defaults_to_the_host_name() {
-        let c = validate(&RawConfig::from_vars([
-            ("VSENSOR_HOSTNAME", "c"),
-            ("VSENSOR_HMAC_KEY", "k"),
-        ]))
-        .unwrap();
-        let host = nix::unistd::gethostname()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        assert_eq!(
-            c.sensor_id,
-            ossensor_shared::control::sensor_id_from_hostname(&host)
-        );
+        let c = validate(&RawConfig::from_vars([("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k")])).unwrap();
+        let host = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+        assert_eq!(c.sensor_id, ossensor_shared::control::sensor_id_from_hostname(&host));
     }
 
     #[test]
@@ -548,38 +457,16 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((c.collector_port, c.debug), (8443, 5));
-        assert_eq!(
-            c.logfile.as_deref(),
-            Some(Path::new("/var/log/ossensor.log"))
-        );
-        assert_eq!(
-            (c.antigena_enabled, c.antigena_period_secs, c.devices.any),
-            (false, 30, true)
-        );
+        assert_eq!(c.logfile.as_deref(), Some(Path::new("/var/log/ossensor.log")));
+        assert_eq!((c.antigena_enabled, c.antigena_period_secs, c.devices.any), (false, 30, true));
         assert_eq!(c.bpf, "tcp port 80");
-        assert_eq!(
-            (c.spool_bytes, c.compression, c.ring_bytes),
-            (MIB, Some(19), 2048 * MIB)
-        );
+        assert_eq!((c.spool_bytes, c.compression, c.ring_bytes), (MIB, Some(19), 2048 * MIB));
         assert_eq!(c.user.as_deref(), Some("nobody"));
-        assert_eq!(
-            with(&[("OSSENSOR_USER", "1000")]).unwrap().user.as_deref(),
-            Some("1000")
-        );
-        assert_eq!(
-            with(&[("OSSENSOR_COMPRESSION", "none")])
-                .unwrap()
-                .compression,
-            None
-        );
+        assert_eq!(with(&[("OSSENSOR_USER", "1000")]).unwrap().user.as_deref(), Some("1000"));
+        assert_eq!(with(&[("OSSENSOR_COMPRESSION", "none")]).unwrap().compression, None);
         assert!(!with(&[("ANTIGENA_ENABLED", "0")]).unwrap().antigena_enabled);
         assert!(with(&[("ANTIGENA_ENABLED", "True")]).unwrap().antigena_enabled);
-        assert_eq!(
-            with(&[("OSSENSOR_LOGFILE_PATH", "/dev/stdout")])
-                .unwrap()
-                .logfile,
-            None
-        );
+        assert_eq!(with(&[("OSSENSOR_LOGFILE_PATH", "/dev/stdout")]).unwrap().logfile, None);
     }
 
     #[test]
@@ -604,16 +491,10 @@ mod tests {
         for var in ["VSENSOR_HOSTNAME", "VSENSOR_HMAC_KEY"] {
             let v: Vec<_> = base().into_iter().filter(|(k, _)| *k != var).collect();
             let e = validate(&RawConfig::from_vars(v)).unwrap_err();
-            assert!(
-                e.to_string().starts_with(&format!("{var}: is required")),
-                "{e}"
-            );
+            assert!(e.to_string().starts_with(&format!("{var}: is required")), "{e}");
             // Empty counts as missing.
             let e = with(&[(var, "")]).unwrap_err();
-            assert!(
-                e.to_string().starts_with(&format!("{var}: is required")),
-                "{e}"
-            );
+            assert!(e.to_string().starts_with(&format!("{var}: is required")), "{e}");
         }
     }
 
@@ -629,21 +510,13 @@ mod tests {
 
     #[test]
     fn hmac_key_is_never_echoed() {
-        let e = with(&[("VSENSOR_HMAC_KEY", "line1\nline2")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("VSENSOR_HMAC_KEY:") && !e.contains("line1"),
-            "{e}"
-        );
+        let e = with(&[("VSENSOR_HMAC_KEY", "line1\nline2")]).unwrap_err().to_string();
+        assert!(e.starts_with("VSENSOR_HMAC_KEY:") && !e.contains("line1"), "{e}");
         let c = with(&[]).unwrap();
         assert!(!format!("{c:?}").contains(KEY));
         assert!(!c.redacted_summary().contains(KEY));
         assert!(c.redacted_summary().contains("key=<redacted>"));
-        assert_eq!(
-            format!("{} {:?}", c.hmac_key, c.hmac_key),
-            "<redacted> <redacted>"
-        );
+        assert_eq!(format!("{} {:?}", c.hmac_key, c.hmac_key), "<redacted> <redacted>");
     }
 
     /// The level-0 line, every variable at its default and then set:
@@ -739,12 +612,7 @@ mod tests {
 
     #[test]
     fn bad_patterns_name_the_list_and_pattern() {
-        for var in [
-            "NETWORK_DEVICE_INCLUDELIST",
-            "NETWORK_DEVICE_EXCLUDELIST",
-            "NETWORK_DEVICE_WHITELIST",
-            "NETWORK_DEVICE_BLACKLIST",
-        ] {
+        for var in ["NETWORK_DEVICE_INCLUDELIST", "NETWORK_DEVICE_EXCLUDELIST", "NETWORK_DEVICE_WHITELIST", "NETWORK_DEVICE_BLACKLIST"] {
             let m = refused(var, "^eth (a)\\1");
             assert!(m.contains("pattern \"(a)\\\\1\": back-reference"), "{m}");
         }
@@ -763,13 +631,8 @@ mod tests {
             ("(eth", "regex engine"),
             ("a,b", "write [,]"),
         ] {
-            let e = with(&[("NETWORK_DEVICE_EXCLUDELIST", p)])
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.contains("NETWORK_DEVICE_EXCLUDELIST=") && e.contains(why),
-                "{p}: {e}"
-            );
+            let e = with(&[("NETWORK_DEVICE_EXCLUDELIST", p)]).unwrap_err().to_string();
+            assert!(e.contains("NETWORK_DEVICE_EXCLUDELIST=") && e.contains(why), "{p}: {e}");
         }
         // The old name's error names the old name.
         let e = with(&[("NETWORK_DEVICE_WHITELIST", "*")]).unwrap_err();
@@ -791,9 +654,7 @@ mod tests {
         assert!(m("^a{,2}$", "") && m("^a{,2}$", "aa") && !m("^a{,2}$", "aaa"));
         assert!(m("^a{2,}$", "aaaa") && m("^a{2}$", "aa"));
         // Escaped specials and a lone '}' are literals.
-        assert!(
-            m("^a\\.b$", "a.b") && !m("^a\\.b$", "axb") && m("a}", "a}") && m("\\{x\\}", "{x}")
-        );
+        assert!(m("^a\\.b$", "a.b") && !m("^a\\.b$", "axb") && m("a}", "a}") && m("\\{x\\}", "{x}"));
         // Rust class syntax means nothing special inside POSIX brackets.
         assert!(m("^[a&&b]$", "&") && m("^[[]$", "[") && m("^[a~~b]$", "~"));
         // GNU word escapes.
@@ -805,14 +666,8 @@ mod tests {
     #[test]
     fn bad_bpf_names_bpf_value_and_libpcap_message() {
         let m = refused("BPF", "tcp port eighty");
-        assert!(
-            m.starts_with("BPF=\"tcp port eighty\": is not a valid capture filter: "),
-            "{m}"
-        );
-        assert!(
-            m.len() > "BPF=\"tcp port eighty\": is not a valid capture filter: ".len() + 3,
-            "{m}"
-        );
+        assert!(m.starts_with("BPF=\"tcp port eighty\": is not a valid capture filter: "), "{m}");
+        assert!(m.len() > "BPF=\"tcp port eighty\": is not a valid capture filter: ".len() + 3, "{m}");
         refused("BPF", "not");
     }
 
@@ -884,20 +739,10 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.problems.len(), 6, "{e}");
-        for v in [
-            "VSENSOR_HOSTNAME",
-            "VSENSOR_HMAC_KEY",
-            "VSENSOR_PORT",
-            "OSSENSOR_DEBUG",
-            "BPF",
-            "NETWORK_DEVICE_EXCLUDELIST",
-        ] {
+        for v in ["VSENSOR_HOSTNAME", "VSENSOR_HMAC_KEY", "VSENSOR_PORT", "OSSENSOR_DEBUG", "BPF", "NETWORK_DEVICE_EXCLUDELIST"] {
             assert!(e.mentions(v), "{v}: {e}");
         }
-        assert!(
-            e.to_string().starts_with("6 configuration problems:\n  "),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("6 configuration problems:\n  "), "{e}");
     }
 
     #[test]
@@ -915,43 +760,17 @@ mod tests {
         assert_eq!(w.interface, "eth0");
         assert_eq!((w.control_fd, w.action_key.as_deref()), (4, Some(key.to_string().as_str())));
         assert_eq!(w.ring_bytes, 32 * MIB);
-        assert_eq!(
-            w.log,
-            LogConfig {
-                level: 3,
-                path: Some("/var/log/o.log".into()),
-                syslog_socket: None,
-            }
-        );
+        assert_eq!(w.log, LogConfig { level: 3, path: Some("/var/log/o.log".into()), syslog_socket: None });
         let u = c.uplink_config(3);
-        assert_eq!(
-            (
-                u.collector_host.as_str(),
-                u.collector_port,
-                u.hmac_key.as_str()
-            ),
-            ("collector.example", 443, KEY)
-        );
-        assert_eq!(
-            (u.sensor_id.as_str(), u.bpf.as_str(), u.spool_bytes),
-            ("node1", "tcp", 64 * MIB)
-        );
-        assert_eq!(
-            (u.compression_level, u.chunk_bytes, u.chunk_max_age_ms),
-            (None, 1 << 20, 200)
-        );
+        assert_eq!((u.collector_host.as_str(), u.collector_port, u.hmac_key.as_str()), ("collector.example", 443, KEY));
+        assert_eq!((u.sensor_id.as_str(), u.bpf.as_str(), u.spool_bytes), ("node1", "tcp", 64 * MIB));
+        assert_eq!((u.compression_level, u.chunk_bytes, u.chunk_max_age_ms), (None, 1 << 20, 200));
         assert_eq!((u.ca_file, u.log.level), (None, 3));
-        assert_eq!(
-            with(&[]).unwrap().uplink_config(3).compression_level,
-            Some(-3)
-        );
+        assert_eq!(with(&[]).unwrap().uplink_config(3).compression_level, Some(-3));
     }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn args(a: &[&str]) -> Vec<String> {
@@ -969,23 +788,15 @@ mod tests {
     fn command_line() {
         assert_eq!(gather(&args(&["--help"]), &env(&[])).unwrap(), Source::Help);
         assert_eq!(gather(&args(&["-V"]), &env(&[])).unwrap(), Source::Version);
-        let e = gather(&args(&["--bogus"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["--bogus"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("--bogus"), "{e}");
-        let e = gather(&args(&["--env-file"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["--env-file"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("--env-file"), "{e}");
         let e = gather(&args(&["-c"]), &env(&[])).unwrap_err().to_string();
         assert!(e.starts_with("-c"), "{e}");
-        let e = gather(&args(&["--env-file", "a", "-c", "b"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["--env-file", "a", "-c", "b"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("--env-file") && e.contains("-c"), "{e}");
-        let e = gather(&args(&["-c", "a", "-c", "b"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["-c", "a", "-c", "b"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("more than once"), "{e}");
         let r = run(&[], &[("VSENSOR_HOSTNAME", "h"), ("PATH", "/bin")]);
         assert_eq!(r.vars, env(&[("VSENSOR_HOSTNAME", "h")]));
@@ -999,20 +810,13 @@ mod tests {
         std::fs::write(&a, "VSENSOR_HOSTNAME=from-a\nVSENSOR_PORT=1\nOSSENSOR_DEBUG=2\nOSSENSOR_DEBGU=3\nVSENSOR_HMAC_KEY\n").unwrap();
         std::fs::write(&b, "# b\nVSENSOR_PORT=\"2\"\nBPF=tcp \n").unwrap();
         let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
-        let r = run(
-            &["--env-file", a, &format!("--env-file={b}")],
-            &[("OSSENSOR_DEBUG", "4"), ("VSENSOR_HMAC_KEY", "k")],
-        );
+        let r = run(&["--env-file", a, &format!("--env-file={b}")], &[("OSSENSOR_DEBUG", "4"), ("VSENSOR_HMAC_KEY", "k")]);
         assert_eq!(r.vars["VSENSOR_HOSTNAME"], "from-a");
         assert_eq!(r.vars["VSENSOR_PORT"], "\"2\""); // later file wins, verbatim
         assert_eq!(r.vars["OSSENSOR_DEBUG"], "4"); // process environment wins
         assert_eq!(r.vars["VSENSOR_HMAC_KEY"], "k"); // bare KEY from the process
         assert_eq!(r.vars["BPF"], "tcp ");
-        assert!(
-            r.warnings.iter().any(|w| w.contains("OSSENSOR_DEBGU")),
-            "{:?}",
-            r.warnings
-        );
+        assert!(r.warnings.iter().any(|w| w.contains("OSSENSOR_DEBGU")), "{:?}", r.warnings);
         // The quoted port is refused, naming the value as written.
         let e = validate(&r).unwrap_err().to_string();
         assert!(e.contains("VSENSOR_PORT=\"\\\"2\\\"\""), "{e}");
@@ -1022,56 +826,28 @@ mod tests {
         // File errors name the file and line.
         std::fs::write(dir.path().join("bad.env"), "OK=1\nBAD KEY=1\n").unwrap();
         let bad = dir.path().join("bad.env");
-        let e = gather(&args(&["--env-file", bad.to_str().unwrap()]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["--env-file", bad.to_str().unwrap()]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("bad.env line 2") && e.contains("BAD KEY"), "{e}");
-        let e = gather(&args(&["--env-file", "/nonexistent.env"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["--env-file", "/nonexistent.env"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("/nonexistent.env"), "{e}");
     }
 
     #[test]
     fn config_file_mode_ignores_the_environment() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = with(&[
-            ("OSSENSOR_DEBUG", "4"),
-            ("NETWORK_DEVICE_EXCLUDELIST", "^veth"),
-        ])
-        .unwrap();
+        let cfg = with(&[("OSSENSOR_DEBUG", "4"), ("NETWORK_DEVICE_EXCLUDELIST", "^veth")]).unwrap();
         let path = dir.path().join("o.cfg");
         cfgfile::write(&path, &cfgfile::render(&cfg)).unwrap();
-        let r = run(
-            &["-c", path.to_str().unwrap()],
-            &[("OSSENSOR_DEBUG", "0"), ("VSENSOR_HOSTNAME", "other")],
-        );
+        let r = run(&["-c", path.to_str().unwrap()], &[("OSSENSOR_DEBUG", "0"), ("VSENSOR_HOSTNAME", "other")]);
         assert_eq!(r.origin, Origin::ConfigFile(path.clone()));
-        assert!(
-            r.warnings[0].contains("VSENSOR_HOSTNAME, OSSENSOR_DEBUG are ignored"),
-            "{:?}",
-            r.warnings
-        );
+        assert!(r.warnings[0].contains("VSENSOR_HOSTNAME, OSSENSOR_DEBUG are ignored"), "{:?}", r.warnings);
         let back = validate(&r).unwrap();
-        assert_eq!(
-            back,
-            Config {
-                config_path: path.clone(),
-                ..cfg
-            }
-        );
+        assert_eq!(back, Config { config_path: path.clone(), ..cfg });
         // Errors in the file name the file, the line and the key.
         std::fs::write(&path, "[osSensor]\nDebug=1\nbogus=2\n").unwrap();
-        let e = gather(&args(&["-c", path.to_str().unwrap()]), &env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("o.cfg") && e.contains("line 3") && e.contains("bogus"),
-            "{e}"
-        );
-        let e = gather(&args(&["-c", "/nonexistent.cfg"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["-c", path.to_str().unwrap()]), &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("o.cfg") && e.contains("line 3") && e.contains("bogus"), "{e}");
+        let e = gather(&args(&["-c", "/nonexistent.cfg"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("/nonexistent.cfg"), "{e}");
     }
 }
@@ -1091,11 +867,7 @@ mod generated_file {
 
     fn from_file(text: &str, path: &Path) -> Result<Config, String> {
         let vars = parse(text).map_err(|e| e.to_string())?;
-        let raw = RawConfig {
-            origin: Origin::ConfigFile(path.to_path_buf()),
-            vars,
-            warnings: vec![],
-        };
+        let raw = RawConfig { origin: Origin::ConfigFile(path.to_path_buf()), vars, warnings: vec![] };
         validate(&raw).map_err(|e| e.to_string())
     }
 
@@ -1182,10 +954,7 @@ mod generated_file {
     fn value_errors_under_c_name_the_file_key() {
         let path = Path::new("/etc/x.cfg");
         let e = from_file("[osSensor]\nvSensor=c:99999\nkey=k\nDebug=9\n", path).unwrap_err();
-        assert!(
-            e.contains("/etc/x.cfg: vSensor=\"99999\" (VSENSOR_PORT)"),
-            "{e}"
-        );
+        assert!(e.contains("/etc/x.cfg: vSensor=\"99999\" (VSENSOR_PORT)"), "{e}");
         assert!(e.contains("Debug=\"9\" (OSSENSOR_DEBUG)"), "{e}");
         let e = from_file("[osSensor]\nvSensor=c\n", path).unwrap_err();
         assert!(e.contains("key (VSENSOR_HMAC_KEY): is required"), "{e}");
@@ -1193,17 +962,9 @@ mod generated_file {
 
     #[test]
     fn patterns_with_commas_survive_the_list() {
-        let cfg = validate(&raw(&[
-            ("VSENSOR_HOSTNAME", "c"),
-            ("VSENSOR_HMAC_KEY", "k"),
-            ("NETWORK_DEVICE_EXCLUDELIST", "^veth[0-9]{1,3}$ [,x]y"),
-        ]))
-        .unwrap();
+        let cfg = validate(&raw(&[("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k"), ("NETWORK_DEVICE_EXCLUDELIST", "^veth[0-9]{1,3}$ [,x]y")])).unwrap();
         let text = render(&cfg);
-        assert!(
-            text.contains("blacklist_device=^veth[0-9]{1,3}$,[,x]y\n"),
-            "{text}"
-        );
+        assert!(text.contains("blacklist_device=^veth[0-9]{1,3}$,[,x]y\n"), "{text}");
         assert_eq!(from_file(&text, &cfg.config_path).unwrap(), cfg);
     }
 
@@ -1295,12 +1056,7 @@ mod generated_file {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, "pem").unwrap();
-        let cfg = validate(&raw(&[
-            ("VSENSOR_HOSTNAME", "c"),
-            ("VSENSOR_HMAC_KEY", "k"),
-            ("VSENSOR_CA_FILE", ca.to_str().unwrap()),
-        ]))
-        .unwrap();
+        let cfg = validate(&raw(&[("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_CA_FILE", ca.to_str().unwrap())])).unwrap();
         assert_eq!(from_file(&render(&cfg), &cfg.config_path).unwrap(), cfg);
     }
 }

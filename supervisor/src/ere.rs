@@ -16,33 +16,17 @@
 //! ranges; unmatched `[`; a trailing backslash; anything else the regex
 //! engine rejects (unbalanced parentheses, too large a repetition).
 
-const CLASSES: &[&str] = &[
-    "alpha", "digit", "alnum", "upper", "lower", "space", "blank", "punct", "print", "graph",
-    "cntrl", "xdigit",
-];
+const CLASSES: &[&str] = &["alpha", "digit", "alnum", "upper", "lower", "space", "blank", "punct", "print", "graph", "cntrl", "xdigit"];
 
 /// Translates and compiles.
 pub fn compile(pattern: &str) -> Result<regex::Regex, String> {
     let translated = translate(pattern)?;
-    regex::RegexBuilder::new(&translated)
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| {
-            format!(
-                "not accepted by the regex engine: {}",
-                first_line(&e.to_string())
-            )
-        })
+    regex::RegexBuilder::new(&translated).size_limit(1 << 20).build().map_err(|e| format!("not accepted by the regex engine: {}", first_line(&e.to_string())))
 }
 
 fn first_line(s: &str) -> String {
     // regex errors are multi-line with a caret diagram; keep the gist.
-    s.lines()
-        .filter(|l| l.starts_with("error:"))
-        .map(|l| l.trim_start_matches("error: "))
-        .next()
-        .unwrap_or(s)
-        .to_string()
+    s.lines().filter(|l| l.starts_with("error:")).map(|l| l.trim_start_matches("error: ")).next().unwrap_or(s).to_string()
 }
 
 enum Item {
@@ -71,9 +55,7 @@ fn bracket(chars: &[char], start: usize) -> Result<(bool, Vec<Item>, usize), Str
         if c == '[' && matches!(chars.get(j + 1), Some(':' | '.' | '=')) {
             let kind = chars[j + 1];
             if kind != ':' {
-                return Err(format!(
-                    "collating elements [{kind} {kind}] and equivalence classes are not supported"
-                ));
+                return Err(format!("collating elements [{kind} {kind}] and equivalence classes are not supported"));
             }
             let rest: String = chars[j + 2..].iter().collect();
             let Some(end) = rest.find(":]") else {
@@ -115,9 +97,7 @@ pub fn translate(pattern: &str) -> Result<String, String> {
                     return Err("ends with a backslash".into());
                 };
                 match n {
-                    '1'..='9' => {
-                        return Err(format!("back-reference \\{n} is not supported (the regex engine has none)"))
-                    }
+                    '1'..='9' => return Err(format!("back-reference \\{n} is not supported (the regex engine has none)")),
                     'b' | 'B' | 'w' | 'W' | 's' | 'S' | '<' | '>' => {
                         out.push('\\');
                         out.push(n)
@@ -144,26 +124,21 @@ pub fn translate(pattern: &str) -> Result<String, String> {
                 }
                 let mut k = 0;
                 while k < items.len() {
-                    let is_range = matches!(items.get(k + 1), Some(Item::Char('-')))
-                        && k + 2 < items.len();
+                    let is_range = matches!(items.get(k + 1), Some(Item::Char('-'))) && k + 2 < items.len();
                     match (&items[k], is_range) {
                         (Item::Char(a), true) => {
                             let Item::Char(b) = &items[k + 2] else {
                                 return Err("a range cannot end with a [: :] class".into());
                             };
                             if a > b {
-                                return Err(format!(
-                                    "invalid range {a}-{b} (its end comes before its start)"
-                                ));
+                                return Err(format!("invalid range {a}-{b} (its end comes before its start)"));
                             }
                             out.push_str(&class_char(*a));
                             out.push('-');
                             out.push_str(&class_char(*b));
                             k += 3;
                         }
-                        (Item::Class(_), true) => {
-                            return Err("a range cannot start with a [: :] class".into())
-                        }
+                        (Item::Class(_), true) => return Err("a range cannot start with a [: :] class".into()),
                         (Item::Char(a), false) => {
                             out.push_str(&class_char(*a));
                             k += 1;
@@ -193,9 +168,7 @@ pub fn translate(pattern: &str) -> Result<String, String> {
             }
             '*' | '+' | '?' => {
                 if at_start {
-                    return Err(format!(
-                        "'{c}' has nothing to repeat here (grep -E would take it literally); write \\{c} for a literal '{c}'"
-                    ));
+                    return Err(format!("'{c}' has nothing to repeat here (grep -E would take it literally); write \\{c} for a literal '{c}'"));
                 }
                 out.push(c);
                 i += 1;
@@ -204,10 +177,8 @@ pub fn translate(pattern: &str) -> Result<String, String> {
                 let rest: String = chars[i + 1..].iter().collect();
                 let interval = rest.find('}').map(|e| &rest[..e]).filter(|body| {
                     let (a, b) = body.split_once(',').unwrap_or((body, "x"));
-                    let digits =
-                        |s: &str| !s.is_empty() && s.bytes().all(|d| d.is_ascii_digit());
-                    (digits(a) && (b == "x" || b.is_empty() || digits(b)))
-                        || (a.is_empty() && digits(b))
+                    let digits = |s: &str| !s.is_empty() && s.bytes().all(|d| d.is_ascii_digit());
+                    (digits(a) && (b == "x" || b.is_empty() || digits(b))) || (a.is_empty() && digits(b))
                 });
                 let Some(body) = interval else {
                     return Err("'{' does not open an interval {n}, {n,}, {n,m} or {,m}; write \\{ for a literal brace".into());
@@ -218,9 +189,7 @@ pub fn translate(pattern: &str) -> Result<String, String> {
                 if let Some((a, b)) = body.split_once(',') {
                     if let (Ok(x), Ok(y)) = (a.parse::<u32>(), b.parse::<u32>()) {
                         if x > y {
-                            return Err(format!(
-                                "invalid interval {{{body}}}: {x} is more than {y}"
-                            ));
+                            return Err(format!("invalid interval {{{body}}}: {x} is more than {y}"));
                         }
                     }
                 }
@@ -257,17 +226,8 @@ fn separators(s: &str) -> Vec<usize> {
     while i < plain.len() {
         match plain[i] {
             '\\' => i += 2,
-            '[' => {
-                i = bracket(&plain, i)
-                    .map(|(_, _, end)| end)
-                    .unwrap_or(plain.len())
-            }
-            '{' => {
-                i = plain[i..]
-                    .iter()
-                    .position(|&c| c == '}')
-                    .map_or(plain.len(), |e| i + e + 1)
-            }
+            '[' => i = bracket(&plain, i).map(|(_, _, end)| end).unwrap_or(plain.len()),
+            '{' => i = plain[i..].iter().position(|&c| c == '}').map_or(plain.len(), |e| i + e + 1),
             ',' => {
                 out.push(chars[i].0);
                 i += 1
@@ -304,10 +264,7 @@ mod tests {
 
     #[test]
     fn split_list_respects_brackets_and_intervals() {
-        assert_eq!(
-            split_list("a,b{1,2},[,],\\,x"),
-            ["a", "b{1,2}", "[,]", "\\,x"]
-        );
+        assert_eq!(split_list("a,b{1,2},[,],\\,x"), ["a", "b{1,2}", "[,]", "\\,x"]);
         assert_eq!(split_list(",,a,"), ["a"]);
         assert!(split_list("").is_empty());
         assert!(has_top_level_comma("a,b") && !has_top_level_comma("[,]{1,2}"));

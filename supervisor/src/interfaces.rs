@@ -58,8 +58,7 @@ pub fn list_in(dir: &Path) -> io::Result<Vec<Interface>> {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        let read =
-            |f: &str| std::fs::read_to_string(entry.path().join(f)).map(|s| s.trim().to_string());
+        let read = |f: &str| std::fs::read_to_string(entry.path().join(f)).map(|s| s.trim().to_string());
         // An interface being deleted makes its sysfs files fail with
         // ENOENT, ENODEV or EINVAL: it is gone, skip it. Only a failure to
         // list the directory itself is an error.
@@ -67,23 +66,11 @@ pub fn list_in(dir: &Path) -> io::Result<Vec<Interface>> {
             (Ok(i), Ok(t), Ok(f)) => (i, t, f),
             _ => continue,
         };
-        let bad = |what: &str, v: &str| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{name}: bad {what} {v:?}"),
-            )
-        };
+        let bad = |what: &str, v: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{name}: bad {what} {v:?}"));
         let ifindex: u32 = ifindex.parse().map_err(|_| bad("ifindex", &ifindex))?;
         let arphrd: u16 = kind.parse().map_err(|_| bad("type", &kind))?;
-        let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16)
-            .map_err(|_| bad("flags", &flags))?;
-        out.push(Interface {
-            name,
-            ifindex,
-            is_loopback: arphrd == ARPHRD_LOOPBACK || flags & IFF_LOOPBACK != 0,
-            arphrd,
-            is_up: flags & IFF_UP != 0,
-        });
+        let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).map_err(|_| bad("flags", &flags))?;
+        out.push(Interface { name, ifindex, is_loopback: arphrd == ARPHRD_LOOPBACK || flags & IFF_LOOPBACK != 0, arphrd, is_up: flags & IFF_UP != 0 });
     }
     out.sort_by_key(|i| i.ifindex);
     Ok(out)
@@ -162,30 +149,18 @@ impl fmt::Display for Explanation {
             parts.push(format!("candidates {}", self.candidates.join(", ")));
         }
         if !self.loopback.is_empty() {
-            parts.push(format!(
-                "loopback is never captured: {}",
-                self.loopback.join(", ")
-            ));
+            parts.push(format!("loopback is never captured: {}", self.loopback.join(", ")));
         }
         if !self.not_included.is_empty() {
             let kept = self.candidates.len() - self.loopback.len() - self.not_included.len();
             parts.push(if kept == 0 {
-                format!(
-                    "include list (NETWORK_DEVICE_INCLUDELIST) kept none of {}",
-                    self.not_included.join(", ")
-                )
+                format!("include list (NETWORK_DEVICE_INCLUDELIST) kept none of {}", self.not_included.join(", "))
             } else {
-                format!(
-                    "include list (NETWORK_DEVICE_INCLUDELIST) left out {}",
-                    self.not_included.join(", ")
-                )
+                format!("include list (NETWORK_DEVICE_INCLUDELIST) left out {}", self.not_included.join(", "))
             });
         }
         if !self.excluded.is_empty() {
-            parts.push(format!(
-                "exclude list (NETWORK_DEVICE_EXCLUDELIST) removed {}",
-                self.excluded.join(", ")
-            ));
+            parts.push(format!("exclude list (NETWORK_DEVICE_EXCLUDELIST) removed {}", self.excluded.join(", ")));
         }
         write!(f, "{}", parts.join("; "))
     }
@@ -208,10 +183,7 @@ pub struct Selection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SelectError {
     /// Listed interfaces that do not exist (NETWORK_DEVICE_ANY=0).
-    Missing {
-        devices: Vec<String>,
-        present: Vec<String>,
-    },
+    Missing { devices: Vec<String>, present: Vec<String> },
     /// `default` listed but no default route (NETWORK_DEVICE_ANY=0).
     NoDefaultRoute,
     /// Nothing left after the rules (NETWORK_DEVICE_ANY=0).
@@ -227,10 +199,9 @@ impl fmt::Display for SelectError {
                 devices.join(", "),
                 if present.is_empty() { "none".to_string() } else { present.join(", ") }
             ),
-            SelectError::NoDefaultRoute => write!(
-                f,
-                "OSSENSOR_NETWORK_DEVICE=\"default\": there is no default route (read /proc/net/route and /proc/net/ipv6_route)"
-            ),
+            SelectError::NoDefaultRoute => {
+                write!(f, "OSSENSOR_NETWORK_DEVICE=\"default\": there is no default route (read /proc/net/route and /proc/net/ipv6_route)")
+            }
             SelectError::NothingLeft(e) => write!(f, "no interface left after the lists: {e}"),
         }
     }
@@ -244,8 +215,7 @@ fn matches_any(patterns: &[Pattern], name: &str) -> bool {
 
 /// True if an interface passes the include and exclude lists.
 fn lists_pass(rules: &DeviceRules, name: &str) -> bool {
-    (rules.include.is_empty() || matches_any(&rules.include, name))
-        && !matches_any(&rules.exclude, name)
+    (rules.include.is_empty() || matches_any(&rules.include, name)) && !matches_any(&rules.exclude, name)
 }
 
 /// Whether an interface (typically one that appeared after start) is to be
@@ -255,19 +225,12 @@ pub fn passes(rules: &DeviceRules, iface: &Interface, default_if: Option<&str>) 
     if iface.is_loopback {
         return false;
     }
-    let listed = rules.explicit.is_empty()
-        || rules.explicit.iter().any(|d| {
-            d == &iface.name || (d == "default" && default_if == Some(iface.name.as_str()))
-        });
+    let listed = rules.explicit.is_empty() || rules.explicit.iter().any(|d| d == &iface.name || (d == "default" && default_if == Some(iface.name.as_str())));
     listed && lists_pass(rules, &iface.name)
 }
 
 /// Chooses the interfaces to capture at start.
-pub fn select(
-    rules: &DeviceRules,
-    present: &[Interface],
-    default_if: Option<&str>,
-) -> Result<Selection, SelectError> {
+pub fn select(rules: &DeviceRules, present: &[Interface], default_if: Option<&str>) -> Result<Selection, SelectError> {
     let mut candidates: Vec<&Interface> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     let mut no_default = false;
@@ -298,16 +261,10 @@ pub fn select(
             return Err(SelectError::NoDefaultRoute);
         }
         if !missing.is_empty() {
-            return Err(SelectError::Missing {
-                devices: missing,
-                present: present.iter().map(|i| i.name.clone()).collect(),
-            });
+            return Err(SelectError::Missing { devices: missing, present: present.iter().map(|i| i.name.clone()).collect() });
         }
     }
-    let mut explanation = Explanation {
-        candidates: candidates.iter().map(|i| i.name.clone()).collect(),
-        ..Default::default()
-    };
+    let mut explanation = Explanation { candidates: candidates.iter().map(|i| i.name.clone()).collect(), ..Default::default() };
     let mut chosen = Vec::new();
     for i in candidates {
         if i.is_loopback {
@@ -327,12 +284,7 @@ pub fn select(
     if chosen.is_empty() && !rules.any {
         return Err(SelectError::NothingLeft(explanation));
     }
-    Ok(Selection {
-        waiting: chosen.is_empty(),
-        chosen,
-        waiting_for,
-        explanation,
-    })
+    Ok(Selection { waiting: chosen.is_empty(), chosen, waiting_for, explanation })
 }
 
 #[cfg(test)]
@@ -342,56 +294,34 @@ mod tests {
 
     fn iface(name: &str, ifindex: u32) -> Interface {
         let lo = name == "lo";
-        Interface {
-            name: name.into(),
-            ifindex,
-            is_loopback: lo,
-            arphrd: if lo { ARPHRD_LOOPBACK } else { 1 },
-            is_up: true,
-        }
+        Interface { name: name.into(), ifindex, is_loopback: lo, arphrd: if lo { ARPHRD_LOOPBACK } else { 1 }, is_up: true }
     }
 
     fn present(names: &[&str]) -> Vec<Interface> {
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| iface(n, i as u32 + 1))
-            .collect()
+        names.iter().enumerate().map(|(i, n)| iface(n, i as u32 + 1)).collect()
     }
 
     /// Rules through the real validation, from variables.
     fn rules(vars: &[(&str, &str)]) -> DeviceRules {
-        let mut v = vec![
-            ("VSENSOR_HOSTNAME", "c"),
-            ("VSENSOR_HMAC_KEY", "k"),
-            ("OSSENSOR_SENSOR_ID", "t"),
-        ];
+        let mut v = vec![("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k"), ("OSSENSOR_SENSOR_ID", "t")];
         v.extend_from_slice(vars);
         validate(&RawConfig::from_vars(v)).unwrap().devices
     }
 
     fn chosen(vars: &[(&str, &str)], names: &[&str], default_if: Option<&str>) -> Vec<String> {
-        select(&rules(vars), &present(names), default_if)
-            .unwrap()
-            .chosen
+        select(&rules(vars), &present(names), default_if).unwrap().chosen
     }
 
     const HOST: &[&str] = &["lo", "eth0", "eth1", "eth7", "veth12", "docker0"];
 
     #[test]
     fn default_is_every_interface_but_loopback() {
-        assert_eq!(
-            chosen(&[], HOST, None),
-            ["eth0", "eth1", "eth7", "veth12", "docker0"]
-        );
+        assert_eq!(chosen(&[], HOST, None), ["eth0", "eth1", "eth7", "veth12", "docker0"]);
     }
 
     #[test]
     fn spec_example_include_eth_exclude_eth7() {
-        let vars = [
-            ("NETWORK_DEVICE_INCLUDELIST", "^eth"),
-            ("NETWORK_DEVICE_EXCLUDELIST", "eth7"),
-        ];
+        let vars = [("NETWORK_DEVICE_INCLUDELIST", "^eth"), ("NETWORK_DEVICE_EXCLUDELIST", "eth7")];
         let s = select(&rules(&vars), &present(HOST), None).unwrap();
         assert_eq!(s.chosen, ["eth0", "eth1"]);
         assert_eq!(s.explanation.excluded, ["eth7"]);
@@ -401,10 +331,7 @@ mod tests {
 
     #[test]
     fn old_names_apply_when_new_ones_are_unset() {
-        let vars = [
-            ("NETWORK_DEVICE_WHITELIST", "^eth"),
-            ("NETWORK_DEVICE_BLACKLIST", "eth7"),
-        ];
+        let vars = [("NETWORK_DEVICE_WHITELIST", "^eth"), ("NETWORK_DEVICE_BLACKLIST", "eth7")];
         assert_eq!(chosen(&vars, HOST, None), ["eth0", "eth1"]);
         // New names win over old ones.
         let vars = [
@@ -415,118 +342,48 @@ mod tests {
         ];
         assert_eq!(chosen(&vars, HOST, None), ["veth12"]);
         // An empty new name counts as unset.
-        let vars = [
-            ("NETWORK_DEVICE_INCLUDELIST", ""),
-            ("NETWORK_DEVICE_WHITELIST", "^docker"),
-        ];
+        let vars = [("NETWORK_DEVICE_INCLUDELIST", ""), ("NETWORK_DEVICE_WHITELIST", "^docker")];
         assert_eq!(chosen(&vars, HOST, None), ["docker0"]);
     }
 
     #[test]
     fn include_any_of_several_patterns() {
         // Unanchored, like grep -E: "eth1" also matches veth12.
-        assert_eq!(
-            chosen(
-                &[("NETWORK_DEVICE_INCLUDELIST", "eth1 ^docker")],
-                HOST,
-                None
-            ),
-            ["eth1", "veth12", "docker0"]
-        );
-        assert_eq!(
-            chosen(
-                &[("NETWORK_DEVICE_INCLUDELIST", "^eth1$ ^docker")],
-                HOST,
-                None
-            ),
-            ["eth1", "docker0"]
-        );
-        assert_eq!(
-            chosen(&[("NETWORK_DEVICE_EXCLUDELIST", "^eth  veth")], HOST, None),
-            ["docker0"]
-        );
+        assert_eq!(chosen(&[("NETWORK_DEVICE_INCLUDELIST", "eth1 ^docker")], HOST, None), ["eth1", "veth12", "docker0"]);
+        assert_eq!(chosen(&[("NETWORK_DEVICE_INCLUDELIST", "^eth1$ ^docker")], HOST, None), ["eth1", "docker0"]);
+        assert_eq!(chosen(&[("NETWORK_DEVICE_EXCLUDELIST", "^eth  veth")], HOST, None), ["docker0"]);
     }
 
     #[test]
     fn explicit_list_captures_exactly_those() {
-        assert_eq!(
-            chosen(&[("OSSENSOR_NETWORK_DEVICE", "eth1, eth0")], HOST, None),
-            ["eth1", "eth0"]
-        );
-        assert_eq!(
-            chosen(&[("OSSENSOR_NETWORK_DEVICE", "eth1 eth1,eth1")], HOST, None),
-            ["eth1"]
-        );
+        assert_eq!(chosen(&[("OSSENSOR_NETWORK_DEVICE", "eth1, eth0")], HOST, None), ["eth1", "eth0"]);
+        assert_eq!(chosen(&[("OSSENSOR_NETWORK_DEVICE", "eth1 eth1,eth1")], HOST, None), ["eth1"]);
     }
 
     #[test]
     fn default_means_the_default_route_interface() {
-        assert_eq!(
-            chosen(
-                &[("OSSENSOR_NETWORK_DEVICE", "default")],
-                HOST,
-                Some("eth7")
-            ),
-            ["eth7"]
-        );
-        assert_eq!(
-            chosen(
-                &[("OSSENSOR_NETWORK_DEVICE", "default,eth7")],
-                HOST,
-                Some("eth7")
-            ),
-            ["eth7"]
-        );
-        let e = select(
-            &rules(&[("OSSENSOR_NETWORK_DEVICE", "default")]),
-            &present(HOST),
-            None,
-        )
-        .unwrap_err();
+        assert_eq!(chosen(&[("OSSENSOR_NETWORK_DEVICE", "default")], HOST, Some("eth7")), ["eth7"]);
+        assert_eq!(chosen(&[("OSSENSOR_NETWORK_DEVICE", "default,eth7")], HOST, Some("eth7")), ["eth7"]);
+        let e = select(&rules(&[("OSSENSOR_NETWORK_DEVICE", "default")]), &present(HOST), None).unwrap_err();
         assert_eq!(e, SelectError::NoDefaultRoute);
-        assert!(
-            e.to_string()
-                .contains("OSSENSOR_NETWORK_DEVICE=\"default\""),
-            "{e}"
-        );
+        assert!(e.to_string().contains("OSSENSOR_NETWORK_DEVICE=\"default\""), "{e}");
         // With ANY=1 the default route is waited for.
-        let s = select(
-            &rules(&[
-                ("OSSENSOR_NETWORK_DEVICE", "default"),
-                ("NETWORK_DEVICE_ANY", "1"),
-            ]),
-            &present(HOST),
-            None,
-        )
-        .unwrap();
+        let s = select(&rules(&[("OSSENSOR_NETWORK_DEVICE", "default"), ("NETWORK_DEVICE_ANY", "1")]), &present(HOST), None).unwrap();
         assert!(s.waiting && s.chosen.is_empty());
         assert_eq!(s.waiting_for, ["default"]);
     }
 
     #[test]
     fn missing_listed_device_is_an_error_naming_it() {
-        let e = select(
-            &rules(&[("OSSENSOR_NETWORK_DEVICE", "eth0,eth9")]),
-            &present(HOST),
-            None,
-        )
-        .unwrap_err();
+        let e = select(&rules(&[("OSSENSOR_NETWORK_DEVICE", "eth0,eth9")]), &present(HOST), None).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            msg.contains("OSSENSOR_NETWORK_DEVICE")
-                && msg.contains("eth9")
-                && !msg.contains("eth9,"),
-            "{msg}"
-        );
+        assert!(msg.contains("OSSENSOR_NETWORK_DEVICE") && msg.contains("eth9") && !msg.contains("eth9,"), "{msg}");
         assert!(matches!(e, SelectError::Missing { ref devices, .. } if devices == &["eth9"]));
     }
 
     #[test]
     fn missing_listed_device_is_waited_for_with_any() {
-        let r = rules(&[
-            ("OSSENSOR_NETWORK_DEVICE", "eth0,eth9"),
-            ("NETWORK_DEVICE_ANY", "1"),
-        ]);
+        let r = rules(&[("OSSENSOR_NETWORK_DEVICE", "eth0,eth9"), ("NETWORK_DEVICE_ANY", "1")]);
         let s = select(&r, &present(HOST), None).unwrap();
         assert_eq!(s.chosen, ["eth0"]);
         assert!(!s.waiting);
@@ -538,56 +395,21 @@ mod tests {
 
     #[test]
     fn loopback_is_never_captured_even_when_listed() {
-        assert_eq!(
-            chosen(&[("OSSENSOR_NETWORK_DEVICE", "lo eth0")], HOST, None),
-            ["eth0"]
-        );
-        let e = select(
-            &rules(&[("OSSENSOR_NETWORK_DEVICE", "lo")]),
-            &present(HOST),
-            None,
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string().contains("loopback is never captured: lo"),
-            "{e}"
-        );
+        assert_eq!(chosen(&[("OSSENSOR_NETWORK_DEVICE", "lo eth0")], HOST, None), ["eth0"]);
+        let e = select(&rules(&[("OSSENSOR_NETWORK_DEVICE", "lo")]), &present(HOST), None).unwrap_err();
+        assert!(e.to_string().contains("loopback is never captured: lo"), "{e}");
         // Loopback by flag/type, whatever its name.
         let mut odd = present(&["eth0"]);
-        odd.push(Interface {
-            name: "lo2".into(),
-            ifindex: 9,
-            is_loopback: true,
-            arphrd: ARPHRD_LOOPBACK,
-            is_up: true,
-        });
+        odd.push(Interface { name: "lo2".into(), ifindex: 9, is_loopback: true, arphrd: ARPHRD_LOOPBACK, is_up: true });
         assert_eq!(select(&rules(&[]), &odd, None).unwrap().chosen, ["eth0"]);
         assert!(!passes(&rules(&[]), &odd[1], None));
     }
 
     #[test]
     fn exclude_wins_over_explicit_and_include() {
-        let e = select(
-            &rules(&[
-                ("OSSENSOR_NETWORK_DEVICE", "eth0"),
-                ("NETWORK_DEVICE_EXCLUDELIST", "eth0"),
-            ]),
-            &present(HOST),
-            None,
-        )
-        .unwrap_err();
+        let e = select(&rules(&[("OSSENSOR_NETWORK_DEVICE", "eth0"), ("NETWORK_DEVICE_EXCLUDELIST", "eth0")]), &present(HOST), None).unwrap_err();
         assert_eq!(e.to_string(), "no interface left after the lists: candidates eth0; exclude list (NETWORK_DEVICE_EXCLUDELIST) removed eth0");
-        assert_eq!(
-            chosen(
-                &[
-                    ("NETWORK_DEVICE_INCLUDELIST", "eth"),
-                    ("NETWORK_DEVICE_EXCLUDELIST", "^v")
-                ],
-                HOST,
-                None
-            ),
-            ["eth0", "eth1", "eth7"]
-        );
+        assert_eq!(chosen(&[("NETWORK_DEVICE_INCLUDELIST", "eth"), ("NETWORK_DEVICE_EXCLUDELIST", "^v")], HOST, None), ["eth0", "eth1", "eth7"]);
     }
 
     #[test]
@@ -599,31 +421,17 @@ mod tests {
             "no interface left after the lists: candidates lo, eth0, eth1; loopback is never captured: lo; \
              include list (NETWORK_DEVICE_INCLUDELIST) kept none of eth0, eth1"
         );
-        let vars = [
-            ("NETWORK_DEVICE_INCLUDELIST", "^eth"),
-            ("NETWORK_DEVICE_EXCLUDELIST", "eth"),
-        ];
-        let e = select(&rules(&vars), &present(&["eth0", "veth1"]), None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("left out veth1")
-                && e.contains("exclude list (NETWORK_DEVICE_EXCLUDELIST) removed eth0"),
-            "{e}"
-        );
+        let vars = [("NETWORK_DEVICE_INCLUDELIST", "^eth"), ("NETWORK_DEVICE_EXCLUDELIST", "eth")];
+        let e = select(&rules(&vars), &present(&["eth0", "veth1"]), None).unwrap_err().to_string();
+        assert!(e.contains("left out veth1") && e.contains("exclude list (NETWORK_DEVICE_EXCLUDELIST) removed eth0"), "{e}");
         // No interface at all.
-        let e = select(&rules(&[]), &present(&["lo"]), None)
-            .unwrap_err()
-            .to_string();
+        let e = select(&rules(&[]), &present(&["lo"]), None).unwrap_err().to_string();
         assert!(e.contains("loopback is never captured: lo"), "{e}");
     }
 
     #[test]
     fn nothing_left_with_any_waits() {
-        let r = rules(&[
-            ("NETWORK_DEVICE_INCLUDELIST", "^veth"),
-            ("NETWORK_DEVICE_ANY", "1"),
-        ]);
+        let r = rules(&[("NETWORK_DEVICE_INCLUDELIST", "^veth"), ("NETWORK_DEVICE_ANY", "1")]);
         let s = select(&r, &present(&["lo", "eth0"]), None).unwrap();
         assert!(s.waiting && s.chosen.is_empty() && s.waiting_for.is_empty());
         assert!(passes(&r, &iface("veth3", 9), None));
@@ -634,10 +442,7 @@ mod tests {
 
     #[test]
     fn passes_applies_the_lists() {
-        let r = rules(&[
-            ("NETWORK_DEVICE_INCLUDELIST", "^(veth|cali)"),
-            ("NETWORK_DEVICE_EXCLUDELIST", "veth0$"),
-        ]);
+        let r = rules(&[("NETWORK_DEVICE_INCLUDELIST", "^(veth|cali)"), ("NETWORK_DEVICE_EXCLUDELIST", "veth0$")]);
         assert!(passes(&r, &iface("veth1", 5), None));
         assert!(passes(&r, &iface("cali9", 5), None));
         assert!(!passes(&r, &iface("veth0", 5), None));
@@ -647,8 +452,7 @@ mod tests {
         assert!(!passes(&r, &iface("eth3", 5), Some("eth0")));
     }
 
-    const ROUTE: &str =
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+    const ROUTE: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
         eth0\t0012A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n\
         eth1\t00000000\t0100A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n\
         wlan0\t00000000\t0101A8C0\t0003\t0\t0\t200\t00000000\t0\t0\t0\n\
@@ -662,19 +466,13 @@ mod tests {
     #[test]
     fn default_route_lowest_metric_ipv4_first() {
         // eth2's route is not up; wlan0 has the lowest metric of the rest.
-        assert_eq!(
-            default_route_interface(ROUTE, ROUTE6).as_deref(),
-            Some("wlan0")
-        );
+        assert_eq!(default_route_interface(ROUTE, ROUTE6).as_deref(), Some("wlan0"));
     }
 
     #[test]
     fn default_route_falls_back_to_ipv6_and_skips_reject_on_lo() {
         let header_only = ROUTE.lines().next().unwrap();
-        assert_eq!(
-            default_route_interface(header_only, ROUTE6).as_deref(),
-            Some("eth6")
-        );
+        assert_eq!(default_route_interface(header_only, ROUTE6).as_deref(), Some("eth6"));
         let only_lo = ROUTE6.lines().last().unwrap();
         assert_eq!(default_route_interface(header_only, only_lo), None);
         assert_eq!(default_route_interface("", ""), None);
@@ -704,27 +502,9 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Interface {
-                    name: "lo".into(),
-                    ifindex: 1,
-                    is_loopback: true,
-                    arphrd: 772,
-                    is_up: true,
-                },
-                Interface {
-                    name: "eth0".into(),
-                    ifindex: 2,
-                    is_loopback: false,
-                    arphrd: 1,
-                    is_up: true,
-                },
-                Interface {
-                    name: "weird".into(),
-                    ifindex: 3,
-                    is_loopback: true,
-                    arphrd: 1,
-                    is_up: false,
-                },
+                Interface { name: "lo".into(), ifindex: 1, is_loopback: true, arphrd: 772, is_up: true },
+                Interface { name: "eth0".into(), ifindex: 2, is_loopback: false, arphrd: 1, is_up: true },
+                Interface { name: "weird".into(), ifindex: 3, is_loopback: true, arphrd: 1, is_up: false },
             ]
         );
     }

@@ -17,11 +17,11 @@
 
 pub mod action_key;
 pub mod cfgfile;
+pub mod children;
 pub mod config;
 pub mod envfile;
 pub mod ere;
 pub mod interfaces;
-pub mod children;
 pub mod netlink;
 pub mod privileges;
 pub mod restart;

@@ -594,13 +594,8 @@ pub const VARIABLES: &[Variable] = &[
         secret: false,
         set: |v, c| {
             let p = path(v, false)?;
-            let check = std::fs::metadata(&p).and_then(|m| {
-                if m.is_dir() {
-                    Err(std::io::Error::other("is a directory"))
-                } else {
-                    std::fs::File::open(&p).map(drop)
-                }
-            });
+            let check =
+                std::fs::metadata(&p).and_then(|m| if m.is_dir() { Err(std::io::Error::other("is a directory")) } else { std::fs::File::open(&p).map(drop) });
             c.ca_file = Some(p);
             check.map_err(|e| format!("cannot read the CA file: {e}").into())
         },
@@ -949,10 +944,7 @@ pub(crate) fn compression_name(c: Option<i32>) -> String {
 }
 
 fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && !h.starts_with(['-', '.'])
-        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+    !h.is_empty() && h.len() <= 253 && !h.starts_with(['-', '.']) && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
 /// Linux's `dev_valid_name`: 1..=15 bytes, not `.`/`..`, no `/`, `:` or
