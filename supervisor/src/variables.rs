@@ -692,6 +692,42 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 }
 
 // ---------------------------------------------------------------------------
+// docs/configuration.md
+
+/// The markdown table of the reference sensor's variables (`reference`) or
+/// of this sensor's extensions, as docs/configuration.md shows it between
+/// its `generated` markers.
+pub fn doc_table(reference: bool) -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut out = String::from("| variable | default | accepted | refused with | config file key |\n|---|---|---|---|---|\n");
+    for var in VARIABLES.iter().filter(|v| v.reference == reference) {
+        let mut name = format!("`{}`", var.name);
+        if let Some(old) = var.old_name {
+            name.push_str(&format!(" (old name `{old}`: read only when `{}` is unset or empty; its errors then name `{old}`)", var.name));
+        }
+        let default = match var.unset {
+            Unset::Required(_) => "**required**".to_string(),
+            Unset::Value(v) => format!("`{v}`"),
+            Unset::Derived(doc, _) | Unset::Nothing(doc) => doc.to_string(),
+        };
+        let mut accepted = var.accepted.to_string();
+        if var.secret {
+            accepted.push_str("; secret: never shown in errors or logs (`<redacted>` in the summary)");
+        }
+        let key = match var.key {
+            Key::None => "none (with `-c FILE`, FILE)".to_string(),
+            Key::Plain(k) | Key::Devices(k) => format!("`{k}`"),
+            Key::Patterns(k) => format!("`{k}` (comma-separated)"),
+            Key::Host(k) => format!("`{k}` (`HOST:PORT`)"),
+            Key::Port(k) => format!("`{k}` (`HOST:PORT`)"),
+            Key::Any(k) => format!("`{k}` (`,any`)"),
+        };
+        out.push_str(&format!("| {} | {} | {} | {} | {} |\n", cell(&name), cell(&default), cell(&accepted), cell(var.refused), cell(&key)));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
 // The validated configuration
 
 /// The HMAC key. Debug and Display print `<redacted>`; use [`Secret::expose`]
@@ -1004,6 +1040,76 @@ mod tests {
             (var.set)(&(var.text)(&c), &mut again).unwrap();
             assert_eq!(again, c, "{}", var.name);
         }
+    }
+
+    /// The markers around each generated table in docs/configuration.md.
+    fn markers(reference: bool) -> (String, String) {
+        let which = if reference { "reference" } else { "extensions" };
+        (format!("<!-- generated: {which} (supervisor/src/variables.rs) -->\n"), format!("<!-- end of generated: {which} -->\n"))
+    }
+
+    /// docs/configuration.md with its generated tables as the declarations
+    /// render them now.
+    fn docs_as_declared(text: &str) -> String {
+        let mut text = text.to_string();
+        for reference in [true, false] {
+            let (begin, end) = markers(reference);
+            let from = text.find(&begin).unwrap_or_else(|| panic!("docs/configuration.md has no line {begin:?}")) + begin.len();
+            let to = from + text[from..].find(&end).unwrap_or_else(|| panic!("docs/configuration.md has no line {end:?}"));
+            text.replace_range(from..to, &doc_table(reference));
+        }
+        text
+    }
+
+    /// A line diff (longest common subsequence) of two short texts.
+    fn diff(old: &str, new: &str) -> String {
+        let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+        let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+        for i in (0..a.len()).rev() {
+            for j in (0..b.len()).rev() {
+                lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            }
+        }
+        let (mut i, mut j, mut out) = (0, 0, String::new());
+        while i < a.len() || j < b.len() {
+            if i < a.len() && j < b.len() && a[i] == b[j] {
+                (i, j) = (i + 1, j + 1);
+            } else if j < b.len() && (i == a.len() || lcs[i][j + 1] > lcs[i + 1][j]) {
+                out.push_str(&format!("+{}\n", b[j]));
+                j += 1;
+            } else {
+                out.push_str(&format!("-{}\n", a[i]));
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// The variables tables of docs/configuration.md are what the
+    /// declarations render. `UPDATE_CONFIG_DOC=1` rewrites them.
+    #[test]
+    fn docs_configuration_md_tables_match_the_declarations() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let want = docs_as_declared(&text);
+        if text == want {
+            return;
+        }
+        if std::env::var_os("UPDATE_CONFIG_DOC").is_some() {
+            std::fs::write(&path, &want).unwrap();
+            return;
+        }
+        panic!(
+            "docs/configuration.md differs from the declarations in supervisor/src/variables.rs (- the file, + the declarations):\n{}\n\
+             Regenerate its tables with:\n    UPDATE_CONFIG_DOC=1 cargo test -p ossensor-supervisor docs_configuration_md_tables\n",
+            diff(&text, &want)
+        );
+    }
+
+    #[test]
+    fn the_diff_shows_changed_lines() {
+        assert_eq!(diff("a\nb\nc\n", "a\nx\nc\nd\n"), "-b\n+x\n+d\n");
+        assert_eq!(diff("same\n", "same\n"), "");
     }
 
     #[test]
