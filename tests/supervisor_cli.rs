@@ -77,10 +77,7 @@ fn every_bad_value_stops_start_up_naming_variable_and_value() {
         let text = refused(&ns, &env_with(&base, &[(var, value)], &[]), &[]);
         // The old list names are reported under the name the user set.
         assert!(text.contains(var), "{var}={value:?}: message does not name the variable:\n{text}");
-        assert!(
-            text.contains(value) || text.contains(&format!("{value:?}")),
-            "{var}={value:?}: message does not show the value:\n{text}"
-        );
+        assert!(text.contains(value) || text.contains(&format!("{value:?}")), "{var}={value:?}: message does not show the value:\n{text}");
     }
     assert!(!dir.join("gen.cfg").exists(), "no config file is written for a refused configuration");
     let nothing = refused(&ns, &env_with(&base, &[("NETWORK_DEVICE_INCLUDELIST", "^zzz")], &[]), &[]);
@@ -98,10 +95,7 @@ fn env_file_follows_docker_rules_and_the_generated_file_runs_with_dash_c() {
     let env_file = dir.join("sensor.env");
     std::fs::write(
         &env_file,
-        format!(
-            "# a comment\n\n  VSENSOR_HOSTNAME=127.0.0.1\nVSENSOR_PORT={}\nVSENSOR_HMAC_KEY={KEY}\nOSSENSOR_DEBUG=3\nBPF=udp or tcp\n",
-            collector.port
-        ),
+        format!("# a comment\n\n  VSENSOR_HOSTNAME=127.0.0.1\nVSENSOR_PORT={}\nVSENSOR_HMAC_KEY={KEY}\nOSSENSOR_DEBUG=3\nBPF=udp or tcp\n", collector.port),
     )
     .unwrap();
     // The process environment wins over the file.
@@ -319,11 +313,7 @@ fn security_events_reach_a_real_syslog_daemon_from_every_process() {
     )
     .unwrap();
     let pidfile = dir.join("rsyslogd.pid");
-    let mut rsyslogd = spawn_logged(
-        command("rsyslogd").args(["-n", "-f"]).arg(&conf).arg("-i").arg(&pidfile),
-        dir.join("rsyslogd.log"),
-    )
-    .unwrap();
+    let mut rsyslogd = spawn_logged(command("rsyslogd").args(["-n", "-f"]).arg(&conf).arg("-i").arg(&pidfile), dir.join("rsyslogd.log")).unwrap();
     wait_until("rsyslogd's socket", Duration::from_secs(10), || sock_path.exists().then_some(())).unwrap();
 
     let mut env = base_env(&collector, dir.path());

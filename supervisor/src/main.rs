@@ -4,8 +4,8 @@
 //! dies, follows interfaces as they come and go, and stops everything in
 //! order on SIGTERM.
 
-use ossensor_shared::log::{self as slog, audit, AuditSeverity, BASIC};
 use ossensor_shared::log;
+use ossensor_shared::log::{self as slog, audit, AuditSeverity, BASIC};
 use ossensor_supervisor::config::{self, Config, Source};
 use ossensor_supervisor::privileges::{self, Identity, Role};
 use ossensor_supervisor::supervise::Supervisor;
