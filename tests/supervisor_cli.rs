@@ -84,6 +84,61 @@ fn every_bad_value_stops_start_up_naming_variable_and_value() {
     assert!(nothing.contains("include list"), "says which list removed what: {nothing}");
 }
 
+/// Runs the supervisor to completion with `env`; its exit code and what it
+/// printed (stderr then stdout).
+fn exit_code_and_output(ns: &Netns, env: &[(String, String)], args: &[&str]) -> (Option<i32>, String) {
+    let out = run_unchecked(&mut sensor_command(ns, env, args), Duration::from_secs(20)).unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(!text.contains("started capture-worker") && !text.contains("started uplink"), "a child started:\n{text}");
+    (out.status.code(), text)
+}
+
+/// What the interfaces present refuse is a configuration error like any
+/// other: exit status 2 before anything starts, the message naming the
+/// variable as the user set it (the old name too) and its value.
+#[test]
+fn interface_and_user_errors_exit_2_naming_the_variable_and_value() {
+    let prefix = unique_prefix();
+    let ns = Netns::new(&prefix, "exit2").unwrap();
+    let dir = TestDir::new("exit2");
+    veth_pair(&ns, "v0", "198.18.22.1/24", &ns, "v1", "198.18.22.2/24").unwrap(); // no default route
+    let base: Vec<(String, String)> = [
+        ("VSENSOR_HOSTNAME", "127.0.0.1"),
+        ("VSENSOR_HMAC_KEY", KEY),
+        ("OSSENSOR_CONFIG_PATH", dir.join("gen.cfg").to_str().unwrap()),
+        ("OSSENSOR_RUNTIME_DIR", dir.join("run").to_str().unwrap()),
+        ("OSSENSOR_STATE_DIR", dir.join("state").to_str().unwrap()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    // (variables set, what the message says)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (&[("OSSENSOR_NETWORK_DEVICE", "v0,nosuch9")], &["OSSENSOR_NETWORK_DEVICE=\"v0,nosuch9\": no such interface: nosuch9"]),
+        (&[("OSSENSOR_NETWORK_DEVICE", "default")], &["OSSENSOR_NETWORK_DEVICE=\"default\": there is no default route"]),
+        (
+            &[("NETWORK_DEVICE_INCLUDELIST", "^zzz")],
+            &["NETWORK_DEVICE_INCLUDELIST=\"^zzz\": no interface left", "include list (NETWORK_DEVICE_INCLUDELIST) kept none"],
+        ),
+        (&[("NETWORK_DEVICE_BLACKLIST", "^v")], &["NETWORK_DEVICE_BLACKLIST=\"^v\": no interface left", "exclude list (NETWORK_DEVICE_BLACKLIST) removed "]),
+        (
+            &[("NETWORK_DEVICE_WHITELIST", "0$"), ("NETWORK_DEVICE_EXCLUDELIST", "v")],
+            &["NETWORK_DEVICE_EXCLUDELIST=\"v\"", "(NETWORK_DEVICE_WHITELIST) left out"],
+        ),
+        (&[("OSSENSOR_USER", "no-such-user-here")], &["OSSENSOR_USER=\"no-such-user-here\": no such user"]),
+    ];
+    for (set, want) in cases {
+        let (code, text) = exit_code_and_output(&ns, &env_with(&base, set, &[]), &[]);
+        assert_eq!(code, Some(2), "{set:?}: exit status\n{text}");
+        for w in *want {
+            assert!(text.contains(w), "{set:?}: no {w:?} in\n{text}");
+        }
+        assert!(!text.contains(KEY), "the key leaked");
+    }
+    assert!(!dir.join("gen.cfg").exists(), "no config file is written for a refused configuration");
+}
+
 #[test]
 fn env_file_follows_docker_rules_and_the_generated_file_runs_with_dash_c() {
     let prefix = unique_prefix();

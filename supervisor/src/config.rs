@@ -287,6 +287,17 @@ impl RawConfig {
     }
 }
 
+impl RawConfig {
+    /// A configuration error about the variable `name` found after
+    /// validation (when the interfaces or the user are looked up): it names
+    /// the variable as the user gave it (the old name too) and its value.
+    pub fn refuse(&self, name: &str, message: impl Into<String>) -> ConfigError {
+        let var = variables::variable(name).unwrap_or_else(|| panic!("{name} is not declared"));
+        let (name, value) = self.given(var).map_or((var.name, None), |(n, v)| (n, Some(v)));
+        ConfigError { problems: vec![self.problem(name, value.filter(|_| !var.secret), message)] }
+    }
+}
+
 /// Stage 2: checks every variable, returns the configuration or every
 /// problem found.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {

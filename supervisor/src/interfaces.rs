@@ -23,7 +23,8 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
-use crate::variables::{DeviceRules, Pattern};
+use crate::config::{ConfigError, RawConfig};
+use crate::variables::{self, DeviceRules, Pattern};
 
 /// ARPHRD_LOOPBACK.
 pub const ARPHRD_LOOPBACK: u16 = 772;
@@ -142,6 +143,28 @@ pub struct Explanation {
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(INCLUDE, EXCLUDE))
+    }
+}
+
+const DEVICES: &str = "OSSENSOR_NETWORK_DEVICE";
+const INCLUDE: &str = "NETWORK_DEVICE_INCLUDELIST";
+const EXCLUDE: &str = "NETWORK_DEVICE_EXCLUDELIST";
+
+/// The name a list was given under (its old name, if that is what the user
+/// set; the current name if unset).
+fn given_name(raw: &RawConfig, name: &str) -> &'static str {
+    let var = variables::variable(name).unwrap_or_else(|| panic!("{name} is not declared"));
+    raw.given(var).map_or(var.name, |(n, _)| n)
+}
+
+impl Explanation {
+    /// What each rule removed, naming the lists as the user set them.
+    pub fn explain(&self, raw: &RawConfig) -> String {
+        self.describe(given_name(raw, INCLUDE), given_name(raw, EXCLUDE))
+    }
+
+    fn describe(&self, include: &str, exclude: &str) -> String {
         let mut parts = Vec::new();
         if self.candidates.is_empty() {
             parts.push("no candidate interface".to_string());
@@ -154,15 +177,15 @@ impl fmt::Display for Explanation {
         if !self.not_included.is_empty() {
             let kept = self.candidates.len() - self.loopback.len() - self.not_included.len();
             parts.push(if kept == 0 {
-                format!("include list (NETWORK_DEVICE_INCLUDELIST) kept none of {}", self.not_included.join(", "))
+                format!("include list ({include}) kept none of {}", self.not_included.join(", "))
             } else {
-                format!("include list (NETWORK_DEVICE_INCLUDELIST) left out {}", self.not_included.join(", "))
+                format!("include list ({include}) left out {}", self.not_included.join(", "))
             });
         }
         if !self.excluded.is_empty() {
-            parts.push(format!("exclude list (NETWORK_DEVICE_EXCLUDELIST) removed {}", self.excluded.join(", ")));
+            parts.push(format!("exclude list ({exclude}) removed {}", self.excluded.join(", ")));
         }
-        write!(f, "{}", parts.join("; "))
+        parts.join("; ")
     }
 }
 
@@ -208,6 +231,38 @@ impl fmt::Display for SelectError {
 }
 
 impl std::error::Error for SelectError {}
+
+impl SelectError {
+    /// As a configuration error (exit status 2, like every other): it names
+    /// the variable that refused the start as the user set it (the old name
+    /// too), with its value — OSSENSOR_NETWORK_DEVICE for a missing
+    /// interface or default route; for nothing left, the list that removed
+    /// the last candidates (the exclude list, else the include list, else
+    /// OSSENSOR_NETWORK_DEVICE) — and, under `-c FILE`, the file and key.
+    pub fn to_config_error(&self, raw: &RawConfig) -> ConfigError {
+        match self {
+            SelectError::Missing { devices, present } => raw.refuse(
+                DEVICES,
+                format!(
+                    "no such interface: {} (present: {}); set NETWORK_DEVICE_ANY=1 to wait for it",
+                    devices.join(", "),
+                    if present.is_empty() { "none".to_string() } else { present.join(", ") }
+                ),
+            ),
+            SelectError::NoDefaultRoute => raw.refuse(DEVICES, "there is no default route (read /proc/net/route and /proc/net/ipv6_route)"),
+            SelectError::NothingLeft(e) => {
+                let var = if !e.excluded.is_empty() {
+                    EXCLUDE
+                } else if !e.not_included.is_empty() {
+                    INCLUDE
+                } else {
+                    DEVICES
+                };
+                raw.refuse(var, format!("no interface left after the lists: {}", e.explain(raw)))
+            }
+        }
+    }
+}
 
 fn matches_any(patterns: &[Pattern], name: &str) -> bool {
     patterns.iter().any(|p| p.is_match(name))
@@ -427,6 +482,58 @@ mod tests {
         // No interface at all.
         let e = select(&rules(&[]), &present(&["lo"]), None).unwrap_err().to_string();
         assert!(e.contains("loopback is never captured: lo"), "{e}");
+    }
+
+    /// A refused selection as the user sees it (exit status 2): the
+    /// variable as they set it, its value, the config file's key under -c.
+    #[test]
+    fn select_errors_name_the_variable_as_given_and_its_value() {
+        let refused = |raw: RawConfig, names: &[&str]| {
+            let rules = validate(&raw).unwrap().devices;
+            select(&rules, &present(names), None).unwrap_err().to_config_error(&raw).to_string()
+        };
+        let env = |vars: &[(&'static str, &'static str)]| {
+            let mut v = vec![("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k"), ("OSSENSOR_SENSOR_ID", "t")];
+            v.extend_from_slice(vars);
+            RawConfig::from_vars(v)
+        };
+        assert_eq!(
+            refused(env(&[("OSSENSOR_NETWORK_DEVICE", "eth0, eth9")]), HOST),
+            "OSSENSOR_NETWORK_DEVICE=\"eth0, eth9\": no such interface: eth9 (present: lo, eth0, eth1, eth7, veth12, docker0); \
+             set NETWORK_DEVICE_ANY=1 to wait for it"
+        );
+        assert_eq!(
+            refused(env(&[("OSSENSOR_NETWORK_DEVICE", "default")]), HOST),
+            "OSSENSOR_NETWORK_DEVICE=\"default\": there is no default route (read /proc/net/route and /proc/net/ipv6_route)"
+        );
+        assert_eq!(
+            refused(env(&[("NETWORK_DEVICE_WHITELIST", "^wlan")]), &["lo", "eth0"]),
+            "NETWORK_DEVICE_WHITELIST=\"^wlan\": no interface left after the lists: candidates lo, eth0; loopback is never captured: lo; \
+             include list (NETWORK_DEVICE_WHITELIST) kept none of eth0"
+        );
+        assert_eq!(
+            refused(env(&[("NETWORK_DEVICE_WHITELIST", "^eth"), ("NETWORK_DEVICE_EXCLUDELIST", "eth")]), HOST),
+            "NETWORK_DEVICE_EXCLUDELIST=\"eth\": no interface left after the lists: candidates lo, eth0, eth1, eth7, veth12, docker0; \
+             loopback is never captured: lo; include list (NETWORK_DEVICE_WHITELIST) left out veth12, docker0; \
+             exclude list (NETWORK_DEVICE_EXCLUDELIST) removed eth0, eth1, eth7"
+        );
+        assert_eq!(
+            refused(env(&[("OSSENSOR_NETWORK_DEVICE", "lo")]), HOST),
+            "OSSENSOR_NETWORK_DEVICE=\"lo\": no interface left after the lists: candidates lo; loopback is never captured: lo"
+        );
+        assert_eq!(refused(env(&[]), &["lo"]), "OSSENSOR_NETWORK_DEVICE: no interface left after the lists: candidates lo; loopback is never captured: lo");
+        // Under -c: the file, the key and the variable.
+        let raw = RawConfig {
+            origin: crate::config::Origin::ConfigFile("/etc/x.cfg".into()),
+            vars: [("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k"), ("OSSENSOR_SENSOR_ID", "t"), ("NETWORK_DEVICE_EXCLUDELIST", ".")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            warnings: vec![],
+        };
+        assert!(
+            refused(raw, HOST).starts_with("/etc/x.cfg: blacklist_device=\".\" (NETWORK_DEVICE_EXCLUDELIST): no interface left after the lists: candidates"),
+        );
     }
 
     #[test]

@@ -527,8 +527,8 @@ pub const VARIABLES: &[Variable] = &[
         text: |c| c.user.clone().unwrap_or_default(),
         summary: Summary::Or("user", "(default)"),
         accepted: "user name matching `[a-z_][a-z0-9_-]*` (at most 32) or a numeric uid (not 4294967295): the user the children run as",
-        refused: "anything else (`Root`, `1abc`, `a b`); at start, a user that does not exist or is root: `OSSENSOR_USER=\"…\": no such \
-                  user` / `the children must not run as root`",
+        refused: "anything else (`Root`, `1abc`, `a b`); at start (exit status 2), a user that does not exist or is root: `OSSENSOR_USER=\"…\": \
+                  no such user` / `the children must not run as root`",
     },
     Variable {
         name: "OSSENSOR_RUNTIME_DIR",
