@@ -193,6 +193,59 @@ fn env_file_follows_docker_rules_and_the_generated_file_runs_with_dash_c() {
     assert_eq!(std::fs::read_to_string(&gen).unwrap(), text, "-c leaves its file untouched");
 }
 
+/// The generated file records the interfaces as the reference's entrypoint
+/// does: `device=` the ones selected at start (sorted, `,any` appended),
+/// `blacklist_device=` the ones the exclude list matched; the rules
+/// themselves go to this sensor's keys, so `-c` on the file runs the same
+/// sensor: the same interfaces now, and the same rules for those that
+/// appear later.
+#[test]
+fn the_generated_file_records_the_interfaces_at_start_and_dash_c_keeps_the_rules() {
+    let prefix = unique_prefix();
+    let ns = Netns::new(&prefix, "rec").unwrap();
+    let peer = Netns::new(&prefix, "recp").unwrap();
+    let dir = TestDir::new("rec");
+    for n in [&ns, &peer] {
+        n.disable_ipv6().unwrap();
+    }
+    veth_pair(&ns, "wan0", "198.18.50.1/24", &peer, "x0", "198.18.50.2/24").unwrap();
+    for (i, name) in ["pod7", "pod2", "pod1"].iter().enumerate() {
+        veth_pair(&ns, name, &format!("198.18.{}.1/24", 51 + i), &peer, &format!("x{}", i + 1), &format!("198.18.{}.2/24", 51 + i)).unwrap();
+    }
+    let collector = Collector::start(&ns, dir.path()).unwrap();
+    let gen = dir.join("ossensor.cfg");
+    let env = env_with(
+        &base_env(&collector, dir.path()),
+        &[("NETWORK_DEVICE_INCLUDELIST", "^pod"), ("NETWORK_DEVICE_EXCLUDELIST", "2$"), ("NETWORK_DEVICE_ANY", "1")],
+        &[],
+    );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut guard = spawn_logged(&mut sensor_command(&ns, &env, &[]), dir.join("env.log")).unwrap();
+    guard.wait_for_line("registered with the collector", Duration::from_secs(30)).unwrap();
+    let summary = |log: &str| log.lines().find(|l| l.contains("configuration: ")).unwrap().split("configuration: ").nth(1).unwrap().to_string();
+    let interfaces = |log: &str| log.lines().find(|l| l.contains("interfaces: ")).unwrap().split("interfaces: ").nth(1).unwrap().to_string();
+    let (first_summary, first_interfaces) = (summary(&guard.log()), interfaces(&guard.log()));
+    assert!(guard.stop(SIGTERM).unwrap().success());
+    let text = std::fs::read_to_string(&gen).unwrap();
+    for line in ["device=pod1,pod7,any", "blacklist_device=pod2", "networkDevice=", "whitelist_device=^pod", "blacklist_pattern=2$"] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+
+    // -c FILE: the same interfaces and configuration; an interface that
+    // appears later is judged by the file's patterns.
+    let mut guard = spawn_logged(&mut sensor_command(&ns, &[], &["-c", gen.to_str().unwrap()]), dir.join("dash-c.log")).unwrap();
+    guard.wait_for_line("registered with the collector", Duration::from_secs(30)).unwrap();
+    assert_eq!(summary(&guard.log()), first_summary, "-c reproduces the configuration");
+    assert_eq!(interfaces(&guard.log()), first_interfaces, "-c captures the same interfaces");
+    veth_pair(&ns, "pod9", "198.18.55.1/24", &peer, "x9", "198.18.55.2/24").unwrap();
+    ossensor_suite::sensor::wait_for_worker_ready(&mut guard, "pod9").unwrap();
+    veth_pair(&ns, "pod12", "198.18.56.1/24", &peer, "x12", "198.18.56.2/24").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!guard.log().contains("capture-worker for pod12"), "pod12 matches the exclude pattern 2$:\n{}", guard.log());
+    assert!(guard.stop(SIGTERM).unwrap().success());
+    assert_eq!(std::fs::read_to_string(&gen).unwrap(), text, "-c leaves its file untouched");
+}
+
 /// Starts the supervisor, returns the interfaces it says it captures, stops it.
 fn chosen_interfaces(ns: &Netns, dir: &TestDir, collector: &Collector, set: &[(&str, &str)]) -> Vec<String> {
     let env = env_with(&base_env(collector, dir.path()), set, &[]);

@@ -2,16 +2,33 @@
 //! sensor's INI shape, written to OSSENSOR_CONFIG_PATH at start (mode 0600:
 //! it holds the key), and read back by `ossensor -c FILE`.
 //!
-//! Shape: one `[osSensor]` section of `key=value` lines. Reading: a UTF-8
-//! BOM and CRLF line ends are accepted; blank lines and lines starting with
-//! `#` or `;` are comments; the key is trimmed, the value after the first
-//! `=` is kept verbatim (so a key with trailing spaces survives the round
-//! trip); unknown keys, repeated keys, other sections and keys outside the
-//! section are errors. A key that is absent means the variable is unset (its
-//! default applies).
+//! Shape: one `[osSensor]` section of `key=value` lines: the reference
+//! sensor's keys in its order, then this sensor's extensions below a
+//! comment line. Every key but two holds a variable (the table in
+//! [`crate::variables`] says which). The two, `device` and
+//! `blacklist_device`, record the interfaces as the reference's entrypoint
+//! writes them: `device` the interfaces selected at start (sorted, `,any`
+//! appended when NETWORK_DEVICE_ANY=1, which is read back from it), and
+//! `blacklist_device` the interfaces present at start that the exclude list
+//! matches. The rules they came from are kept in the extensions
+//! `networkDevice`, `whitelist_device` and `blacklist_pattern`, so the file
+//! runs the same sensor with `-c`: the same rules, applied to the
+//! interfaces present then. A file without `networkDevice` or
+//! `blacklist_pattern` (written by an earlier version, or by hand in the
+//! reference's shape) is read as it always was: `device` the
+//! OSSENSOR_NETWORK_DEVICE list and `blacklist_device` the exclude patterns
+//! (each variable's `old_key`).
+//!
+//! Reading: a UTF-8 BOM and CRLF line ends are accepted; blank lines and
+//! lines starting with `#` or `;` are comments; the key is trimmed, the
+//! value after the first `=` is kept verbatim (so a key with trailing spaces
+//! survives the round trip); unknown keys, repeated keys, other sections and
+//! keys outside the section are errors. A key that is absent means the
+//! variable is unset (its default applies).
 //!
 //! [`render`] then [`parse`] then [`crate::config::validate`] gives back the
-//! same [`Config`] (with `config_path` = the file read).
+//! same [`Config`] (with `config_path` = the file read), whatever the
+//! interfaces recorded.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,11 +52,38 @@ const REFERENCE_KEYS: &[&str] =
 /// exactly when response actions are on).
 const MIRROR: (&str, &str) = ("useWebsocket", "useAntigena");
 
-/// The value of `key` for this configuration: the parts of the variables
-/// that share it, in table order.
-fn value(cfg: &Config, key: &str) -> String {
+/// The interfaces at start, as the reference's entrypoint records them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AtStart<'a> {
+    /// The interfaces selected (`device=`).
+    pub selected: &'a [String],
+    /// Every interface present that the exclude list matches, loopback
+    /// included (`blacklist_device=`).
+    pub excluded: &'a [String],
+}
+
+impl AtStart<'_> {
+    /// What `key` records, sorted (the reference sorts its lists).
+    fn record(&self, key: &str) -> String {
+        let mut names: Vec<&str> = match key {
+            "device" => self.selected,
+            "blacklist_device" => self.excluded,
+            _ => &[],
+        }
+        .iter()
+        .map(String::as_str)
+        .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.join(",")
+    }
+}
+
+/// The value of `key`: what it records of the interfaces, then the parts
+/// of the variables that have it, in table order.
+fn value(cfg: &Config, at_start: &AtStart, key: &str) -> String {
     let key = if key == MIRROR.0 { MIRROR.1 } else { key };
-    let mut out = String::new();
+    let mut out = at_start.record(key);
     for var in VARIABLES.iter().filter(|v| v.key.name() == Some(key)) {
         var.key.write(&(var.text)(cfg), &mut out);
     }
@@ -48,19 +92,28 @@ fn value(cfg: &Config, key: &str) -> String {
 
 /// The file's text. Values are one line each: validation refuses line
 /// breaks in the key and paths, and turns them into spaces in BPF.
-pub fn render(cfg: &Config) -> String {
+pub fn render(cfg: &Config, at_start: &AtStart) -> String {
     let mut extensions: Vec<&str> = Vec::new();
     for k in VARIABLES.iter().filter_map(|v| v.key.name()) {
         if !REFERENCE_KEYS.contains(&k) && !extensions.contains(&k) {
             extensions.push(k);
         }
     }
-    let line = |k: &&str| format!("{k}={}\n", value(cfg, k));
+    let line = |k: &&str| format!("{k}={}\n", value(cfg, at_start, k));
     let mut s = format!("[{SECTION}]\n");
     s.extend(REFERENCE_KEYS.iter().map(line));
     s.push_str("# ossensor extensions\n");
     s.extend(extensions.iter().map(line));
     s
+}
+
+/// What a config file sets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Parsed {
+    /// Variable → its text.
+    pub vars: BTreeMap<String, String>,
+    /// Variable → the key it was read from (an old key in an older file).
+    pub keys: BTreeMap<String, String>,
 }
 
 /// A malformed config file: the line (1-based) and key where known.
@@ -83,13 +136,13 @@ impl fmt::Display for CfgError {
 impl std::error::Error for CfgError {}
 
 /// The inverse of [`render`]: the file's keys as the variables they stand
-/// for, values as written (validation interprets them).
-pub fn parse(text: &str) -> Result<BTreeMap<String, String>, CfgError> {
+/// for, values as written (validation interprets them). A variable is read
+/// from its key, else from its old key.
+pub fn parse(text: &str) -> Result<Parsed, CfgError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut vars = BTreeMap::new();
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let known = |key: &str| key == MIRROR.0 || VARIABLES.iter().any(|v| v.key.name() == Some(key) || v.old_key.and_then(Key::name) == Some(key));
+    let mut values: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
     let mut in_section = false;
-    let mut websocket: Option<(usize, String)> = None;
     for (i, raw) in text.split('\n').enumerate() {
         let line_no = i + 1;
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
@@ -115,31 +168,30 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, CfgError> {
         if !in_section {
             return Err(err(Some(key), format!("comes before [{SECTION}]")));
         }
-        if let Some(first) = seen.insert(key.to_string(), line_no) {
+        if let Some((first, _)) = values.insert(key, (line_no, value)) {
             return Err(err(Some(key), format!("already set on line {first}")));
         }
-        if key == MIRROR.0 {
-            websocket = Some((line_no, value.to_string()));
-            continue;
-        }
-        let mut known = false;
-        for var in VARIABLES.iter().filter(|v| v.key.name() == Some(key)) {
-            known = true;
-            if let Some(text) = var.key.read(value) {
-                vars.insert(var.name.to_string(), text);
-            }
-        }
-        if !known {
+        if !known(key) {
             return Err(err(Some(key), "unknown key".to_string()));
         }
     }
-    if let Some((line, ws)) = websocket {
+    let mut parsed = Parsed::default();
+    for var in VARIABLES {
+        let Some((key, value)) = [Some(var.key), var.old_key].into_iter().flatten().find_map(|k| Some(k).zip(values.get(k.name()?))) else {
+            continue;
+        };
+        if let Some(text) = key.read(value.1) {
+            parsed.vars.insert(var.name.to_string(), text);
+            parsed.keys.insert(var.name.to_string(), key.name().unwrap_or_default().to_string());
+        }
+    }
+    if let Some(&(line, ws)) = values.get(MIRROR.0) {
         // The reference writes useWebsocket = useAntigena; this sensor keeps
         // the WebSocket exactly when response actions are on.
         let mirrored = VARIABLES.iter().find(|v| v.key == Key::Plain(MIRROR.1)).map_or("", |v| v.name);
-        let antigena = vars.get(mirrored).map(String::as_str).filter(|v| !v.is_empty());
+        let antigena = parsed.vars.get(mirrored).map(String::as_str).filter(|v| !v.is_empty());
         let want = antigena.map_or(Some(true), parse_bool);
-        let got = if ws.is_empty() { want } else { parse_bool(&ws) };
+        let got = if ws.is_empty() { want } else { parse_bool(ws) };
         if got.is_none() || (want.is_some() && got != want) {
             return Err(CfgError {
                 line,
@@ -152,7 +204,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, CfgError> {
             });
         }
     }
-    Ok(vars)
+    Ok(parsed)
 }
 
 /// Writing the file failed; names OSSENSOR_CONFIG_PATH and the path.
@@ -233,8 +285,8 @@ mod tests {
     #[test]
     fn comments_crlf_bom_and_spacing() {
         let vars = parse("\u{feff}; c\r\n# c\r\n[osSensor]\r\n  Debug = 3\r\nkey= spaced \r\n").unwrap();
-        assert_eq!(vars["OSSENSOR_DEBUG"], " 3");
-        assert_eq!(vars["VSENSOR_HMAC_KEY"], " spaced ");
+        assert_eq!(vars.vars["OSSENSOR_DEBUG"], " 3");
+        assert_eq!(vars.vars["VSENSOR_HMAC_KEY"], " spaced ");
     }
 
     #[test]

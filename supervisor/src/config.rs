@@ -130,6 +130,9 @@ pub enum Origin {
 pub struct RawConfig {
     pub origin: Origin,
     pub vars: BTreeMap<String, String>,
+    /// Under `-c FILE`: variable → the file's key it was read from (errors
+    /// name it; an older file keeps some variables under other keys).
+    pub file_keys: BTreeMap<String, String>,
     /// Things worth a log line that do not stop start-up (a likely typo in a
     /// variable name, sensor variables ignored because of `-c`).
     pub warnings: Vec<String>,
@@ -141,6 +144,7 @@ impl RawConfig {
         RawConfig {
             origin: Origin::Environment { env_files: Vec::new() },
             vars: vars.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            file_keys: BTreeMap::new(),
             warnings: Vec::new(),
         }
     }
@@ -220,14 +224,14 @@ pub fn gather(args: &[String], process_env: &BTreeMap<String, String>) -> Result
             vars.insert(name.to_string(), v.clone());
         }
     }
-    Ok(Source::Run(RawConfig { origin: Origin::Environment { env_files }, vars, warnings }))
+    Ok(Source::Run(RawConfig { origin: Origin::Environment { env_files }, vars, file_keys: BTreeMap::new(), warnings }))
 }
 
 fn gather_config_file(file: PathBuf, process_env: &BTreeMap<String, String>) -> Result<RawConfig, ConfigError> {
     let shown = file.display().to_string();
     let bytes = std::fs::read(&file).map_err(|e| ConfigError::one("-c", Some(&shown), format!("cannot read: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|_| ConfigError::one("-c", Some(&shown), "not valid UTF-8"))?;
-    let vars = cfgfile::parse(&text).map_err(|e| ConfigError::one("-c", Some(&shown), e.to_string()))?;
+    let parsed = cfgfile::parse(&text).map_err(|e| ConfigError::one("-c", Some(&shown), e.to_string()))?;
     let ignored: Vec<&str> = variables::names().filter(|n| process_env.contains_key(*n)).collect();
     let mut warnings = Vec::new();
     if !ignored.is_empty() {
@@ -236,7 +240,7 @@ fn gather_config_file(file: PathBuf, process_env: &BTreeMap<String, String>) -> 
             if ignored.len() == 1 { format!("{} is", ignored[0]) } else { format!("{} are", ignored.join(", ")) }
         ));
     }
-    Ok(RawConfig { origin: Origin::ConfigFile(file), vars, warnings })
+    Ok(RawConfig { origin: Origin::ConfigFile(file), vars: parsed.vars, file_keys: parsed.keys, warnings })
 }
 
 /// The process environment as a map. A sensor variable whose value is not
@@ -280,7 +284,12 @@ impl RawConfig {
     /// labelled with the config file's key when running from `-c FILE`.
     pub fn problem(&self, name: &str, value: Option<&str>, message: impl Into<String>) -> Problem {
         let file_key = match &self.origin {
-            Origin::ConfigFile(f) => variables::variable(name).and_then(|v| v.key.name()).map(|k| (f.clone(), k.to_string())),
+            Origin::ConfigFile(f) => self
+                .file_keys
+                .get(name)
+                .map(String::as_str)
+                .or_else(|| variables::variable(name).and_then(|v| v.key.name()))
+                .map(|k| (f.clone(), k.to_string())),
             Origin::Environment { .. } => None,
         };
         Problem { variable: name.to_string(), value: value.map(str::to_string), message: message.into(), file_key }
@@ -848,7 +857,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = with(&[("OSSENSOR_DEBUG", "4"), ("NETWORK_DEVICE_EXCLUDELIST", "^veth")]).unwrap();
         let path = dir.path().join("o.cfg");
-        cfgfile::write(&path, &cfgfile::render(&cfg)).unwrap();
+        cfgfile::write(&path, &cfgfile::render(&cfg, &cfgfile::AtStart::default())).unwrap();
         let r = run(&["-c", path.to_str().unwrap()], &[("OSSENSOR_DEBUG", "0"), ("VSENSOR_HOSTNAME", "other")]);
         assert_eq!(r.origin, Origin::ConfigFile(path.clone()));
         assert!(r.warnings[0].contains("VSENSOR_HOSTNAME, OSSENSOR_DEBUG are ignored"), "{:?}", r.warnings);
@@ -868,7 +877,7 @@ mod tests {
 #[cfg(test)]
 mod generated_file {
     use super::*;
-    use crate::cfgfile::{parse, render};
+    use crate::cfgfile::{parse, AtStart};
     use proptest::prelude::*;
     use std::path::Path;
 
@@ -876,9 +885,14 @@ mod generated_file {
         RawConfig::from_vars(vars.iter().copied())
     }
 
+    /// The file for `cfg`, with no interfaces recorded.
+    fn render(cfg: &Config) -> String {
+        crate::cfgfile::render(cfg, &AtStart::default())
+    }
+
     fn from_file(text: &str, path: &Path) -> Result<Config, String> {
         let vars = parse(text).map_err(|e| e.to_string())?;
-        let raw = RawConfig { origin: Origin::ConfigFile(path.to_path_buf()), vars, warnings: vec![] };
+        let raw = RawConfig { origin: Origin::ConfigFile(path.to_path_buf()), vars: vars.vars, file_keys: vars.keys, warnings: vec![] };
         validate(&raw).map_err(|e| e.to_string())
     }
 
@@ -894,12 +908,76 @@ mod generated_file {
             ("OSSENSOR_SENSOR_ID", "node1"),
         ]))
         .unwrap();
-        let text = render(&cfg);
+        // The interfaces as selected at start: device= and blacklist_device=
+        // record them, sorted, as the reference's entrypoint writes them.
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (selected, excluded) = (names(&["eth1", "eth0"]), names(&["veth5678", "veth1234"]));
+        let text = crate::cfgfile::render(&cfg, &AtStart { selected: &selected, excluded: &excluded });
         let want_start = "[osSensor]\nDebug=1\nvSensor=collector.example:443\nkey=s3cret\ndevice=eth0,eth1,any\n\
                           logfile=/dev/stdout\nuseAntigena=true\nuseWebsocket=true\nsendAntigenaActionDelta=5\n\
                           blacklist_device=veth1234,veth5678\nbpf=not port 80\n# ossensor extensions\n";
         assert!(text.starts_with(want_start), "{text}");
-        assert!(text.contains("\nsensorId=node1\nwhitelist_device=\nspoolMB=64\ncompression=zstd:-3\ncaptureBufferMB=64\n"), "{text}");
+        assert!(
+            text.contains(
+                "\nsensorId=node1\nnetworkDevice=eth0,eth1\nwhitelist_device=\nblacklist_pattern=veth1234,veth5678\nspoolMB=64\n\
+                 compression=zstd:-3\ncaptureBufferMB=64\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(from_file(&text, &cfg.config_path).unwrap(), cfg);
+    }
+
+    /// What device= and blacklist_device= record is not read back as
+    /// rules: the extensions hold them, and -c applies them again.
+    #[test]
+    fn the_interfaces_recorded_are_not_rules() {
+        let cfg = validate(&raw(&[
+            ("VSENSOR_HOSTNAME", "c"),
+            ("VSENSOR_HMAC_KEY", "k"),
+            ("NETWORK_DEVICE_INCLUDELIST", "^pod"),
+            ("NETWORK_DEVICE_EXCLUDELIST", "2$"),
+            ("NETWORK_DEVICE_ANY", "1"),
+        ]))
+        .unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (selected, excluded) = (names(&["pod7", "pod1", "pod1"]), names(&["pod2", "lo2"]));
+        let text = crate::cfgfile::render(&cfg, &AtStart { selected: &selected, excluded: &excluded });
+        for line in ["device=pod1,pod7,any", "blacklist_device=lo2,pod2", "networkDevice=", "whitelist_device=^pod", "blacklist_pattern=2$"] {
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
+        let back = from_file(&text, &cfg.config_path).unwrap();
+        assert_eq!(back, cfg);
+        assert!(back.devices.explicit.is_empty(), "every interface is a candidate, not the ones recorded");
+        // Without NETWORK_DEVICE_ANY and with nothing selected yet.
+        let cfg = validate(&raw(&[("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k")])).unwrap();
+        let text = crate::cfgfile::render(&cfg, &AtStart { selected: &names(&["eth0"]), excluded: &[] });
+        assert!(text.contains("\ndevice=eth0\n") && text.contains("\nblacklist_device=\n"), "{text}");
+    }
+
+    /// A file without networkDevice and blacklist_pattern (written by an
+    /// earlier version, or in the reference's shape by hand) means what it
+    /// always did: device= is the OSSENSOR_NETWORK_DEVICE list, and
+    /// blacklist_device= the exclude patterns; errors name those keys.
+    #[test]
+    fn older_files_keep_their_meaning() {
+        let path = Path::new("/etc/old.cfg");
+        let old = "[osSensor]\nDebug=1\nvSensor=c:443\nkey=k\ndevice=eth0,eth1,any\nlogfile=/dev/stdout\nuseAntigena=true\n\
+                   useWebsocket=true\nsendAntigenaActionDelta=5\nblacklist_device=^veth,[,]x\nbpf=\n# ossensor extensions\n\
+                   whitelist_device=^eth\nsensorId=s\n";
+        let c = from_file(old, path).unwrap();
+        assert_eq!(c.devices.explicit, ["eth0", "eth1"]);
+        assert!(c.devices.any);
+        assert_eq!(c.devices.exclude, [Pattern::new("^veth").unwrap(), Pattern::new("[,]x").unwrap()]);
+        assert_eq!(c.devices.include, [Pattern::new("^eth").unwrap()]);
+        let e = from_file("[osSensor]\nvSensor=c\nkey=k\ndevice=eth0:1,any\nblacklist_device=\\1\n", path).unwrap_err();
+        assert!(e.contains("/etc/old.cfg: device=\"eth0:1\" (OSSENSOR_NETWORK_DEVICE)"), "{e}");
+        assert!(e.contains("/etc/old.cfg: blacklist_device=\"\\\\1\" (NETWORK_DEVICE_EXCLUDELIST)"), "{e}");
+        // A file of this version: the rules' own keys; device= only says any.
+        let e = from_file("[osSensor]\nvSensor=c\nkey=k\ndevice=eth0\nnetworkDevice=eth0:1\nblacklist_pattern=\\1\n", path).unwrap_err();
+        assert!(e.contains("/etc/old.cfg: networkDevice=\"eth0:1\" (OSSENSOR_NETWORK_DEVICE)"), "{e}");
+        assert!(e.contains("/etc/old.cfg: blacklist_pattern=\"\\\\1\" (NETWORK_DEVICE_EXCLUDELIST)"), "{e}");
+        let c = from_file("[osSensor]\nvSensor=c\nkey=k\ndevice=eth0,any\nblacklist_device=veth1\nnetworkDevice=\nblacklist_pattern=\n", path).unwrap();
+        assert_eq!(c.devices, DeviceRules { any: true, ..Default::default() });
     }
 
     /// The whole file, every key set to something other than its default:
@@ -935,9 +1013,10 @@ mod generated_file {
         ]))
         .unwrap();
         let want = format!(
-            "[osSensor]\nDebug=3\nvSensor=collector.example:8443\nkey= s3cret key \ndevice=eth0,eth1,any\nlogfile=/var/log/o.log\n\
-             useAntigena=false\nuseWebsocket=false\nsendAntigenaActionDelta=30\nblacklist_device=veth1234,[,]x\nbpf=not port 80\n\
-             # ossensor extensions\nsensorId=node1\nwhitelist_device=^eth,^veth[0-9]{{1,3}}$\nspoolMB=32\ncompression=zstd:5\n\
+            "[osSensor]\nDebug=3\nvSensor=collector.example:8443\nkey= s3cret key \ndevice=any\nlogfile=/var/log/o.log\n\
+             useAntigena=false\nuseWebsocket=false\nsendAntigenaActionDelta=30\nblacklist_device=\nbpf=not port 80\n\
+             # ossensor extensions\nsensorId=node1\nnetworkDevice=eth0,eth1\nwhitelist_device=^eth,^veth[0-9]{{1,3}}$\n\
+             blacklist_pattern=veth1234,[,]x\nspoolMB=32\ncompression=zstd:5\n\
              captureBufferMB=16\ncaptureBudgetMB=100\nuser=nobody\nruntimeDir=/tmp/run\nstateDir=/tmp/state\nactionKey={key}\n\
              caFile=\nsyslogSocket=/run/systemd/journal/dev-log\nmetricsAddress=[::1]:9273\ndeduplicate=false\n"
         );
@@ -946,7 +1025,8 @@ mod generated_file {
         assert_eq!(
             render(&defaults),
             "[osSensor]\nDebug=1\nvSensor=c:443\nkey=k\ndevice=\nlogfile=/dev/stdout\nuseAntigena=true\nuseWebsocket=true\n\
-             sendAntigenaActionDelta=5\nblacklist_device=\nbpf=\n# ossensor extensions\nsensorId=s\nwhitelist_device=\nspoolMB=64\n\
+             sendAntigenaActionDelta=5\nblacklist_device=\nbpf=\n# ossensor extensions\nsensorId=s\nnetworkDevice=\nwhitelist_device=\n\
+             blacklist_pattern=\nspoolMB=64\n\
              compression=zstd:-3\ncaptureBufferMB=64\ncaptureBudgetMB=512\nuser=\nruntimeDir=/run/ossensor\nstateDir=/var/lib/ossensor\n\
              actionKey=\ncaFile=\nsyslogSocket=\nmetricsAddress=\ndeduplicate=true\n"
         );
@@ -975,7 +1055,7 @@ mod generated_file {
     fn patterns_with_commas_survive_the_list() {
         let cfg = validate(&raw(&[("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k"), ("NETWORK_DEVICE_EXCLUDELIST", "^veth[0-9]{1,3}$ [,x]y")])).unwrap();
         let text = render(&cfg);
-        assert!(text.contains("blacklist_device=^veth[0-9]{1,3}$,[,x]y\n"), "{text}");
+        assert!(text.contains("blacklist_pattern=^veth[0-9]{1,3}$,[,x]y\n"), "{text}");
         assert_eq!(from_file(&text, &cfg.config_path).unwrap(), cfg);
     }
 
@@ -1045,10 +1125,15 @@ mod generated_file {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
         #[test]
-        fn render_parse_validate_round_trip(v in vars()) {
+        fn render_parse_validate_round_trip(
+            v in vars(),
+            selected in proptest::collection::vec("[a-z][a-z0-9]{0,14}", 0..4),
+            excluded in proptest::collection::vec("[a-z][a-z0-9]{0,14}", 0..4),
+        ) {
             let raw = RawConfig::from_vars(v.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             let cfg = validate(&raw).unwrap();
-            let text = render(&cfg);
+            // Whatever interfaces were recorded at start.
+            let text = crate::cfgfile::render(&cfg, &AtStart { selected: &selected, excluded: &excluded });
             let back = from_file(&text, &cfg.config_path).unwrap();
             prop_assert_eq!(back, cfg);
         }
@@ -1056,7 +1141,7 @@ mod generated_file {
         #[test]
         fn parse_never_panics(text in "(\\PC|\n|\r|=|\\[|\\]|,){0,200}") {
             if let Ok(vars) = parse(&text) {
-                let raw = RawConfig { origin: Origin::ConfigFile("/x.cfg".into()), vars, warnings: vec![] };
+                let raw = RawConfig { origin: Origin::ConfigFile("/x.cfg".into()), vars: vars.vars, file_keys: vars.keys, warnings: vec![] };
                 let _ = validate(&raw);
             }
         }

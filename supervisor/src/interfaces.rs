@@ -200,6 +200,10 @@ pub struct Selection {
     /// may contain `default` when there is no default route yet.
     pub waiting_for: Vec<String>,
     pub explanation: Explanation,
+    /// Every interface present that the exclude list matches, loopback
+    /// and those the other rules left out included: what the reference's
+    /// entrypoint records as `blacklist_device` (the generated file).
+    pub exclude_matches: Vec<String>,
 }
 
 /// Why start-up cannot go on.
@@ -339,7 +343,8 @@ pub fn select(rules: &DeviceRules, present: &[Interface], default_if: Option<&st
     if chosen.is_empty() && !rules.any {
         return Err(SelectError::NothingLeft(explanation));
     }
-    Ok(Selection { waiting: chosen.is_empty(), chosen, waiting_for, explanation })
+    let exclude_matches = present.iter().filter(|i| matches_any(&rules.exclude, &i.name)).map(|i| i.name.clone()).collect();
+    Ok(Selection { waiting: chosen.is_empty(), chosen, waiting_for, explanation, exclude_matches })
 }
 
 #[cfg(test)]
@@ -529,11 +534,26 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            file_keys: Default::default(),
             warnings: vec![],
         };
         assert!(
-            refused(raw, HOST).starts_with("/etc/x.cfg: blacklist_device=\".\" (NETWORK_DEVICE_EXCLUDELIST): no interface left after the lists: candidates"),
+            refused(raw, HOST).starts_with("/etc/x.cfg: blacklist_pattern=\".\" (NETWORK_DEVICE_EXCLUDELIST): no interface left after the lists: candidates"),
         );
+    }
+
+    /// What the generated file records as blacklist_device: every
+    /// interface present that the exclude list matches, as the reference's
+    /// entrypoint writes it (loopback, and those the include list or an
+    /// explicit list left out, included).
+    #[test]
+    fn exclude_matches_are_every_present_interface_the_list_matches() {
+        let s = select(&rules(&[("NETWORK_DEVICE_INCLUDELIST", "^eth"), ("NETWORK_DEVICE_EXCLUDELIST", "0$ ^l")]), &present(HOST), None).unwrap();
+        assert_eq!(s.chosen, ["eth1", "eth7"]);
+        assert_eq!(s.exclude_matches, ["lo", "eth0", "docker0"]);
+        let s = select(&rules(&[("OSSENSOR_NETWORK_DEVICE", "eth1"), ("NETWORK_DEVICE_EXCLUDELIST", "7")]), &present(HOST), None).unwrap();
+        assert_eq!((s.chosen, s.exclude_matches), (vec!["eth1".to_string()], vec!["eth7".to_string()]));
+        assert!(select(&rules(&[]), &present(HOST), None).unwrap().exclude_matches.is_empty());
     }
 
     #[test]

