@@ -11,8 +11,10 @@
 //!
 //! Refused: back-references `\1`..`\9`; other backslash escapes such as
 //! `\d` (grep reads it as `d`); `(?...)` flags; `*`, `+`, `?` or an
-//! interval with nothing before it; a `{` that does not open a valid
-//! interval (write `\{`); `[. .]` and `[= =]`; unknown classes; reversed
+//! interval with nothing before it (undefined in POSIX: GNU grep -E drops
+//! the operator with a warning, so `*eth` means `eth` there, and glibc's
+//! regcomp, as in `sed -E`, refuses it); a `{` that does not open a valid
+//! interval (grep takes it literally; write `\{`); `[. .]` and `[= =]`; unknown classes; reversed
 //! ranges; unmatched `[`; a trailing backslash; anything else the regex
 //! engine rejects (unbalanced parentheses, too large a repetition).
 
@@ -168,7 +170,10 @@ pub fn translate(pattern: &str) -> Result<String, String> {
             }
             '*' | '+' | '?' => {
                 if at_start {
-                    return Err(format!("'{c}' has nothing to repeat here (grep -E would take it literally); write \\{c} for a literal '{c}'"));
+                    return Err(format!(
+                        "'{c}' has nothing to repeat here (POSIX leaves it undefined: GNU grep -E drops it, other tools refuse it); \
+                             write \\{c} for a literal '{c}', or leave it out"
+                    ));
                 }
                 out.push(c);
                 i += 1;
@@ -184,7 +189,9 @@ pub fn translate(pattern: &str) -> Result<String, String> {
                     return Err("'{' does not open an interval {n}, {n,}, {n,m} or {,m}; write \\{ for a literal brace".into());
                 };
                 if at_start {
-                    return Err("an interval {...} has nothing to repeat here".into());
+                    return Err("an interval {...} has nothing to repeat here (POSIX leaves it undefined: GNU grep -E drops it, other tools \
+                                refuse it); write \\{ for a literal brace, or leave it out"
+                        .into());
                 }
                 if let Some((a, b)) = body.split_once(',') {
                     if let (Ok(x), Ok(y)) = (a.parse::<u32>(), b.parse::<u32>()) {
@@ -261,6 +268,20 @@ pub fn split_list(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What GNU grep 3.8 -E does with an operator that has nothing to
+    /// repeat (`printf 'eth\n' | grep -E '*eth'` prints `eth` and warns
+    /// "* at start of expression"): it drops it; glibc's regcomp (sed -E)
+    /// refuses it. The message says so, and how to write either meaning.
+    #[test]
+    fn nothing_to_repeat_says_what_grep_does() {
+        for (p, op) in [("*eth", '*'), ("a|+b", '+'), ("(+x)", '+'), ("^*x", '*'), ("?x", '?')] {
+            let e = translate(p).unwrap_err();
+            assert!(e.contains(&format!("'{op}' has nothing to repeat")), "{p}: {e}");
+            assert!(e.contains("GNU grep -E drops it") && e.contains(&format!("write \\{op} for a literal '{op}'")), "{p}: {e}");
+            assert!(!e.contains("literally"), "{p}: {e}");
+        }
+    }
 
     #[test]
     fn split_list_respects_brackets_and_intervals() {
