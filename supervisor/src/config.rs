@@ -294,9 +294,7 @@ impl RawConfig {
         };
         Problem { variable: name.to_string(), value: value.map(str::to_string), message: message.into(), file_key }
     }
-}
 
-impl RawConfig {
     /// A configuration error about the variable `name` found after
     /// validation (when the interfaces or the user are looked up): it names
     /// the variable as the user gave it (the old name too) and its value.

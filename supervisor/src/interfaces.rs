@@ -219,17 +219,11 @@ pub enum SelectError {
 
 impl fmt::Display for SelectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reason = self.reason(INCLUDE, EXCLUDE);
         match self {
-            SelectError::Missing { devices, present } => write!(
-                f,
-                "OSSENSOR_NETWORK_DEVICE: no such interface: {} (present: {}); set NETWORK_DEVICE_ANY=1 to wait for it",
-                devices.join(", "),
-                if present.is_empty() { "none".to_string() } else { present.join(", ") }
-            ),
-            SelectError::NoDefaultRoute => {
-                write!(f, "OSSENSOR_NETWORK_DEVICE=\"default\": there is no default route (read /proc/net/route and /proc/net/ipv6_route)")
-            }
-            SelectError::NothingLeft(e) => write!(f, "no interface left after the lists: {e}"),
+            SelectError::Missing { .. } => write!(f, "{DEVICES}: {reason}"),
+            SelectError::NoDefaultRoute => write!(f, "{DEVICES}=\"default\": {reason}"),
+            SelectError::NothingLeft(_) => f.write_str(&reason),
         }
     }
 }
@@ -237,6 +231,19 @@ impl fmt::Display for SelectError {
 impl std::error::Error for SelectError {}
 
 impl SelectError {
+    /// What is wrong, without the variable; the lists named as given.
+    fn reason(&self, include: &str, exclude: &str) -> String {
+        match self {
+            SelectError::Missing { devices, present } => format!(
+                "no such interface: {} (present: {}); set NETWORK_DEVICE_ANY=1 to wait for it",
+                devices.join(", "),
+                if present.is_empty() { "none".to_string() } else { present.join(", ") }
+            ),
+            SelectError::NoDefaultRoute => "there is no default route (read /proc/net/route and /proc/net/ipv6_route)".to_string(),
+            SelectError::NothingLeft(e) => format!("no interface left after the lists: {}", e.describe(include, exclude)),
+        }
+    }
+
     /// As a configuration error (exit status 2, like every other): it names
     /// the variable that refused the start as the user set it (the old name
     /// too), with its value — OSSENSOR_NETWORK_DEVICE for a missing
@@ -244,27 +251,12 @@ impl SelectError {
     /// the last candidates (the exclude list, else the include list, else
     /// OSSENSOR_NETWORK_DEVICE) — and, under `-c FILE`, the file and key.
     pub fn to_config_error(&self, raw: &RawConfig) -> ConfigError {
-        match self {
-            SelectError::Missing { devices, present } => raw.refuse(
-                DEVICES,
-                format!(
-                    "no such interface: {} (present: {}); set NETWORK_DEVICE_ANY=1 to wait for it",
-                    devices.join(", "),
-                    if present.is_empty() { "none".to_string() } else { present.join(", ") }
-                ),
-            ),
-            SelectError::NoDefaultRoute => raw.refuse(DEVICES, "there is no default route (read /proc/net/route and /proc/net/ipv6_route)"),
-            SelectError::NothingLeft(e) => {
-                let var = if !e.excluded.is_empty() {
-                    EXCLUDE
-                } else if !e.not_included.is_empty() {
-                    INCLUDE
-                } else {
-                    DEVICES
-                };
-                raw.refuse(var, format!("no interface left after the lists: {}", e.explain(raw)))
-            }
-        }
+        let var = match self {
+            SelectError::NothingLeft(e) if !e.excluded.is_empty() => EXCLUDE,
+            SelectError::NothingLeft(e) if !e.not_included.is_empty() => INCLUDE,
+            _ => DEVICES,
+        };
+        raw.refuse(var, self.reason(given_name(raw, INCLUDE), given_name(raw, EXCLUDE)))
     }
 }
 
