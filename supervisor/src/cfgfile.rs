@@ -136,8 +136,9 @@ impl fmt::Display for CfgError {
 impl std::error::Error for CfgError {}
 
 /// The inverse of [`render`]: the file's keys as the variables they stand
-/// for, values as written (validation interprets them). A variable is read
-/// from its key, else from its old key.
+/// for, values as written (validation interprets them). In a file that has
+/// none of the keys that replaced old ones (an older file), a variable with
+/// an old key is read from it.
 pub fn parse(text: &str) -> Result<Parsed, CfgError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let known = |key: &str| key == MIRROR.0 || VARIABLES.iter().any(|v| v.key.name() == Some(key) || v.old_key.and_then(Key::name) == Some(key));
@@ -175,9 +176,14 @@ pub fn parse(text: &str) -> Result<Parsed, CfgError> {
             return Err(err(Some(key), "unknown key".to_string()));
         }
     }
+    // A file with any key that replaced an old one is of this version: no
+    // variable is read from an old key then (in such a file those keys only
+    // record the interfaces at start).
+    let older = !VARIABLES.iter().any(|v| v.old_key.is_some() && v.key.name().is_some_and(|k| values.contains_key(k)));
     let mut parsed = Parsed::default();
     for var in VARIABLES {
-        let Some((key, value)) = [Some(var.key), var.old_key].into_iter().flatten().find_map(|k| Some(k).zip(values.get(k.name()?))) else {
+        let keys = [Some(var.key), var.old_key.filter(|_| older)];
+        let Some((key, value)) = keys.into_iter().flatten().find_map(|k| Some(k).zip(values.get(k.name()?))) else {
             continue;
         };
         if let Some(text) = key.read(value.1) {

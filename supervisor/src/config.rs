@@ -976,6 +976,12 @@ mod generated_file {
         assert!(e.contains("/etc/old.cfg: blacklist_pattern=\"\\\\1\" (NETWORK_DEVICE_EXCLUDELIST)"), "{e}");
         let c = from_file("[osSensor]\nvSensor=c\nkey=k\ndevice=eth0,any\nblacklist_device=veth1\nnetworkDevice=\nblacklist_pattern=\n", path).unwrap();
         assert_eq!(c.devices, DeviceRules { any: true, ..Default::default() });
+        // One of the rules' keys is enough: the recorded names are never
+        // read as rules in a file of this version.
+        let c = from_file("[osSensor]\nvSensor=c\nkey=k\ndevice=eth0,any\nblacklist_device=veth1\nblacklist_pattern=^x\n", path).unwrap();
+        assert_eq!(c.devices, DeviceRules { any: true, exclude: vec![Pattern::new("^x").unwrap()], ..Default::default() });
+        let c = from_file("[osSensor]\nvSensor=c\nkey=k\ndevice=eth0\nblacklist_device=veth1\nnetworkDevice=eth1\n", path).unwrap();
+        assert_eq!(c.devices, DeviceRules { explicit: vec!["eth1".into()], ..Default::default() });
     }
 
     /// The whole file, every key set to something other than its default:

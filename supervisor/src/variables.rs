@@ -54,8 +54,9 @@ pub struct Variable {
     pub reference: bool,
     /// Where it goes in the generated config file.
     pub key: Key,
-    /// Where files written by earlier versions kept it: read when the file
-    /// has no `key` (see [`crate::cfgfile::parse`]).
+    /// Where files written by earlier versions kept it: read from a file
+    /// that has none of the keys that replaced old ones (see
+    /// [`crate::cfgfile::parse`]).
     pub old_key: Option<Key>,
     /// What an unset (or empty) variable means.
     pub unset: Unset,
@@ -753,7 +754,7 @@ pub fn doc_table(reference: bool) -> String {
         };
         let mut key = describe(var.key);
         if let Some(old) = var.old_key {
-            key.push_str(&format!("; in files without it, {}", describe(old)));
+            key.push_str(&format!("; in older files, {}", describe(old)));
         }
         out.push_str(&format!("| {} | {} | {} | {} | {} |\n", cell(&name), cell(&default), cell(&accepted), cell(var.refused), cell(&key)));
     }
