@@ -77,14 +77,66 @@ fn every_bad_value_stops_start_up_naming_variable_and_value() {
         let text = refused(&ns, &env_with(&base, &[(var, value)], &[]), &[]);
         // The old list names are reported under the name the user set.
         assert!(text.contains(var), "{var}={value:?}: message does not name the variable:\n{text}");
-        assert!(
-            text.contains(value) || text.contains(&format!("{value:?}")),
-            "{var}={value:?}: message does not show the value:\n{text}"
-        );
+        assert!(text.contains(value) || text.contains(&format!("{value:?}")), "{var}={value:?}: message does not show the value:\n{text}");
     }
     assert!(!dir.join("gen.cfg").exists(), "no config file is written for a refused configuration");
     let nothing = refused(&ns, &env_with(&base, &[("NETWORK_DEVICE_INCLUDELIST", "^zzz")], &[]), &[]);
     assert!(nothing.contains("include list"), "says which list removed what: {nothing}");
+}
+
+/// Runs the supervisor to completion with `env`; its exit code and what it
+/// printed (stderr then stdout).
+fn exit_code_and_output(ns: &Netns, env: &[(String, String)], args: &[&str]) -> (Option<i32>, String) {
+    let out = run_unchecked(&mut sensor_command(ns, env, args), Duration::from_secs(20)).unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(!text.contains("started capture-worker") && !text.contains("started uplink"), "a child started:\n{text}");
+    (out.status.code(), text)
+}
+
+/// What the interfaces present refuse is a configuration error like any
+/// other: exit status 2 before anything starts, the message naming the
+/// variable as the user set it (the old name too) and its value.
+#[test]
+fn interface_and_user_errors_exit_2_naming_the_variable_and_value() {
+    let prefix = unique_prefix();
+    let ns = Netns::new(&prefix, "exit2").unwrap();
+    let dir = TestDir::new("exit2");
+    veth_pair(&ns, "v0", "198.18.22.1/24", &ns, "v1", "198.18.22.2/24").unwrap(); // no default route
+    let base: Vec<(String, String)> = [
+        ("VSENSOR_HOSTNAME", "127.0.0.1"),
+        ("VSENSOR_HMAC_KEY", KEY),
+        ("OSSENSOR_CONFIG_PATH", dir.join("gen.cfg").to_str().unwrap()),
+        ("OSSENSOR_RUNTIME_DIR", dir.join("run").to_str().unwrap()),
+        ("OSSENSOR_STATE_DIR", dir.join("state").to_str().unwrap()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    // (variables set, what the message says)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (&[("OSSENSOR_NETWORK_DEVICE", "v0,nosuch9")], &["OSSENSOR_NETWORK_DEVICE=\"v0,nosuch9\": no such interface: nosuch9"]),
+        (&[("OSSENSOR_NETWORK_DEVICE", "default")], &["OSSENSOR_NETWORK_DEVICE=\"default\": there is no default route"]),
+        (
+            &[("NETWORK_DEVICE_INCLUDELIST", "^zzz")],
+            &["NETWORK_DEVICE_INCLUDELIST=\"^zzz\": no interface left", "include list (NETWORK_DEVICE_INCLUDELIST) kept none"],
+        ),
+        (&[("NETWORK_DEVICE_BLACKLIST", "^v")], &["NETWORK_DEVICE_BLACKLIST=\"^v\": no interface left", "exclude list (NETWORK_DEVICE_BLACKLIST) removed "]),
+        (
+            &[("NETWORK_DEVICE_WHITELIST", "0$"), ("NETWORK_DEVICE_EXCLUDELIST", "v")],
+            &["NETWORK_DEVICE_EXCLUDELIST=\"v\"", "(NETWORK_DEVICE_WHITELIST) left out"],
+        ),
+        (&[("OSSENSOR_USER", "no-such-user-here")], &["OSSENSOR_USER=\"no-such-user-here\": no such user"]),
+    ];
+    for (set, want) in cases {
+        let (code, text) = exit_code_and_output(&ns, &env_with(&base, set, &[]), &[]);
+        assert_eq!(code, Some(2), "{set:?}: exit status\n{text}");
+        for w in *want {
+            assert!(text.contains(w), "{set:?}: no {w:?} in\n{text}");
+        }
+        assert!(!text.contains(KEY), "the key leaked");
+    }
+    assert!(!dir.join("gen.cfg").exists(), "no config file is written for a refused configuration");
 }
 
 #[test]
@@ -98,10 +150,7 @@ fn env_file_follows_docker_rules_and_the_generated_file_runs_with_dash_c() {
     let env_file = dir.join("sensor.env");
     std::fs::write(
         &env_file,
-        format!(
-            "# a comment\n\n  VSENSOR_HOSTNAME=127.0.0.1\nVSENSOR_PORT={}\nVSENSOR_HMAC_KEY={KEY}\nOSSENSOR_DEBUG=3\nBPF=udp or tcp\n",
-            collector.port
-        ),
+        format!("# a comment\n\n  VSENSOR_HOSTNAME=127.0.0.1\nVSENSOR_PORT={}\nVSENSOR_HMAC_KEY={KEY}\nOSSENSOR_DEBUG=3\nBPF=udp or tcp\n", collector.port),
     )
     .unwrap();
     // The process environment wins over the file.
@@ -140,6 +189,59 @@ fn env_file_follows_docker_rules_and_the_generated_file_runs_with_dash_c() {
     guard.wait_for_line("registered with the collector", Duration::from_secs(30)).unwrap();
     let summary = guard.log().lines().find(|l| l.contains("configuration: ")).unwrap().split("configuration: ").nth(1).unwrap().to_string();
     assert_eq!(summary, first_summary, "-c reproduces the configuration");
+    assert!(guard.stop(SIGTERM).unwrap().success());
+    assert_eq!(std::fs::read_to_string(&gen).unwrap(), text, "-c leaves its file untouched");
+}
+
+/// The generated file records the interfaces as the reference's entrypoint
+/// does: `device=` the ones selected at start (sorted, `,any` appended),
+/// `blacklist_device=` the ones the exclude list matched; the rules
+/// themselves go to this sensor's keys, so `-c` on the file runs the same
+/// sensor: the same interfaces now, and the same rules for those that
+/// appear later.
+#[test]
+fn the_generated_file_records_the_interfaces_at_start_and_dash_c_keeps_the_rules() {
+    let prefix = unique_prefix();
+    let ns = Netns::new(&prefix, "rec").unwrap();
+    let peer = Netns::new(&prefix, "recp").unwrap();
+    let dir = TestDir::new("rec");
+    for n in [&ns, &peer] {
+        n.disable_ipv6().unwrap();
+    }
+    veth_pair(&ns, "wan0", "198.18.50.1/24", &peer, "x0", "198.18.50.2/24").unwrap();
+    for (i, name) in ["pod7", "pod2", "pod1"].iter().enumerate() {
+        veth_pair(&ns, name, &format!("198.18.{}.1/24", 51 + i), &peer, &format!("x{}", i + 1), &format!("198.18.{}.2/24", 51 + i)).unwrap();
+    }
+    let collector = Collector::start(&ns, dir.path()).unwrap();
+    let gen = dir.join("ossensor.cfg");
+    let env = env_with(
+        &base_env(&collector, dir.path()),
+        &[("NETWORK_DEVICE_INCLUDELIST", "^pod"), ("NETWORK_DEVICE_EXCLUDELIST", "2$"), ("NETWORK_DEVICE_ANY", "1")],
+        &[],
+    );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut guard = spawn_logged(&mut sensor_command(&ns, &env, &[]), dir.join("env.log")).unwrap();
+    guard.wait_for_line("registered with the collector", Duration::from_secs(30)).unwrap();
+    let summary = |log: &str| log.lines().find(|l| l.contains("configuration: ")).unwrap().split("configuration: ").nth(1).unwrap().to_string();
+    let interfaces = |log: &str| log.lines().find(|l| l.contains("interfaces: ")).unwrap().split("interfaces: ").nth(1).unwrap().to_string();
+    let (first_summary, first_interfaces) = (summary(&guard.log()), interfaces(&guard.log()));
+    assert!(guard.stop(SIGTERM).unwrap().success());
+    let text = std::fs::read_to_string(&gen).unwrap();
+    for line in ["device=pod1,pod7,any", "blacklist_device=pod2", "networkDevice=", "whitelist_device=^pod", "blacklist_pattern=2$"] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+
+    // -c FILE: the same interfaces and configuration; an interface that
+    // appears later is judged by the file's patterns.
+    let mut guard = spawn_logged(&mut sensor_command(&ns, &[], &["-c", gen.to_str().unwrap()]), dir.join("dash-c.log")).unwrap();
+    guard.wait_for_line("registered with the collector", Duration::from_secs(30)).unwrap();
+    assert_eq!(summary(&guard.log()), first_summary, "-c reproduces the configuration");
+    assert_eq!(interfaces(&guard.log()), first_interfaces, "-c captures the same interfaces");
+    veth_pair(&ns, "pod9", "198.18.55.1/24", &peer, "x9", "198.18.55.2/24").unwrap();
+    ossensor_suite::sensor::wait_for_worker_ready(&mut guard, "pod9").unwrap();
+    veth_pair(&ns, "pod12", "198.18.56.1/24", &peer, "x12", "198.18.56.2/24").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!guard.log().contains("capture-worker for pod12"), "pod12 matches the exclude pattern 2$:\n{}", guard.log());
     assert!(guard.stop(SIGTERM).unwrap().success());
     assert_eq!(std::fs::read_to_string(&gen).unwrap(), text, "-c leaves its file untouched");
 }
@@ -319,11 +421,7 @@ fn security_events_reach_a_real_syslog_daemon_from_every_process() {
     )
     .unwrap();
     let pidfile = dir.join("rsyslogd.pid");
-    let mut rsyslogd = spawn_logged(
-        command("rsyslogd").args(["-n", "-f"]).arg(&conf).arg("-i").arg(&pidfile),
-        dir.join("rsyslogd.log"),
-    )
-    .unwrap();
+    let mut rsyslogd = spawn_logged(command("rsyslogd").args(["-n", "-f"]).arg(&conf).arg("-i").arg(&pidfile), dir.join("rsyslogd.log")).unwrap();
     wait_until("rsyslogd's socket", Duration::from_secs(10), || sock_path.exists().then_some(())).unwrap();
 
     let mut env = base_env(&collector, dir.path());

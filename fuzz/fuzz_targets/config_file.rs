@@ -7,8 +7,8 @@ use ossensor_supervisor::{cfgfile, config};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(vars) = cfgfile::parse(text) {
-        let raw = config::RawConfig::from_vars(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if let Ok(parsed) = cfgfile::parse(text) {
+        let raw = config::RawConfig::from_vars(parsed.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let _ = config::validate(&raw);
     }
 });

@@ -9,59 +9,28 @@
 //!    round. Each problem names the variable and its value (never the HMAC
 //!    key's value). Nothing is captured or sent on a half-valid configuration.
 //!
-//! The contract is `shared/spec/sensor-interface.md`; `docs/configuration.md`
-//! is the user-facing description of every variable and rule here.
+//! The contract is `shared/spec/sensor-interface.md`; every variable is
+//! declared once, in [`crate::variables`], which both stages read;
+//! `docs/configuration.md` is the user-facing description (its tables are
+//! generated from the declarations).
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ossensor_shared::children::{ActionsConfig, LogConfig, UplinkConfig, WorkerConfig};
 use ossensor_shared::signed_actions::PublicKey;
 
+use crate::variables::{self, Unset, Variable, VARIABLES};
 use crate::{cfgfile, envfile};
 
-/// Every variable the sensor reads, spec names first, then our extensions.
-pub const VARIABLES: &[&str] = &[
-    "VSENSOR_HOSTNAME",
-    "VSENSOR_HMAC_KEY",
-    "VSENSOR_PORT",
-    "OSSENSOR_NETWORK_DEVICE",
-    "OSSENSOR_CONFIG_PATH",
-    "OSSENSOR_DEBUG",
-    "OSSENSOR_LOGFILE_PATH",
-    "ANTIGENA_ENABLED",
-    "ANTIGENA_TIME_PERIOD",
-    "NETWORK_DEVICE_EXCLUDELIST",
-    "NETWORK_DEVICE_INCLUDELIST",
-    "NETWORK_DEVICE_ANY",
-    "BPF",
-    "NETWORK_DEVICE_BLACKLIST",
-    "NETWORK_DEVICE_WHITELIST",
-    // Extensions.
-    "OSSENSOR_SENSOR_ID",
-    "OSSENSOR_SPOOL_MB",
-    "OSSENSOR_COMPRESSION",
-    "OSSENSOR_CAPTURE_BUFFER_MB",
-    "OSSENSOR_USER",
-    "OSSENSOR_RUNTIME_DIR",
-    "VSENSOR_CA_FILE",
-    "OSSENSOR_SYSLOG_SOCKET",
-    "OSSENSOR_METRICS_ADDR",
-    "OSSENSOR_DEDUPLICATE",
-    "OSSENSOR_CAPTURE_BUDGET_MB",
-    "OSSENSOR_STATE_DIR",
-    "OSSENSOR_ACTION_KEY",
-];
+pub use crate::variables::{
+    valid_ifname, Config, DeviceRules, Pattern, Secret, DEFAULT_CONFIG_PATH, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR, DEFAULT_ZSTD_LEVEL, MIB,
+};
 
 /// Prefixes of variables that look like ours: an unknown one in an env file
 /// is probably a typo, so [`gather`] warns about it.
 const OUR_PREFIXES: &[&str] = &["VSENSOR_", "OSSENSOR_", "ANTIGENA_", "NETWORK_DEVICE_"];
-
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/darktrace/ossensor.cfg";
-pub const DEFAULT_RUNTIME_DIR: &str = "/run/ossensor";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/ossensor";
-pub const MIB: u64 = 1024 * 1024;
 
 /// Chunks the uplink builds: closed at 1 MiB of raw packets or 200 ms after
 /// their first packet, whichever comes first.
@@ -102,28 +71,9 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.file_key, &self.value) {
-            (Some((file, key)), Some(v)) => write!(
-                f,
-                "{}: {key}=\"{}\" ({}): {}",
-                file.display(),
-                v.escape_debug(),
-                self.variable,
-                self.message
-            ),
-            (Some((file, key)), None) => write!(
-                f,
-                "{}: {key} ({}): {}",
-                file.display(),
-                self.variable,
-                self.message
-            ),
-            (None, Some(v)) => write!(
-                f,
-                "{}=\"{}\": {}",
-                self.variable,
-                v.escape_debug(),
-                self.message
-            ),
+            (Some((file, key)), Some(v)) => write!(f, "{}: {key}=\"{}\" ({}): {}", file.display(), v.escape_debug(), self.variable, self.message),
+            (Some((file, key)), None) => write!(f, "{}: {key} ({}): {}", file.display(), self.variable, self.message),
+            (None, Some(v)) => write!(f, "{}=\"{}\": {}", self.variable, v.escape_debug(), self.message),
             (None, None) => write!(f, "{}: {}", self.variable, self.message),
         }
     }
@@ -137,14 +87,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn one(variable: &str, value: Option<&str>, message: impl Into<String>) -> Self {
-        ConfigError {
-            problems: vec![Problem {
-                variable: variable.to_string(),
-                value: value.map(str::to_string),
-                message: message.into(),
-                file_key: None,
-            }],
-        }
+        ConfigError { problems: vec![Problem { variable: variable.to_string(), value: value.map(str::to_string), message: message.into(), file_key: None }] }
     }
 
     /// True if some problem concerns `variable`.
@@ -187,6 +130,9 @@ pub enum Origin {
 pub struct RawConfig {
     pub origin: Origin,
     pub vars: BTreeMap<String, String>,
+    /// Under `-c FILE`: variable → the file's key it was read from (errors
+    /// name it; an older file keeps some variables under other keys).
+    pub file_keys: BTreeMap<String, String>,
     /// Things worth a log line that do not stop start-up (a likely typo in a
     /// variable name, sensor variables ignored because of `-c`).
     pub warnings: Vec<String>,
@@ -196,13 +142,9 @@ impl RawConfig {
     /// A raw configuration from the environment alone (tests, embedding).
     pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         RawConfig {
-            origin: Origin::Environment {
-                env_files: Vec::new(),
-            },
-            vars: vars
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            origin: Origin::Environment { env_files: Vec::new() },
+            vars: vars.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            file_keys: BTreeMap::new(),
             warnings: Vec::new(),
         }
     }
@@ -219,10 +161,7 @@ pub enum Source {
 /// Stage 1. `args` are the command-line arguments *without* the program
 /// name (`std::env::args().skip(1)`); `process_env` is the process
 /// environment (see [`process_environment`]).
-pub fn gather(
-    args: &[String],
-    process_env: &BTreeMap<String, String>,
-) -> Result<Source, ConfigError> {
+pub fn gather(args: &[String], process_env: &BTreeMap<String, String>) -> Result<Source, ConfigError> {
     let mut env_files: Vec<PathBuf> = Vec::new();
     let mut config_file: Option<PathBuf> = None;
     let mut it = args.iter();
@@ -243,15 +182,9 @@ pub fn gather(
                 }
                 _ => return Err(ConfigError::one("-c", None, "needs a file name")),
             },
-            a if a.starts_with("--env-file=") && a.len() > "--env-file=".len() => {
-                env_files.push(PathBuf::from(&a["--env-file=".len()..]))
-            }
+            a if a.starts_with("--env-file=") && a.len() > "--env-file=".len() => env_files.push(PathBuf::from(&a["--env-file=".len()..])),
             a => {
-                return Err(ConfigError::one(
-                    "command line",
-                    Some(a),
-                    "unknown argument (usage: ossensor [--env-file FILE]... | -c FILE | --help | --version)",
-                ))
+                return Err(ConfigError::one("command line", Some(a), "unknown argument (usage: ossensor [--env-file FILE]... | -c FILE | --help | --version)"))
             }
         }
     }
@@ -273,73 +206,41 @@ pub fn gather(
         match envfile::read(file, lookup) {
             Ok(pairs) => {
                 for (k, v) in pairs {
-                    if !VARIABLES.contains(&k.as_str())
-                        && OUR_PREFIXES.iter().any(|p| k.starts_with(p))
-                    {
-                        warnings.push(format!(
-                            "--env-file {}: {k} is not a variable this sensor reads (a typo?); ignored",
-                            file.display()
-                        ));
+                    if !is_ours(&k) && OUR_PREFIXES.iter().any(|p| k.starts_with(p)) {
+                        warnings.push(format!("--env-file {}: {k} is not a variable this sensor reads (a typo?); ignored", file.display()));
                     }
                     vars.insert(k, v);
                 }
             }
-            Err(e) => problems.push(Problem {
-                variable: "--env-file".into(),
-                value: None,
-                message: e.to_string(),
-                file_key: None,
-            }),
+            Err(e) => problems.push(Problem { variable: "--env-file".into(), value: None, message: e.to_string(), file_key: None }),
         }
     }
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
     // The process environment wins over every file (Docker's -e over --env-file).
-    for name in VARIABLES {
-        if let Some(v) = process_env.get(*name) {
+    for name in variables::names() {
+        if let Some(v) = process_env.get(name) {
             vars.insert(name.to_string(), v.clone());
         }
     }
-    Ok(Source::Run(RawConfig {
-        origin: Origin::Environment { env_files },
-        vars,
-        warnings,
-    }))
+    Ok(Source::Run(RawConfig { origin: Origin::Environment { env_files }, vars, file_keys: BTreeMap::new(), warnings }))
 }
 
-fn gather_config_file(
-    file: PathBuf,
-    process_env: &BTreeMap<String, String>,
-) -> Result<RawConfig, ConfigError> {
+fn gather_config_file(file: PathBuf, process_env: &BTreeMap<String, String>) -> Result<RawConfig, ConfigError> {
     let shown = file.display().to_string();
-    let bytes = std::fs::read(&file)
-        .map_err(|e| ConfigError::one("-c", Some(&shown), format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ConfigError::one("-c", Some(&shown), "not valid UTF-8"))?;
-    let vars =
-        cfgfile::parse(&text).map_err(|e| ConfigError::one("-c", Some(&shown), e.to_string()))?;
-    let ignored: Vec<&str> = VARIABLES
-        .iter()
-        .copied()
-        .filter(|n| process_env.contains_key(*n))
-        .collect();
+    let bytes = std::fs::read(&file).map_err(|e| ConfigError::one("-c", Some(&shown), format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| ConfigError::one("-c", Some(&shown), "not valid UTF-8"))?;
+    let parsed = cfgfile::parse(&text).map_err(|e| ConfigError::one("-c", Some(&shown), e.to_string()))?;
+    let ignored: Vec<&str> = variables::names().filter(|n| process_env.contains_key(*n)).collect();
     let mut warnings = Vec::new();
     if !ignored.is_empty() {
         warnings.push(format!(
             "running from -c {shown}: the environment's {} ignored (the file is the configuration)",
-            if ignored.len() == 1 {
-                format!("{} is", ignored[0])
-            } else {
-                format!("{} are", ignored.join(", "))
-            }
+            if ignored.len() == 1 { format!("{} is", ignored[0]) } else { format!("{} are", ignored.join(", ")) }
         ));
     }
-    Ok(RawConfig {
-        origin: Origin::ConfigFile(file),
-        vars,
-        warnings,
-    })
+    Ok(RawConfig { origin: Origin::ConfigFile(file), vars: parsed.vars, file_keys: parsed.keys, warnings })
 }
 
 /// The process environment as a map. A sensor variable whose value is not
@@ -353,12 +254,7 @@ pub fn process_environment() -> Result<BTreeMap<String, String>, ConfigError> {
             Ok(v) => {
                 out.insert(k.to_string(), v);
             }
-            Err(_) if VARIABLES.contains(&k) => problems.push(Problem {
-                variable: k.to_string(),
-                value: None,
-                message: "value is not valid UTF-8".into(),
-                file_key: None,
-            }),
+            Err(_) if is_ours(k) => problems.push(Problem { variable: k.to_string(), value: None, message: "value is not valid UTF-8".into(), file_key: None }),
             Err(_) => {}
         }
     }
@@ -369,615 +265,79 @@ pub fn process_environment() -> Result<BTreeMap<String, String>, ConfigError> {
     }
 }
 
+/// True if the sensor reads `name` (old names included).
+fn is_ours(name: &str) -> bool {
+    variables::names().any(|n| n == name)
+}
+
 // ---------------------------------------------------------------------------
 // Stage 2: the validated configuration
 
-/// The HMAC key. Debug and Display print `<redacted>`; use [`Secret::expose`]
-/// where the key is really needed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// One interface-name pattern: the user's POSIX ERE text and the compiled
-/// regex it was translated to (see [`ere`]). Equal when the text is.
-#[derive(Clone)]
-pub struct Pattern {
-    source: String,
-    regex: regex::Regex,
-}
-
-impl Pattern {
-    pub fn new(source: &str) -> Result<Self, String> {
-        Ok(Pattern {
-            source: source.to_string(),
-            regex: ere::compile(source)?,
-        })
-    }
-    /// The text as the user wrote it.
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-    /// Like `grep -E`: true if the pattern matches anywhere in the name.
-    pub fn is_match(&self, name: &str) -> bool {
-        self.regex.is_match(name)
-    }
-}
-
-impl PartialEq for Pattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
-    }
-}
-impl Eq for Pattern {}
-
-impl fmt::Debug for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.source)
-    }
-}
-
-/// Which interfaces to capture (applied by [`crate::interfaces::select`]).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeviceRules {
-    /// OSSENSOR_NETWORK_DEVICE in order, without duplicates; may contain
-    /// `default` (the default route's interface). Empty: every interface.
-    pub explicit: Vec<String>,
-    /// NETWORK_DEVICE_INCLUDELIST (or _WHITELIST): if non-empty, only names
-    /// matching one of these are captured.
-    pub include: Vec<Pattern>,
-    /// NETWORK_DEVICE_EXCLUDELIST (or _BLACKLIST): names matching any of
-    /// these are never captured; wins over everything else.
-    pub exclude: Vec<Pattern>,
-    /// NETWORK_DEVICE_ANY=1: also capture interfaces that appear later.
-    pub any: bool,
-}
-
-/// The validated configuration (stage 2). Field docs name the variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// VSENSOR_HOSTNAME.
-    pub collector_host: String,
-    /// VSENSOR_PORT, default 443.
-    pub collector_port: u16,
-    /// VSENSOR_HMAC_KEY.
-    pub hmac_key: Secret,
-    /// OSSENSOR_NETWORK_DEVICE, the include/exclude lists, NETWORK_DEVICE_ANY.
-    pub devices: DeviceRules,
-    /// OSSENSOR_CONFIG_PATH (with `-c FILE`: FILE).
-    pub config_path: PathBuf,
-    /// OSSENSOR_DEBUG, 0..=5, default 1.
-    pub debug: u8,
-    /// OSSENSOR_LOGFILE_PATH; None = standard output.
-    pub logfile: Option<PathBuf>,
-    /// ANTIGENA_ENABLED, default true.
-    pub antigena_enabled: bool,
-    /// ANTIGENA_TIME_PERIOD, default 5.
-    pub antigena_period_secs: u32,
-    /// BPF (may be empty), line breaks and tabs turned into spaces.
-    pub bpf: String,
-    /// OSSENSOR_SENSOR_ID, default derived from the host name.
-    pub sensor_id: String,
-    /// OSSENSOR_SPOOL_MB in bytes.
-    pub spool_bytes: u64,
-    /// OSSENSOR_COMPRESSION: zstd level, None = uncompressed.
-    pub compression: Option<i32>,
-    /// OSSENSOR_CAPTURE_BUDGET_MB in bytes: kernel ring memory for all
-    /// interfaces together.
-    pub ring_budget_bytes: u64,
-    /// OSSENSOR_CAPTURE_BUFFER_MB in bytes, per interface.
-    pub ring_bytes: u64,
-    /// OSSENSOR_USER: name or numeric uid the children run as.
-    pub user: Option<String>,
-    /// OSSENSOR_RUNTIME_DIR, default /run/ossensor.
-    pub runtime_dir: PathBuf,
-    /// VSENSOR_CA_FILE.
-    pub ca_file: Option<PathBuf>,
-    /// OSSENSOR_SYSLOG_SOCKET: where audit events go; None = /dev/log.
-    pub syslog_socket: Option<PathBuf>,
-    /// OSSENSOR_DEDUPLICATE: keep one copy of a frame seen on several
-    /// interfaces.
-    pub deduplicate: bool,
-    /// OSSENSOR_METRICS_ADDR: where the uplink serves Prometheus metrics;
-    /// None = no metrics endpoint.
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    /// OSSENSOR_STATE_DIR, default /var/lib/ossensor: what the sensor keeps
-    /// across restarts (the pinned action key).
-    pub state_dir: PathBuf,
-    /// OSSENSOR_ACTION_KEY: the collector's action key, pinned from the
-    /// first start; None = pinned at the first registration.
-    pub action_key: Option<PublicKey>,
-}
-
-/// Collects problems while validating; labels them with the config file's
-/// key when running from `-c FILE`.
-struct Checker<'a> {
-    raw: &'a RawConfig,
-    problems: Vec<Problem>,
-}
-
-impl<'a> Checker<'a> {
-    /// The value of `name`, an empty value counting as unset.
-    fn get(&self, name: &str) -> Option<&'a str> {
-        self.raw
-            .vars
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+impl RawConfig {
+    /// The variable's value and the name it was given under: the current
+    /// name, else the old one; an empty value counts as unset.
+    pub fn given(&self, var: &Variable) -> Option<(&'static str, &str)> {
+        std::iter::once(var.name).chain(var.old_name).find_map(|name| self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty()).map(|v| (name, v)))
     }
 
-    fn bad(&mut self, name: &str, value: Option<&str>, message: impl Into<String>) {
-        let file_key = match &self.raw.origin {
-            Origin::ConfigFile(f) => cfgfile::key_for(name).map(|k| (f.clone(), k.to_string())),
+    /// A problem with `name` (a variable, under the name it was given),
+    /// labelled with the config file's key when running from `-c FILE`.
+    pub fn problem(&self, name: &str, value: Option<&str>, message: impl Into<String>) -> Problem {
+        let file_key = match &self.origin {
+            Origin::ConfigFile(f) => self
+                .file_keys
+                .get(name)
+                .map(String::as_str)
+                .or_else(|| variables::variable(name).and_then(|v| v.key.name()))
+                .map(|k| (f.clone(), k.to_string())),
             Origin::Environment { .. } => None,
         };
-        self.problems.push(Problem {
-            variable: name.to_string(),
-            value: value.map(str::to_string),
-            message: message.into(),
-            file_key,
-        });
+        Problem { variable: name.to_string(), value: value.map(str::to_string), message: message.into(), file_key }
     }
 
-    /// An unsigned integer in `lo..=hi` (surrounding whitespace ignored).
-    fn number(&mut self, name: &str, default: u64, lo: u64, hi: u64, what: &str) -> u64 {
-        let Some(v) = self.get(name) else {
-            return default;
-        };
-        let t = v.trim();
-        match t.parse::<u64>() {
-            Ok(n) if t.bytes().all(|b| b.is_ascii_digit()) && (lo..=hi).contains(&n) => n,
-            _ => {
-                self.bad(name, Some(v), format!("must be {what} from {lo} to {hi}"));
-                default
-            }
-        }
-    }
-
-    /// true/false (any case) or 1/0.
-    fn boolean(&mut self, name: &str, default: bool, also: &str) -> bool {
-        let Some(v) = self.get(name) else {
-            return default;
-        };
-        match parse_bool(v) {
-            Some(b) => b,
-            None => {
-                self.bad(name, Some(v), format!("must be {also}"));
-                default
-            }
-        }
-    }
-
-    /// A path: no surrounding whitespace (env files keep it verbatim, and a
-    /// trailing space would silently name another file).
-    fn path(&mut self, name: &str, must_be_absolute: bool) -> Option<PathBuf> {
-        let v = self.get(name)?;
-        if v.trim() != v {
-            self.bad(
-                name,
-                Some(v),
-                "must not begin or end with whitespace (env files keep values verbatim)",
-            );
-            return None;
-        }
-        if v.chars().any(char::is_control) {
-            self.bad(name, Some(v), "must not contain control characters");
-            return None;
-        }
-        if must_be_absolute && !v.starts_with('/') {
-            self.bad(name, Some(v), "must be an absolute path");
-            return None;
-        }
-        Some(PathBuf::from(v))
-    }
-}
-
-pub(crate) fn parse_bool(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" => Some(true),
-        "false" | "0" => Some(false),
-        _ => None,
+    /// A configuration error about the variable `name` found after
+    /// validation (when the interfaces or the user are looked up): it names
+    /// the variable as the user gave it (the old name too) and its value.
+    pub fn refuse(&self, name: &str, message: impl Into<String>) -> ConfigError {
+        let var = variables::variable(name).unwrap_or_else(|| panic!("{name} is not declared"));
+        let (name, value) = self.given(var).map_or((var.name, None), |(n, v)| (n, Some(v)));
+        ConfigError { problems: vec![self.problem(name, value.filter(|_| !var.secret), message)] }
     }
 }
 
 /// Stage 2: checks every variable, returns the configuration or every
 /// problem found.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
-    let mut c = Checker {
-        raw,
-        problems: Vec::new(),
-    };
-
-    // Collector.
-    let collector_host = match c.get("VSENSOR_HOSTNAME") {
-        None => {
-            c.bad(
-                "VSENSOR_HOSTNAME",
-                None,
-                "is required: the collector's host name or IP address",
-            );
-            String::new()
-        }
-        Some(v) => {
-            let t = v.trim();
-            if t.contains(':') {
-                c.bad(
-                    "VSENSOR_HOSTNAME",
-                    Some(v),
-                    "must not contain ':'; put the port in VSENSOR_PORT",
-                );
-            } else if !valid_host(t) {
-                c.bad(
-                    "VSENSOR_HOSTNAME",
-                    Some(v),
-                    "must be a host name or IPv4 address (letters, digits, '.', '-', '_'; at most 253 characters)",
-                );
+    let mut cfg = Config::default();
+    let mut problems = Vec::new();
+    for var in VARIABLES {
+        let derived;
+        let (name, value) = match (raw.given(var), &var.unset) {
+            (Some(given), _) => given,
+            (None, Unset::Required(why)) => {
+                problems.push(raw.problem(var.name, None, format!("is required: {why}")));
+                continue;
             }
-            t.to_string()
-        }
-    };
-    let collector_port = c.number("VSENSOR_PORT", 443, 1, 65535, "a port number") as u16;
-    let hmac_key = match c.get("VSENSOR_HMAC_KEY") {
-        None => {
-            c.bad(
-                "VSENSOR_HMAC_KEY",
-                None,
-                "is required: the secret shared with the collector",
-            );
-            Secret::new("")
-        }
-        Some(v) => {
-            if v.chars().any(|ch| ch == '\n' || ch == '\r' || ch == '\0') {
-                // Never echo the value.
-                c.bad(
-                    "VSENSOR_HMAC_KEY",
-                    None,
-                    "must not contain line breaks or NUL (value not shown: it is secret)",
-                );
+            (None, Unset::Value(text)) => (var.name, *text),
+            (None, Unset::Derived(_, compute)) => {
+                derived = compute();
+                (var.name, derived.as_str())
             }
-            Secret::new(v)
-        }
-    };
-
-    // Interfaces.
-    let mut explicit: Vec<String> = Vec::new();
-    if let Some(v) = c.get("OSSENSOR_NETWORK_DEVICE") {
-        for dev in v
-            .split(|ch: char| ch == ',' || ch.is_whitespace())
-            .filter(|d| !d.is_empty())
-        {
-            if dev == "any" {
-                c.bad(
-                    "OSSENSOR_NETWORK_DEVICE",
-                    Some(v),
-                    "\"any\" is not an interface: leave OSSENSOR_NETWORK_DEVICE unset to capture every interface, \
-                     and set NETWORK_DEVICE_ANY=1 to also capture interfaces that appear later",
-                );
-            } else if dev != "default" && !valid_ifname(dev) {
-                c.bad(
-                    "OSSENSOR_NETWORK_DEVICE",
-                    Some(v),
-                    format!(
-                        "\"{}\" is not a valid interface name (1 to 15 bytes, no '/' or ':')",
-                        dev.escape_debug()
-                    ),
-                );
-            } else if !explicit.iter().any(|d| d == dev) {
-                explicit.push(dev.to_string());
-            }
+            (None, Unset::Nothing(_)) => continue,
+        };
+        if let Err(refused) = (var.set)(value, &mut cfg) {
+            let shown = (!var.secret).then_some(value);
+            problems.extend(refused.0.into_iter().map(|m| raw.problem(name, shown, m)));
         }
     }
-    let include = patterns(
-        &mut c,
-        "NETWORK_DEVICE_INCLUDELIST",
-        "NETWORK_DEVICE_WHITELIST",
-    );
-    let exclude = patterns(
-        &mut c,
-        "NETWORK_DEVICE_EXCLUDELIST",
-        "NETWORK_DEVICE_BLACKLIST",
-    );
-    let any = c.boolean(
-        "NETWORK_DEVICE_ANY",
-        false,
-        "1 or 0 (true or false also accepted)",
-    );
-
-    // Files and logging.
-    let config_path = match &raw.origin {
-        Origin::ConfigFile(f) => f.clone(),
-        Origin::Environment { .. } => {
-            let p = c
-                .path("OSSENSOR_CONFIG_PATH", false)
-                .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
-            if p.as_os_str().as_encoded_bytes().ends_with(b"/") {
-                c.bad(
-                    "OSSENSOR_CONFIG_PATH",
-                    c.get("OSSENSOR_CONFIG_PATH"),
-                    "must name a file, not a directory",
-                );
-            }
-            p
-        }
-    };
-    let debug = c.number("OSSENSOR_DEBUG", 1, 0, 5, "a log level") as u8;
-    let logfile = c
-        .path("OSSENSOR_LOGFILE_PATH", false)
-        .filter(|p| p != Path::new("/dev/stdout"));
-
-    // Response actions.
-    let antigena_enabled = c.boolean(
-        "ANTIGENA_ENABLED",
-        true,
-        "true or false (any case), or 1 or 0",
-    );
-    let antigena_period_secs = c.number(
-        "ANTIGENA_TIME_PERIOD",
-        5,
-        1,
-        u32::MAX as u64,
-        "a whole number of seconds",
-    ) as u32;
-
-    // Filter: libpcap's compiler is the judge.
-    let bpf = match c.get("BPF") {
-        None => String::new(),
-        Some(v) => {
-            let expr: String = v
-                .chars()
-                .map(|ch| {
-                    if ch == '\n' || ch == '\r' || ch == '\t' {
-                        ' '
-                    } else {
-                        ch
-                    }
-                })
-                .collect();
-            let expr = expr.trim().to_string();
-            if let Err(e) = ossensor_shared::bpf::compile(&expr, 1) {
-                c.bad(
-                    "BPF",
-                    Some(v),
-                    format!("is not a valid capture filter: {e}"),
-                );
-            }
-            expr
-        }
-    };
-
-    // Extensions.
-    let sensor_id = match c.get("OSSENSOR_SENSOR_ID") {
-        Some(v) => {
-            if !ossensor_shared::control::valid_sensor_id(v.trim()) {
-                c.bad(
-                    "OSSENSOR_SENSOR_ID",
-                    Some(v),
-                    "must be 1 to 64 of letters, digits, '.', '_', '-', not starting with '.'",
-                );
-            }
-            v.trim().to_string()
-        }
-        None => {
-            let host = nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            ossensor_shared::control::sensor_id_from_hostname(&host)
-        }
-    };
-    let spool_bytes = c.number("OSSENSOR_SPOOL_MB", 64, 1, 65536, "a size in MiB") * MIB;
-    let compression = match c.get("OSSENSOR_COMPRESSION") {
-        None => Some(DEFAULT_ZSTD_LEVEL),
-        Some(v) => match parse_compression(v) {
-            Some(level) => level,
-            None => {
-                c.bad(
-                    "OSSENSOR_COMPRESSION",
-                    Some(v),
-                    "must be zstd, zstd:LEVEL with LEVEL from -7 to -1 or 1 to 19, or none",
-                );
-                Some(DEFAULT_ZSTD_LEVEL)
-            }
-        },
-    };
-    let ring_bytes = c.number("OSSENSOR_CAPTURE_BUFFER_MB", 64, 2, 2048, "a size in MiB") * MIB;
-    let ring_budget_bytes = c.number("OSSENSOR_CAPTURE_BUDGET_MB", 512, 2, 1 << 20, "a size in MiB") * MIB;
-    let user = c.get("OSSENSOR_USER").map(|v| {
-        let t = v.trim();
-        if !valid_user(t) {
-            c.bad(
-                "OSSENSOR_USER",
-                Some(v),
-                "must be a user name ([a-z_][a-z0-9_-]*, at most 32 characters) or a numeric uid",
-            );
-        }
-        t.to_string()
-    });
-    let runtime_dir = c
-        .path("OSSENSOR_RUNTIME_DIR", true)
-        .unwrap_or_else(|| DEFAULT_RUNTIME_DIR.into());
-    let state_dir = c.path("OSSENSOR_STATE_DIR", true).unwrap_or_else(|| DEFAULT_STATE_DIR.into());
-    let action_key = c.get("OSSENSOR_ACTION_KEY").and_then(|v| match PublicKey::parse(v) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            c.bad("OSSENSOR_ACTION_KEY", Some(v), format!("{e}; the collector prints its key at start (vsensor action key)"));
-            None
-        }
-    });
-    let syslog_socket = c.path("OSSENSOR_SYSLOG_SOCKET", true);
-    let deduplicate = c.boolean("OSSENSOR_DEDUPLICATE", true, "true or false (any case), or 1 or 0");
-    let metrics_addr = match c.get("OSSENSOR_METRICS_ADDR").filter(|v| !v.is_empty()) {
-        None => None,
-        Some(v) => match v.parse::<std::net::SocketAddr>() {
-            Ok(a) if a.port() != 0 => Some(a),
-            _ => {
-                c.bad("OSSENSOR_METRICS_ADDR", Some(v), "must be an address and a port, like 127.0.0.1:9273 or [::1]:9273");
-                None
-            }
-        },
-    };
-    let ca_file = c.path("VSENSOR_CA_FILE", false);
-    if let Some(p) = &ca_file {
-        let check = std::fs::metadata(p).and_then(|m| {
-            if m.is_dir() {
-                Err(std::io::Error::other("is a directory"))
-            } else {
-                std::fs::File::open(p).map(drop)
-            }
-        });
-        if let Err(e) = check {
-            c.bad(
-                "VSENSOR_CA_FILE",
-                c.get("VSENSOR_CA_FILE"),
-                format!("cannot read the CA file: {e}"),
-            );
-        }
+    if let Origin::ConfigFile(f) = &raw.origin {
+        cfg.config_path = f.clone();
     }
-
-    if !c.problems.is_empty() {
-        return Err(ConfigError {
-            problems: c.problems,
-        });
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError { problems })
     }
-    Ok(Config {
-        collector_host,
-        collector_port,
-        hmac_key,
-        devices: DeviceRules {
-            explicit,
-            include,
-            exclude,
-            any,
-        },
-        config_path,
-        debug,
-        logfile,
-        antigena_enabled,
-        antigena_period_secs,
-        bpf,
-        sensor_id,
-        spool_bytes,
-        compression,
-        ring_bytes,
-        user,
-        runtime_dir,
-        ca_file,
-        syslog_socket,
-        metrics_addr,
-        deduplicate,
-        ring_budget_bytes,
-        state_dir,
-        action_key,
-    })
-}
-
-/// Reads a pattern list, the new name first, the old name only when the
-/// new one is unset (or empty).
-fn patterns(c: &mut Checker<'_>, name: &'static str, old: &'static str) -> Vec<Pattern> {
-    let (var, v) = match (c.get(name), c.get(old)) {
-        (Some(v), _) => (name, v),
-        (None, Some(v)) => (old, v),
-        (None, None) => return Vec::new(),
-    };
-    let mut out = Vec::new();
-    for p in v.split_whitespace() {
-        match Pattern::new(p) {
-            Ok(pat) if ere::has_top_level_comma(p) => {
-                drop(pat);
-                c.bad(
-                    var,
-                    Some(v),
-                    format!(
-                        "pattern \"{}\": a ',' outside [] or {{}} cannot be written to the config file's \
-                         comma-separated list; write [,] instead",
-                        p.escape_debug()
-                    ),
-                );
-            }
-            Ok(pat) => out.push(pat),
-            Err(e) => c.bad(
-                var,
-                Some(v),
-                format!("pattern \"{}\": {e}", p.escape_debug()),
-            ),
-        }
-    }
-    out
-}
-
-/// The zstd level `OSSENSOR_COMPRESSION=zstd` means. Chosen by measurement
-/// (docs/benchmarks.md): on the reference traffic level -3 compresses 1 MiB
-/// chunks at about 2.2 GB/s to a ratio of 0.388, level 1 at 1.2 GB/s to 0.378.
-pub const DEFAULT_ZSTD_LEVEL: i32 = -3;
-
-/// `zstd` → Some(Some(DEFAULT_ZSTD_LEVEL)), `zstd:N` → Some(Some(N)) for
-/// the fast levels -7..=-1 and the regular 1..=19, `none` → Some(None).
-pub(crate) fn parse_compression(v: &str) -> Option<Option<i32>> {
-    let t = v.trim().to_ascii_lowercase();
-    if t == "none" {
-        return Some(None);
-    }
-    if t == "zstd" {
-        return Some(Some(DEFAULT_ZSTD_LEVEL));
-    }
-    let n = t.strip_prefix("zstd:")?;
-    let digits = n.strip_prefix('-').unwrap_or(n);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    match n.parse::<i32>() {
-        Ok(l) if (-7..=-1).contains(&l) || (1..=19).contains(&l) => Some(Some(l)),
-        _ => None,
-    }
-}
-
-fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && !h.starts_with(['-', '.'])
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
-}
-
-/// Linux's `dev_valid_name`: 1..=15 bytes, not `.`/`..`, no `/`, `:` or
-/// whitespace.
-pub fn valid_ifname(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() < 16
-        && n != "."
-        && n != ".."
-        && !n
-            .chars()
-            .any(|ch| ch == '/' || ch == ':' || ch.is_whitespace() || ch == '\0')
-}
-
-fn valid_user(u: &str) -> bool {
-    if !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()) {
-        // (uid_t)-1 means "no change" to setuid; refuse it.
-        return matches!(u.parse::<u32>(), Ok(n) if n != u32::MAX);
-    }
-    let mut b = u.bytes();
-    matches!(b.next(), Some(b'a'..=b'z' | b'_'))
-        && u.len() <= 32
-        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }
 
 impl Config {
@@ -1039,371 +399,17 @@ impl Config {
             log: self.log(),
         }
     }
-
-    /// The resolved configuration on one line for the level-0 log, the key
-    /// shown as `<redacted>`.
-    pub fn redacted_summary(&self) -> String {
-        let list = |v: &[Pattern]| v.iter().map(Pattern::as_str).collect::<Vec<_>>().join(" ");
-        let opt = |p: &Option<PathBuf>, none: &str| {
-            p.as_ref()
-                .map_or(none.to_string(), |p| p.display().to_string())
-        };
-        format!(
-            "collector={}:{} key={} sensor_id={} devices={} include={:?} exclude={:?} any={} bpf={:?} \
-             debug={} logfile={} antigena={} antigena_period={}s spool={}MiB compression={} \
-             capture_buffer={}MiB capture_budget={}MiB user={} runtime_dir={} state_dir={} action_key={} ca_file={} syslog={} metrics={} deduplicate={} config_path={}",
-            self.collector_host,
-            self.collector_port,
-            self.hmac_key,
-            self.sensor_id,
-            if self.devices.explicit.is_empty() { "(all)".to_string() } else { self.devices.explicit.join(",") },
-            list(&self.devices.include),
-            list(&self.devices.exclude),
-            self.devices.any as u8,
-            self.bpf,
-            self.debug,
-            opt(&self.logfile, "stdout"),
-            self.antigena_enabled,
-            self.antigena_period_secs,
-            self.spool_bytes / MIB,
-            compression_name(self.compression),
-            self.ring_bytes / MIB,
-            self.ring_budget_bytes / MIB,
-            self.user.as_deref().unwrap_or("(default)"),
-            self.runtime_dir.display(),
-            self.state_dir.display(),
-            self.action_key.map_or("(first registration)".to_string(), |k| k.to_string()),
-            opt(&self.ca_file, "(none)"),
-            opt(&self.syslog_socket, "/dev/log"),
-            self.metrics_addr.map_or("off".to_string(), |a| a.to_string()),
-            self.deduplicate,
-            self.config_path.display(),
-        )
-    }
-}
-
-pub(crate) fn compression_name(c: Option<i32>) -> String {
-    match c {
-        None => "none".into(),
-        Some(l) => format!("zstd:{l}"),
-    }
-}
-
-// ---------------------------------------------------------------------------
-
-/// The interface-name patterns: POSIX ERE as `grep -E` reads it, translated
-/// to the `regex` crate's syntax. Where the two disagree we translate when
-/// the meaning is certain and refuse with a message otherwise — a pattern
-/// never silently means something else.
-///
-/// Accepted: literals, `.`, anchors `^` `$`, `|`, groups `( )`, `*` `+` `?`,
-/// intervals `{n}` `{n,}` `{n,m}` and `{,m}` (= `{0,m}`), bracket
-/// expressions with ranges and `[:class:]` (backslash inside brackets is a
-/// literal backslash, as in POSIX), escapes of special characters (`\.`,
-/// `\*`, ...), and GNU's `\b \B \w \W \s \S \< \>`.
-///
-/// Refused: back-references `\1`..`\9`; other backslash escapes such as
-/// `\d` (grep reads it as `d`); `(?...)` flags; `*`, `+`, `?` or an
-/// interval with nothing before it; a `{` that does not open a valid
-/// interval (write `\{`); `[. .]` and `[= =]`; unknown classes; reversed
-/// ranges; unmatched `[`; a trailing backslash; anything else the regex
-/// engine rejects (unbalanced parentheses, too large a repetition).
-pub mod ere {
-    const CLASSES: &[&str] = &[
-        "alpha", "digit", "alnum", "upper", "lower", "space", "blank", "punct", "print", "graph",
-        "cntrl", "xdigit",
-    ];
-
-    /// Translates and compiles.
-    pub fn compile(pattern: &str) -> Result<regex::Regex, String> {
-        let translated = translate(pattern)?;
-        regex::RegexBuilder::new(&translated)
-            .size_limit(1 << 20)
-            .build()
-            .map_err(|e| {
-                format!(
-                    "not accepted by the regex engine: {}",
-                    first_line(&e.to_string())
-                )
-            })
-    }
-
-    fn first_line(s: &str) -> String {
-        // regex errors are multi-line with a caret diagram; keep the gist.
-        s.lines()
-            .filter(|l| l.starts_with("error:"))
-            .map(|l| l.trim_start_matches("error: "))
-            .next()
-            .unwrap_or(s)
-            .to_string()
-    }
-
-    enum Item {
-        Char(char),
-        Class(String),
-    }
-
-    /// Parses a bracket expression whose `[` is at `chars[start]`; returns
-    /// (negated, items, index after the closing `]`).
-    fn bracket(chars: &[char], start: usize) -> Result<(bool, Vec<Item>, usize), String> {
-        let mut j = start + 1;
-        let negated = chars.get(j) == Some(&'^');
-        if negated {
-            j += 1;
-        }
-        let mut items = Vec::new();
-        let mut first = true;
-        loop {
-            let Some(&c) = chars.get(j) else {
-                return Err("unmatched '['".into());
-            };
-            if c == ']' && !first {
-                return Ok((negated, items, j + 1));
-            }
-            first = false;
-            if c == '[' && matches!(chars.get(j + 1), Some(':' | '.' | '=')) {
-                let kind = chars[j + 1];
-                if kind != ':' {
-                    return Err(format!(
-                        "collating elements [{kind} {kind}] and equivalence classes are not supported"
-                    ));
-                }
-                let rest: String = chars[j + 2..].iter().collect();
-                let Some(end) = rest.find(":]") else {
-                    return Err("unterminated [: :] class".into());
-                };
-                let name = &rest[..end];
-                if !CLASSES.contains(&name) {
-                    return Err(format!("unknown character class [:{name}:]"));
-                }
-                items.push(Item::Class(name.to_string()));
-                j += 2 + name.chars().count() + 2;
-                continue;
-            }
-            items.push(Item::Char(c));
-            j += 1;
-        }
-    }
-
-    fn class_char(c: char) -> String {
-        if c.is_ascii_punctuation() && c != '<' && c != '>' {
-            format!("\\{c}")
-        } else {
-            c.to_string()
-        }
-    }
-
-    /// POSIX ERE → `regex` syntax, or why the pattern is refused.
-    pub fn translate(pattern: &str) -> Result<String, String> {
-        let chars: Vec<char> = pattern.chars().collect();
-        let mut out = String::new();
-        // True where a repetition operator would have nothing to repeat.
-        let mut at_start = true;
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            match c {
-                '\\' => {
-                    let Some(&n) = chars.get(i + 1) else {
-                        return Err("ends with a backslash".into());
-                    };
-                    match n {
-                        '1'..='9' => {
-                            return Err(format!("back-reference \\{n} is not supported (the regex engine has none)"))
-                        }
-                        'b' | 'B' | 'w' | 'W' | 's' | 'S' | '<' | '>' => {
-                            out.push('\\');
-                            out.push(n)
-                        }
-                        '.' | '[' | ']' | '(' | ')' | '*' | '+' | '?' | '{' | '}' | '|' | '^' | '$' | '\\' => {
-                            out.push('\\');
-                            out.push(n)
-                        }
-                        _ => {
-                            return Err(format!(
-                                "\\{n} is not POSIX ERE (grep -E reads it as a plain '{n}', other engines differently); \
-                                 write the character alone or use a bracket expression such as [0-9]"
-                            ))
-                        }
-                    }
-                    at_start = false;
-                    i += 2;
-                }
-                '[' => {
-                    let (negated, items, end) = bracket(&chars, i)?;
-                    out.push('[');
-                    if negated {
-                        out.push('^');
-                    }
-                    let mut k = 0;
-                    while k < items.len() {
-                        let is_range = matches!(items.get(k + 1), Some(Item::Char('-')))
-                            && k + 2 < items.len();
-                        match (&items[k], is_range) {
-                            (Item::Char(a), true) => {
-                                let Item::Char(b) = &items[k + 2] else {
-                                    return Err("a range cannot end with a [: :] class".into());
-                                };
-                                if a > b {
-                                    return Err(format!(
-                                        "invalid range {a}-{b} (its end comes before its start)"
-                                    ));
-                                }
-                                out.push_str(&class_char(*a));
-                                out.push('-');
-                                out.push_str(&class_char(*b));
-                                k += 3;
-                            }
-                            (Item::Class(_), true) => {
-                                return Err("a range cannot start with a [: :] class".into())
-                            }
-                            (Item::Char(a), false) => {
-                                out.push_str(&class_char(*a));
-                                k += 1;
-                            }
-                            (Item::Class(name), false) => {
-                                out.push_str(&format!("[:{name}:]"));
-                                k += 1;
-                            }
-                        }
-                    }
-                    out.push(']');
-                    at_start = false;
-                    i = end;
-                }
-                '(' => {
-                    if chars.get(i + 1) == Some(&'?') {
-                        return Err("(?...) groups and flags such as (?i) are not POSIX ERE".into());
-                    }
-                    out.push('(');
-                    at_start = true;
-                    i += 1;
-                }
-                '|' | '^' => {
-                    out.push(c);
-                    at_start = true;
-                    i += 1;
-                }
-                '*' | '+' | '?' => {
-                    if at_start {
-                        return Err(format!(
-                            "'{c}' has nothing to repeat here (grep -E would take it literally); write \\{c} for a literal '{c}'"
-                        ));
-                    }
-                    out.push(c);
-                    i += 1;
-                }
-                '{' => {
-                    let rest: String = chars[i + 1..].iter().collect();
-                    let interval = rest.find('}').map(|e| &rest[..e]).filter(|body| {
-                        let (a, b) = body.split_once(',').unwrap_or((body, "x"));
-                        let digits =
-                            |s: &str| !s.is_empty() && s.bytes().all(|d| d.is_ascii_digit());
-                        (digits(a) && (b == "x" || b.is_empty() || digits(b)))
-                            || (a.is_empty() && digits(b))
-                    });
-                    let Some(body) = interval else {
-                        return Err("'{' does not open an interval {n}, {n,}, {n,m} or {,m}; write \\{ for a literal brace".into());
-                    };
-                    if at_start {
-                        return Err("an interval {...} has nothing to repeat here".into());
-                    }
-                    if let Some((a, b)) = body.split_once(',') {
-                        if let (Ok(x), Ok(y)) = (a.parse::<u32>(), b.parse::<u32>()) {
-                            if x > y {
-                                return Err(format!(
-                                    "invalid interval {{{body}}}: {x} is more than {y}"
-                                ));
-                            }
-                        }
-                    }
-                    out.push('{');
-                    if body.starts_with(',') {
-                        out.push('0');
-                    }
-                    out.push_str(body);
-                    out.push('}');
-                    i += 1 + body.chars().count() + 1;
-                }
-                '}' => {
-                    out.push_str("\\}");
-                    at_start = false;
-                    i += 1;
-                }
-                _ => {
-                    out.push(c);
-                    at_start = false;
-                    i += 1;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Byte offsets of the commas that separate patterns in a
-    /// comma-separated list: those outside `[...]`, `{...}` and escapes.
-    fn separators(s: &str) -> Vec<usize> {
-        let chars: Vec<(usize, char)> = s.char_indices().collect();
-        let plain: Vec<char> = chars.iter().map(|&(_, c)| c).collect();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < plain.len() {
-            match plain[i] {
-                '\\' => i += 2,
-                '[' => {
-                    i = bracket(&plain, i)
-                        .map(|(_, _, end)| end)
-                        .unwrap_or(plain.len())
-                }
-                '{' => {
-                    i = plain[i..]
-                        .iter()
-                        .position(|&c| c == '}')
-                        .map_or(plain.len(), |e| i + e + 1)
-                }
-                ',' => {
-                    out.push(chars[i].0);
-                    i += 1
-                }
-                _ => i += 1,
-            }
-        }
-        out
-    }
-
-    /// True if a single pattern has a comma that would split it in a
-    /// comma-separated list.
-    pub fn has_top_level_comma(pattern: &str) -> bool {
-        !separators(pattern).is_empty()
-    }
-
-    /// Splits a comma-separated pattern list (the config file's form);
-    /// empty pieces are dropped.
-    pub fn split_list(s: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut from = 0;
-        for at in separators(s).into_iter().chain(std::iter::once(s.len())) {
-            if at > from {
-                out.push(s[from..at].to_string());
-            }
-            from = at + 1;
-        }
-        out
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const KEY: &str = "TopSecretKey!";
 
     fn base() -> Vec<(&'static str, &'static str)> {
-        vec![
-            ("VSENSOR_HOSTNAME", "collector.example"),
-            ("VSENSOR_HMAC_KEY", KEY),
-            ("OSSENSOR_SENSOR_ID", "node1"),
-        ]
+        vec![("VSENSOR_HOSTNAME", "collector.example"), ("VSENSOR_HMAC_KEY", KEY), ("OSSENSOR_SENSOR_ID", "node1")]
     }
 
     fn with(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
@@ -1418,10 +424,7 @@ mod tests {
     fn refused(var: &'static str, value: &'static str) -> String {
         let e = with(&[(var, value)]).expect_err(&format!("{var}={value:?} should be refused"));
         let msg = e.to_string();
-        assert!(
-            msg.contains(&format!("{var}=\"{}\"", value.escape_debug())),
-            "{msg}"
-        );
+        assert!(msg.contains(&format!("{var}=\"{}\"", value.escape_debug())), "{msg}");
         assert!(!msg.contains(KEY), "{msg}");
         msg
     }
@@ -1448,19 +451,9 @@ mod tests {
 
     #[test]
     fn sensor_id_defaults_to_the_host_name() {
-        let c = validate(&RawConfig::from_vars([
-            ("VSENSOR_HOSTNAME", "c"),
-            ("VSENSOR_HMAC_KEY", "k"),
-        ]))
-        .unwrap();
-        let host = nix::unistd::gethostname()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        assert_eq!(
-            c.sensor_id,
-            ossensor_shared::control::sensor_id_from_hostname(&host)
-        );
+        let c = validate(&RawConfig::from_vars([("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k")])).unwrap();
+        let host = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+        assert_eq!(c.sensor_id, ossensor_shared::control::sensor_id_from_hostname(&host));
     }
 
     #[test]
@@ -1482,38 +475,16 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((c.collector_port, c.debug), (8443, 5));
-        assert_eq!(
-            c.logfile.as_deref(),
-            Some(Path::new("/var/log/ossensor.log"))
-        );
-        assert_eq!(
-            (c.antigena_enabled, c.antigena_period_secs, c.devices.any),
-            (false, 30, true)
-        );
+        assert_eq!(c.logfile.as_deref(), Some(Path::new("/var/log/ossensor.log")));
+        assert_eq!((c.antigena_enabled, c.antigena_period_secs, c.devices.any), (false, 30, true));
         assert_eq!(c.bpf, "tcp port 80");
-        assert_eq!(
-            (c.spool_bytes, c.compression, c.ring_bytes),
-            (MIB, Some(19), 2048 * MIB)
-        );
+        assert_eq!((c.spool_bytes, c.compression, c.ring_bytes), (MIB, Some(19), 2048 * MIB));
         assert_eq!(c.user.as_deref(), Some("nobody"));
-        assert_eq!(
-            with(&[("OSSENSOR_USER", "1000")]).unwrap().user.as_deref(),
-            Some("1000")
-        );
-        assert_eq!(
-            with(&[("OSSENSOR_COMPRESSION", "none")])
-                .unwrap()
-                .compression,
-            None
-        );
+        assert_eq!(with(&[("OSSENSOR_USER", "1000")]).unwrap().user.as_deref(), Some("1000"));
+        assert_eq!(with(&[("OSSENSOR_COMPRESSION", "none")]).unwrap().compression, None);
         assert!(!with(&[("ANTIGENA_ENABLED", "0")]).unwrap().antigena_enabled);
         assert!(with(&[("ANTIGENA_ENABLED", "True")]).unwrap().antigena_enabled);
-        assert_eq!(
-            with(&[("OSSENSOR_LOGFILE_PATH", "/dev/stdout")])
-                .unwrap()
-                .logfile,
-            None
-        );
+        assert_eq!(with(&[("OSSENSOR_LOGFILE_PATH", "/dev/stdout")]).unwrap().logfile, None);
     }
 
     #[test]
@@ -1538,16 +509,10 @@ mod tests {
         for var in ["VSENSOR_HOSTNAME", "VSENSOR_HMAC_KEY"] {
             let v: Vec<_> = base().into_iter().filter(|(k, _)| *k != var).collect();
             let e = validate(&RawConfig::from_vars(v)).unwrap_err();
-            assert!(
-                e.to_string().starts_with(&format!("{var}: is required")),
-                "{e}"
-            );
+            assert!(e.to_string().starts_with(&format!("{var}: is required")), "{e}");
             // Empty counts as missing.
             let e = with(&[(var, "")]).unwrap_err();
-            assert!(
-                e.to_string().starts_with(&format!("{var}: is required")),
-                "{e}"
-            );
+            assert!(e.to_string().starts_with(&format!("{var}: is required")), "{e}");
         }
     }
 
@@ -1563,20 +528,61 @@ mod tests {
 
     #[test]
     fn hmac_key_is_never_echoed() {
-        let e = with(&[("VSENSOR_HMAC_KEY", "line1\nline2")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("VSENSOR_HMAC_KEY:") && !e.contains("line1"),
-            "{e}"
-        );
+        let e = with(&[("VSENSOR_HMAC_KEY", "line1\nline2")]).unwrap_err().to_string();
+        assert!(e.starts_with("VSENSOR_HMAC_KEY:") && !e.contains("line1"), "{e}");
         let c = with(&[]).unwrap();
         assert!(!format!("{c:?}").contains(KEY));
         assert!(!c.redacted_summary().contains(KEY));
         assert!(c.redacted_summary().contains("key=<redacted>"));
+        assert_eq!(format!("{} {:?}", c.hmac_key, c.hmac_key), "<redacted> <redacted>");
+    }
+
+    /// The level-0 line, every variable at its default and then set:
+    /// what a refactor of the summary must keep byte for byte.
+    #[test]
+    fn the_summary_line() {
         assert_eq!(
-            format!("{} {:?}", c.hmac_key, c.hmac_key),
-            "<redacted> <redacted>"
+            with(&[]).unwrap().redacted_summary(),
+            "collector=collector.example:443 key=<redacted> sensor_id=node1 devices=(all) include=\"\" exclude=\"\" any=0 bpf=\"\" \
+             debug=1 logfile=stdout antigena=true antigena_period=5s spool=64MiB compression=zstd:-3 capture_buffer=64MiB \
+             capture_budget=512MiB user=(default) runtime_dir=/run/ossensor state_dir=/var/lib/ossensor action_key=(first registration) \
+             ca_file=(none) syslog=/dev/log metrics=off deduplicate=true config_path=/etc/darktrace/ossensor.cfg"
+        );
+        let key = format!("ed25519:{}", "ab".repeat(32));
+        let c = with(&[
+            ("VSENSOR_PORT", "8443"),
+            ("OSSENSOR_NETWORK_DEVICE", "eth0 default"),
+            ("NETWORK_DEVICE_WHITELIST", "^eth ^veth"),
+            ("NETWORK_DEVICE_EXCLUDELIST", "eth7"),
+            ("NETWORK_DEVICE_ANY", "1"),
+            ("BPF", "tcp port 80"),
+            ("OSSENSOR_DEBUG", "4"),
+            ("OSSENSOR_LOGFILE_PATH", "/var/log/o.log"),
+            ("ANTIGENA_ENABLED", "false"),
+            ("ANTIGENA_TIME_PERIOD", "9"),
+            ("OSSENSOR_SPOOL_MB", "8"),
+            ("OSSENSOR_COMPRESSION", "none"),
+            ("OSSENSOR_CAPTURE_BUFFER_MB", "4"),
+            ("OSSENSOR_CAPTURE_BUDGET_MB", "40"),
+            ("OSSENSOR_USER", "1000"),
+            ("OSSENSOR_RUNTIME_DIR", "/tmp/r"),
+            ("OSSENSOR_STATE_DIR", "/tmp/s"),
+            ("OSSENSOR_ACTION_KEY", key.clone().leak()),
+            ("VSENSOR_CA_FILE", "/etc/hostname"),
+            ("OSSENSOR_SYSLOG_SOCKET", "/tmp/log"),
+            ("OSSENSOR_METRICS_ADDR", "127.0.0.1:9273"),
+            ("OSSENSOR_DEDUPLICATE", "false"),
+            ("OSSENSOR_CONFIG_PATH", "/tmp/o.cfg"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.redacted_summary(),
+            format!(
+                "collector=collector.example:8443 key=<redacted> sensor_id=node1 devices=eth0,default include=\"^eth ^veth\" exclude=\"eth7\" \
+                 any=1 bpf=\"tcp port 80\" debug=4 logfile=/var/log/o.log antigena=false antigena_period=9s spool=8MiB compression=none \
+                 capture_buffer=4MiB capture_budget=40MiB user=1000 runtime_dir=/tmp/r state_dir=/tmp/s action_key={key} ca_file=/etc/hostname \
+                 syslog=/tmp/log metrics=127.0.0.1:9273 deduplicate=false config_path=/tmp/o.cfg"
+            )
         );
     }
 
@@ -1624,12 +630,7 @@ mod tests {
 
     #[test]
     fn bad_patterns_name_the_list_and_pattern() {
-        for var in [
-            "NETWORK_DEVICE_INCLUDELIST",
-            "NETWORK_DEVICE_EXCLUDELIST",
-            "NETWORK_DEVICE_WHITELIST",
-            "NETWORK_DEVICE_BLACKLIST",
-        ] {
+        for var in ["NETWORK_DEVICE_INCLUDELIST", "NETWORK_DEVICE_EXCLUDELIST", "NETWORK_DEVICE_WHITELIST", "NETWORK_DEVICE_BLACKLIST"] {
             let m = refused(var, "^eth (a)\\1");
             assert!(m.contains("pattern \"(a)\\\\1\": back-reference"), "{m}");
         }
@@ -1648,13 +649,8 @@ mod tests {
             ("(eth", "regex engine"),
             ("a,b", "write [,]"),
         ] {
-            let e = with(&[("NETWORK_DEVICE_EXCLUDELIST", p)])
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.contains("NETWORK_DEVICE_EXCLUDELIST=") && e.contains(why),
-                "{p}: {e}"
-            );
+            let e = with(&[("NETWORK_DEVICE_EXCLUDELIST", p)]).unwrap_err().to_string();
+            assert!(e.contains("NETWORK_DEVICE_EXCLUDELIST=") && e.contains(why), "{p}: {e}");
         }
         // The old name's error names the old name.
         let e = with(&[("NETWORK_DEVICE_WHITELIST", "*")]).unwrap_err();
@@ -1676,9 +672,7 @@ mod tests {
         assert!(m("^a{,2}$", "") && m("^a{,2}$", "aa") && !m("^a{,2}$", "aaa"));
         assert!(m("^a{2,}$", "aaaa") && m("^a{2}$", "aa"));
         // Escaped specials and a lone '}' are literals.
-        assert!(
-            m("^a\\.b$", "a.b") && !m("^a\\.b$", "axb") && m("a}", "a}") && m("\\{x\\}", "{x}")
-        );
+        assert!(m("^a\\.b$", "a.b") && !m("^a\\.b$", "axb") && m("a}", "a}") && m("\\{x\\}", "{x}"));
         // Rust class syntax means nothing special inside POSIX brackets.
         assert!(m("^[a&&b]$", "&") && m("^[[]$", "[") && m("^[a~~b]$", "~"));
         // GNU word escapes.
@@ -1688,27 +682,10 @@ mod tests {
     }
 
     #[test]
-    fn split_list_respects_brackets_and_intervals() {
-        assert_eq!(
-            ere::split_list("a,b{1,2},[,],\\,x"),
-            ["a", "b{1,2}", "[,]", "\\,x"]
-        );
-        assert_eq!(ere::split_list(",,a,"), ["a"]);
-        assert!(ere::split_list("").is_empty());
-        assert!(ere::has_top_level_comma("a,b") && !ere::has_top_level_comma("[,]{1,2}"));
-    }
-
-    #[test]
     fn bad_bpf_names_bpf_value_and_libpcap_message() {
         let m = refused("BPF", "tcp port eighty");
-        assert!(
-            m.starts_with("BPF=\"tcp port eighty\": is not a valid capture filter: "),
-            "{m}"
-        );
-        assert!(
-            m.len() > "BPF=\"tcp port eighty\": is not a valid capture filter: ".len() + 3,
-            "{m}"
-        );
+        assert!(m.starts_with("BPF=\"tcp port eighty\": is not a valid capture filter: "), "{m}");
+        assert!(m.len() > "BPF=\"tcp port eighty\": is not a valid capture filter: ".len() + 3, "{m}");
         refused("BPF", "not");
     }
 
@@ -1780,20 +757,10 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.problems.len(), 6, "{e}");
-        for v in [
-            "VSENSOR_HOSTNAME",
-            "VSENSOR_HMAC_KEY",
-            "VSENSOR_PORT",
-            "OSSENSOR_DEBUG",
-            "BPF",
-            "NETWORK_DEVICE_EXCLUDELIST",
-        ] {
+        for v in ["VSENSOR_HOSTNAME", "VSENSOR_HMAC_KEY", "VSENSOR_PORT", "OSSENSOR_DEBUG", "BPF", "NETWORK_DEVICE_EXCLUDELIST"] {
             assert!(e.mentions(v), "{v}: {e}");
         }
-        assert!(
-            e.to_string().starts_with("6 configuration problems:\n  "),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("6 configuration problems:\n  "), "{e}");
     }
 
     #[test]
@@ -1811,43 +778,17 @@ mod tests {
         assert_eq!(w.interface, "eth0");
         assert_eq!((w.control_fd, w.action_key.as_deref()), (4, Some(key.to_string().as_str())));
         assert_eq!(w.ring_bytes, 32 * MIB);
-        assert_eq!(
-            w.log,
-            LogConfig {
-                level: 3,
-                path: Some("/var/log/o.log".into()),
-                syslog_socket: None,
-            }
-        );
+        assert_eq!(w.log, LogConfig { level: 3, path: Some("/var/log/o.log".into()), syslog_socket: None });
         let u = c.uplink_config(3);
-        assert_eq!(
-            (
-                u.collector_host.as_str(),
-                u.collector_port,
-                u.hmac_key.as_str()
-            ),
-            ("collector.example", 443, KEY)
-        );
-        assert_eq!(
-            (u.sensor_id.as_str(), u.bpf.as_str(), u.spool_bytes),
-            ("node1", "tcp", 64 * MIB)
-        );
-        assert_eq!(
-            (u.compression_level, u.chunk_bytes, u.chunk_max_age_ms),
-            (None, 1 << 20, 200)
-        );
+        assert_eq!((u.collector_host.as_str(), u.collector_port, u.hmac_key.as_str()), ("collector.example", 443, KEY));
+        assert_eq!((u.sensor_id.as_str(), u.bpf.as_str(), u.spool_bytes), ("node1", "tcp", 64 * MIB));
+        assert_eq!((u.compression_level, u.chunk_bytes, u.chunk_max_age_ms), (None, 1 << 20, 200));
         assert_eq!((u.ca_file, u.log.level), (None, 3));
-        assert_eq!(
-            with(&[]).unwrap().uplink_config(3).compression_level,
-            Some(-3)
-        );
+        assert_eq!(with(&[]).unwrap().uplink_config(3).compression_level, Some(-3));
     }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn args(a: &[&str]) -> Vec<String> {
@@ -1865,23 +806,15 @@ mod tests {
     fn command_line() {
         assert_eq!(gather(&args(&["--help"]), &env(&[])).unwrap(), Source::Help);
         assert_eq!(gather(&args(&["-V"]), &env(&[])).unwrap(), Source::Version);
-        let e = gather(&args(&["--bogus"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["--bogus"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("--bogus"), "{e}");
-        let e = gather(&args(&["--env-file"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["--env-file"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("--env-file"), "{e}");
         let e = gather(&args(&["-c"]), &env(&[])).unwrap_err().to_string();
         assert!(e.starts_with("-c"), "{e}");
-        let e = gather(&args(&["--env-file", "a", "-c", "b"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["--env-file", "a", "-c", "b"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("--env-file") && e.contains("-c"), "{e}");
-        let e = gather(&args(&["-c", "a", "-c", "b"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["-c", "a", "-c", "b"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("more than once"), "{e}");
         let r = run(&[], &[("VSENSOR_HOSTNAME", "h"), ("PATH", "/bin")]);
         assert_eq!(r.vars, env(&[("VSENSOR_HOSTNAME", "h")]));
@@ -1895,20 +828,13 @@ mod tests {
         std::fs::write(&a, "VSENSOR_HOSTNAME=from-a\nVSENSOR_PORT=1\nOSSENSOR_DEBUG=2\nOSSENSOR_DEBGU=3\nVSENSOR_HMAC_KEY\n").unwrap();
         std::fs::write(&b, "# b\nVSENSOR_PORT=\"2\"\nBPF=tcp \n").unwrap();
         let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
-        let r = run(
-            &["--env-file", a, &format!("--env-file={b}")],
-            &[("OSSENSOR_DEBUG", "4"), ("VSENSOR_HMAC_KEY", "k")],
-        );
+        let r = run(&["--env-file", a, &format!("--env-file={b}")], &[("OSSENSOR_DEBUG", "4"), ("VSENSOR_HMAC_KEY", "k")]);
         assert_eq!(r.vars["VSENSOR_HOSTNAME"], "from-a");
         assert_eq!(r.vars["VSENSOR_PORT"], "\"2\""); // later file wins, verbatim
         assert_eq!(r.vars["OSSENSOR_DEBUG"], "4"); // process environment wins
         assert_eq!(r.vars["VSENSOR_HMAC_KEY"], "k"); // bare KEY from the process
         assert_eq!(r.vars["BPF"], "tcp ");
-        assert!(
-            r.warnings.iter().any(|w| w.contains("OSSENSOR_DEBGU")),
-            "{:?}",
-            r.warnings
-        );
+        assert!(r.warnings.iter().any(|w| w.contains("OSSENSOR_DEBGU")), "{:?}", r.warnings);
         // The quoted port is refused, naming the value as written.
         let e = validate(&r).unwrap_err().to_string();
         assert!(e.contains("VSENSOR_PORT=\"\\\"2\\\"\""), "{e}");
@@ -1918,56 +844,319 @@ mod tests {
         // File errors name the file and line.
         std::fs::write(dir.path().join("bad.env"), "OK=1\nBAD KEY=1\n").unwrap();
         let bad = dir.path().join("bad.env");
-        let e = gather(&args(&["--env-file", bad.to_str().unwrap()]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["--env-file", bad.to_str().unwrap()]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("bad.env line 2") && e.contains("BAD KEY"), "{e}");
-        let e = gather(&args(&["--env-file", "/nonexistent.env"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["--env-file", "/nonexistent.env"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("/nonexistent.env"), "{e}");
     }
 
     #[test]
     fn config_file_mode_ignores_the_environment() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = with(&[
-            ("OSSENSOR_DEBUG", "4"),
-            ("NETWORK_DEVICE_EXCLUDELIST", "^veth"),
-        ])
-        .unwrap();
+        let cfg = with(&[("OSSENSOR_DEBUG", "4"), ("NETWORK_DEVICE_EXCLUDELIST", "^veth")]).unwrap();
         let path = dir.path().join("o.cfg");
-        cfgfile::write(&path, &cfgfile::render(&cfg)).unwrap();
-        let r = run(
-            &["-c", path.to_str().unwrap()],
-            &[("OSSENSOR_DEBUG", "0"), ("VSENSOR_HOSTNAME", "other")],
-        );
+        cfgfile::write(&path, &cfgfile::render(&cfg, &cfgfile::AtStart::default())).unwrap();
+        let r = run(&["-c", path.to_str().unwrap()], &[("OSSENSOR_DEBUG", "0"), ("VSENSOR_HOSTNAME", "other")]);
         assert_eq!(r.origin, Origin::ConfigFile(path.clone()));
-        assert!(
-            r.warnings[0].contains("VSENSOR_HOSTNAME, OSSENSOR_DEBUG are ignored"),
-            "{:?}",
-            r.warnings
-        );
+        assert!(r.warnings[0].contains("VSENSOR_HOSTNAME, OSSENSOR_DEBUG are ignored"), "{:?}", r.warnings);
         let back = validate(&r).unwrap();
-        assert_eq!(
-            back,
-            Config {
-                config_path: path.clone(),
-                ..cfg
-            }
-        );
+        assert_eq!(back, Config { config_path: path.clone(), ..cfg });
         // Errors in the file name the file, the line and the key.
         std::fs::write(&path, "[osSensor]\nDebug=1\nbogus=2\n").unwrap();
-        let e = gather(&args(&["-c", path.to_str().unwrap()]), &env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("o.cfg") && e.contains("line 3") && e.contains("bogus"),
-            "{e}"
-        );
-        let e = gather(&args(&["-c", "/nonexistent.cfg"]), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = gather(&args(&["-c", path.to_str().unwrap()]), &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("o.cfg") && e.contains("line 3") && e.contains("bogus"), "{e}");
+        let e = gather(&args(&["-c", "/nonexistent.cfg"]), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("/nonexistent.cfg"), "{e}");
+    }
+}
+
+/// The generated config file as a whole: rendered from a validated
+/// configuration, parsed back and validated again (`ossensor -c`).
+#[cfg(test)]
+mod generated_file {
+    use super::*;
+    use crate::cfgfile::{parse, AtStart};
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    fn raw(vars: &[(&str, &str)]) -> RawConfig {
+        RawConfig::from_vars(vars.iter().copied())
+    }
+
+    /// The file for `cfg`, with no interfaces recorded.
+    fn render(cfg: &Config) -> String {
+        crate::cfgfile::render(cfg, &AtStart::default())
+    }
+
+    fn from_file(text: &str, path: &Path) -> Result<Config, String> {
+        let vars = parse(text).map_err(|e| e.to_string())?;
+        let raw = RawConfig { origin: Origin::ConfigFile(path.to_path_buf()), vars: vars.vars, file_keys: vars.keys, warnings: vec![] };
+        validate(&raw).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn renders_the_reference_shape() {
+        let cfg = validate(&raw(&[
+            ("VSENSOR_HOSTNAME", "collector.example"),
+            ("VSENSOR_HMAC_KEY", "s3cret"),
+            ("OSSENSOR_NETWORK_DEVICE", "eth0 eth1"),
+            ("NETWORK_DEVICE_ANY", "1"),
+            ("NETWORK_DEVICE_EXCLUDELIST", "veth1234 veth5678"),
+            ("BPF", "not port 80"),
+            ("OSSENSOR_SENSOR_ID", "node1"),
+        ]))
+        .unwrap();
+        // The interfaces as selected at start: device= and blacklist_device=
+        // record them, sorted, as the reference's entrypoint writes them.
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (selected, excluded) = (names(&["eth1", "eth0"]), names(&["veth5678", "veth1234"]));
+        let text = crate::cfgfile::render(&cfg, &AtStart { selected: &selected, excluded: &excluded });
+        let want_start = "[osSensor]\nDebug=1\nvSensor=collector.example:443\nkey=s3cret\ndevice=eth0,eth1,any\n\
+                          logfile=/dev/stdout\nuseAntigena=true\nuseWebsocket=true\nsendAntigenaActionDelta=5\n\
+                          blacklist_device=veth1234,veth5678\nbpf=not port 80\n# ossensor extensions\n";
+        assert!(text.starts_with(want_start), "{text}");
+        assert!(
+            text.contains(
+                "\nsensorId=node1\nnetworkDevice=eth0,eth1\nwhitelist_device=\nblacklist_pattern=veth1234,veth5678\nspoolMB=64\n\
+                 compression=zstd:-3\ncaptureBufferMB=64\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(from_file(&text, &cfg.config_path).unwrap(), cfg);
+    }
+
+    /// What device= and blacklist_device= record is not read back as
+    /// rules: the extensions hold them, and -c applies them again.
+    #[test]
+    fn the_interfaces_recorded_are_not_rules() {
+        let cfg = validate(&raw(&[
+            ("VSENSOR_HOSTNAME", "c"),
+            ("VSENSOR_HMAC_KEY", "k"),
+            ("NETWORK_DEVICE_INCLUDELIST", "^pod"),
+            ("NETWORK_DEVICE_EXCLUDELIST", "2$"),
+            ("NETWORK_DEVICE_ANY", "1"),
+        ]))
+        .unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (selected, excluded) = (names(&["pod7", "pod1", "pod1"]), names(&["pod2", "lo2"]));
+        let text = crate::cfgfile::render(&cfg, &AtStart { selected: &selected, excluded: &excluded });
+        for line in ["device=pod1,pod7,any", "blacklist_device=lo2,pod2", "networkDevice=", "whitelist_device=^pod", "blacklist_pattern=2$"] {
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
+        let back = from_file(&text, &cfg.config_path).unwrap();
+        assert_eq!(back, cfg);
+        assert!(back.devices.explicit.is_empty(), "every interface is a candidate, not the ones recorded");
+        // Without NETWORK_DEVICE_ANY and with nothing selected yet.
+        let cfg = validate(&raw(&[("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k")])).unwrap();
+        let text = crate::cfgfile::render(&cfg, &AtStart { selected: &names(&["eth0"]), excluded: &[] });
+        assert!(text.contains("\ndevice=eth0\n") && text.contains("\nblacklist_device=\n"), "{text}");
+    }
+
+    /// A file without networkDevice and blacklist_pattern (written by an
+    /// earlier version, or in the reference's shape by hand) means what it
+    /// always did: device= is the OSSENSOR_NETWORK_DEVICE list, and
+    /// blacklist_device= the exclude patterns; errors name those keys.
+    #[test]
+    fn older_files_keep_their_meaning() {
+        let path = Path::new("/etc/old.cfg");
+        let old = "[osSensor]\nDebug=1\nvSensor=c:443\nkey=k\ndevice=eth0,eth1,any\nlogfile=/dev/stdout\nuseAntigena=true\n\
+                   useWebsocket=true\nsendAntigenaActionDelta=5\nblacklist_device=^veth,[,]x\nbpf=\n# ossensor extensions\n\
+                   whitelist_device=^eth\nsensorId=s\n";
+        let c = from_file(old, path).unwrap();
+        assert_eq!(c.devices.explicit, ["eth0", "eth1"]);
+        assert!(c.devices.any);
+        assert_eq!(c.devices.exclude, [Pattern::new("^veth").unwrap(), Pattern::new("[,]x").unwrap()]);
+        assert_eq!(c.devices.include, [Pattern::new("^eth").unwrap()]);
+        let e = from_file("[osSensor]\nvSensor=c\nkey=k\ndevice=eth0:1,any\nblacklist_device=\\1\n", path).unwrap_err();
+        assert!(e.contains("/etc/old.cfg: device=\"eth0:1\" (OSSENSOR_NETWORK_DEVICE)"), "{e}");
+        assert!(e.contains("/etc/old.cfg: blacklist_device=\"\\\\1\" (NETWORK_DEVICE_EXCLUDELIST)"), "{e}");
+        // A file of this version: the rules' own keys; device= only says any.
+        let e = from_file("[osSensor]\nvSensor=c\nkey=k\ndevice=eth0\nnetworkDevice=eth0:1\nblacklist_pattern=\\1\n", path).unwrap_err();
+        assert!(e.contains("/etc/old.cfg: networkDevice=\"eth0:1\" (OSSENSOR_NETWORK_DEVICE)"), "{e}");
+        assert!(e.contains("/etc/old.cfg: blacklist_pattern=\"\\\\1\" (NETWORK_DEVICE_EXCLUDELIST)"), "{e}");
+        let c = from_file("[osSensor]\nvSensor=c\nkey=k\ndevice=eth0,any\nblacklist_device=veth1\nnetworkDevice=\nblacklist_pattern=\n", path).unwrap();
+        assert_eq!(c.devices, DeviceRules { any: true, ..Default::default() });
+        // One of the rules' keys is enough: the recorded names are never
+        // read as rules in a file of this version.
+        let c = from_file("[osSensor]\nvSensor=c\nkey=k\ndevice=eth0,any\nblacklist_device=veth1\nblacklist_pattern=^x\n", path).unwrap();
+        assert_eq!(c.devices, DeviceRules { any: true, exclude: vec![Pattern::new("^x").unwrap()], ..Default::default() });
+        let c = from_file("[osSensor]\nvSensor=c\nkey=k\ndevice=eth0\nblacklist_device=veth1\nnetworkDevice=eth1\n", path).unwrap();
+        assert_eq!(c.devices, DeviceRules { explicit: vec!["eth1".into()], ..Default::default() });
+    }
+
+    /// The whole file, every key set to something other than its default:
+    /// what a refactor of the rendering must keep byte for byte.
+    #[test]
+    fn the_whole_file() {
+        let key = format!("ed25519:{}", "ab".repeat(32));
+        let cfg = validate(&raw(&[
+            ("VSENSOR_HOSTNAME", "collector.example"),
+            ("VSENSOR_PORT", "8443"),
+            ("VSENSOR_HMAC_KEY", " s3cret key "),
+            ("OSSENSOR_NETWORK_DEVICE", "eth0 eth1"),
+            ("NETWORK_DEVICE_ANY", "1"),
+            ("NETWORK_DEVICE_INCLUDELIST", "^eth ^veth[0-9]{1,3}$"),
+            ("NETWORK_DEVICE_BLACKLIST", "veth1234 [,]x"),
+            ("BPF", "not\nport 80"),
+            ("OSSENSOR_DEBUG", "3"),
+            ("OSSENSOR_LOGFILE_PATH", "/var/log/o.log"),
+            ("ANTIGENA_ENABLED", "FALSE"),
+            ("ANTIGENA_TIME_PERIOD", "30"),
+            ("OSSENSOR_SENSOR_ID", "node1"),
+            ("OSSENSOR_SPOOL_MB", "32"),
+            ("OSSENSOR_COMPRESSION", "zstd:5"),
+            ("OSSENSOR_CAPTURE_BUFFER_MB", "16"),
+            ("OSSENSOR_CAPTURE_BUDGET_MB", "100"),
+            ("OSSENSOR_USER", "nobody"),
+            ("OSSENSOR_RUNTIME_DIR", "/tmp/run"),
+            ("OSSENSOR_STATE_DIR", "/tmp/state"),
+            ("OSSENSOR_ACTION_KEY", &key),
+            ("OSSENSOR_SYSLOG_SOCKET", "/run/systemd/journal/dev-log"),
+            ("OSSENSOR_METRICS_ADDR", "[::1]:9273"),
+            ("OSSENSOR_DEDUPLICATE", "0"),
+        ]))
+        .unwrap();
+        let want = format!(
+            "[osSensor]\nDebug=3\nvSensor=collector.example:8443\nkey= s3cret key \ndevice=any\nlogfile=/var/log/o.log\n\
+             useAntigena=false\nuseWebsocket=false\nsendAntigenaActionDelta=30\nblacklist_device=\nbpf=not port 80\n\
+             # ossensor extensions\nsensorId=node1\nnetworkDevice=eth0,eth1\nwhitelist_device=^eth,^veth[0-9]{{1,3}}$\n\
+             blacklist_pattern=veth1234,[,]x\nspoolMB=32\ncompression=zstd:5\n\
+             captureBufferMB=16\ncaptureBudgetMB=100\nuser=nobody\nruntimeDir=/tmp/run\nstateDir=/tmp/state\nactionKey={key}\n\
+             caFile=\nsyslogSocket=/run/systemd/journal/dev-log\nmetricsAddress=[::1]:9273\ndeduplicate=false\n"
+        );
+        assert_eq!(render(&cfg), want);
+        let defaults = validate(&raw(&[("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k"), ("OSSENSOR_SENSOR_ID", "s")])).unwrap();
+        assert_eq!(
+            render(&defaults),
+            "[osSensor]\nDebug=1\nvSensor=c:443\nkey=k\ndevice=\nlogfile=/dev/stdout\nuseAntigena=true\nuseWebsocket=true\n\
+             sendAntigenaActionDelta=5\nblacklist_device=\nbpf=\n# ossensor extensions\nsensorId=s\nnetworkDevice=\nwhitelist_device=\n\
+             blacklist_pattern=\nspoolMB=64\n\
+             compression=zstd:-3\ncaptureBufferMB=64\ncaptureBudgetMB=512\nuser=\nruntimeDir=/run/ossensor\nstateDir=/var/lib/ossensor\n\
+             actionKey=\ncaFile=\nsyslogSocket=\nmetricsAddress=\ndeduplicate=true\n"
+        );
+    }
+
+    #[test]
+    fn device_any_alone_and_no_device() {
+        let base = [("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k")];
+        let mut v = base.to_vec();
+        v.push(("NETWORK_DEVICE_ANY", "1"));
+        assert!(render(&validate(&raw(&v)).unwrap()).contains("\ndevice=any\n"));
+        assert!(render(&validate(&raw(&base)).unwrap()).contains("\ndevice=\n"));
+    }
+
+    #[test]
+    fn value_errors_under_c_name_the_file_key() {
+        let path = Path::new("/etc/x.cfg");
+        let e = from_file("[osSensor]\nvSensor=c:99999\nkey=k\nDebug=9\n", path).unwrap_err();
+        assert!(e.contains("/etc/x.cfg: vSensor=\"99999\" (VSENSOR_PORT)"), "{e}");
+        assert!(e.contains("Debug=\"9\" (OSSENSOR_DEBUG)"), "{e}");
+        let e = from_file("[osSensor]\nvSensor=c\n", path).unwrap_err();
+        assert!(e.contains("key (VSENSOR_HMAC_KEY): is required"), "{e}");
+    }
+
+    #[test]
+    fn patterns_with_commas_survive_the_list() {
+        let cfg = validate(&raw(&[("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k"), ("NETWORK_DEVICE_EXCLUDELIST", "^veth[0-9]{1,3}$ [,x]y")])).unwrap();
+        let text = render(&cfg);
+        assert!(text.contains("blacklist_pattern=^veth[0-9]{1,3}$,[,x]y\n"), "{text}");
+        assert_eq!(from_file(&text, &cfg.config_path).unwrap(), cfg);
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("^eth".to_string()),
+            Just("veth[0-9a-f]{2,8}$".to_string()),
+            Just("[,;]x".to_string()),
+            Just("^(cali|flannel)".to_string()),
+            Just("a{,3}b".to_string()),
+            Just("[[:digit:]]+".to_string()),
+            "[a-z]{1,6}",
+        ]
+    }
+
+    prop_compose! {
+        fn vars()(
+            host in "[a-z][a-z0-9.-]{0,20}",
+            port in proptest::option::of(1u16..),
+            key in "[^\n\r\0]{1,40}",
+            devices in proptest::collection::vec(prop_oneof![Just("default".to_string()), "[a-z][a-z0-9]{0,14}".prop_filter("any is refused", |d| d != "any")], 0..4),
+            sep in prop_oneof![Just(","), Just(" "), Just(", ")],
+            any in proptest::option::of(proptest::bool::ANY),
+            include in proptest::collection::vec(pattern(), 0..3),
+            exclude in proptest::collection::vec(pattern(), 0..3),
+            debug in proptest::option::of(0u8..=5),
+            logfile in proptest::option::of(prop_oneof![Just("/dev/stdout".to_string()), "/var/log/[a-z]{1,8}"]),
+            antigena in proptest::option::of(prop_oneof![Just("TRUE"), Just("false"), Just("1"), Just("0")]),
+            period in proptest::option::of(1u32..),
+            bpf in proptest::option::of(prop_oneof![Just("tcp port 80"), Just("not\nport 443"), Just("udp or icmp")]),
+            sensor_id in proptest::option::of("[a-z0-9_-][a-z0-9._-]{0,20}"),
+            spool in proptest::option::of(1u64..=65536),
+            compression in proptest::option::of(prop_oneof![Just("zstd".to_string()), Just("none".to_string()), (1..=19i32).prop_map(|l| format!("zstd:{l}"))]),
+            ring in proptest::option::of(2u64..=2048),
+            user in proptest::option::of(prop_oneof!["[a-z_][a-z0-9_-]{0,10}", (0u32..100000).prop_map(|u| u.to_string())]),
+            runtime in proptest::option::of("/run/[a-z]{1,8}"),
+            state in proptest::option::of("/var/lib/[a-z]{1,8}"),
+            action_key in proptest::option::of(proptest::array::uniform32(any::<u8>())),
+        ) -> Vec<(String, String)> {
+            let mut v = vec![
+                ("VSENSOR_HOSTNAME".to_string(), host),
+                ("VSENSOR_HMAC_KEY".to_string(), key),
+            ];
+            let mut opt = |k: &str, val: Option<String>| if let Some(val) = val { v.push((k.to_string(), val)) };
+            opt("VSENSOR_PORT", port.map(|p| p.to_string()));
+            opt("OSSENSOR_NETWORK_DEVICE", (!devices.is_empty()).then(|| devices.join(sep)));
+            opt("NETWORK_DEVICE_ANY", any.map(|a| (a as u8).to_string()));
+            opt("NETWORK_DEVICE_INCLUDELIST", (!include.is_empty()).then(|| include.join(" ")));
+            opt("NETWORK_DEVICE_EXCLUDELIST", (!exclude.is_empty()).then(|| exclude.join("  ")));
+            opt("OSSENSOR_DEBUG", debug.map(|d| d.to_string()));
+            opt("OSSENSOR_LOGFILE_PATH", logfile);
+            opt("ANTIGENA_ENABLED", antigena.map(str::to_string));
+            opt("ANTIGENA_TIME_PERIOD", period.map(|p| p.to_string()));
+            opt("BPF", bpf.map(str::to_string));
+            opt("OSSENSOR_SENSOR_ID", sensor_id);
+            opt("OSSENSOR_SPOOL_MB", spool.map(|s| s.to_string()));
+            opt("OSSENSOR_COMPRESSION", compression);
+            opt("OSSENSOR_CAPTURE_BUFFER_MB", ring.map(|s| s.to_string()));
+            opt("OSSENSOR_USER", user);
+            opt("OSSENSOR_RUNTIME_DIR", runtime);
+            opt("OSSENSOR_STATE_DIR", state);
+            opt("OSSENSOR_ACTION_KEY", action_key.map(|k| ossensor_shared::signed_actions::PublicKey(k).to_string()));
+            v
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn render_parse_validate_round_trip(
+            v in vars(),
+            selected in proptest::collection::vec("[a-z][a-z0-9]{0,14}", 0..4),
+            excluded in proptest::collection::vec("[a-z][a-z0-9]{0,14}", 0..4),
+        ) {
+            let raw = RawConfig::from_vars(v.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let cfg = validate(&raw).unwrap();
+            // Whatever interfaces were recorded at start.
+            let text = crate::cfgfile::render(&cfg, &AtStart { selected: &selected, excluded: &excluded });
+            let back = from_file(&text, &cfg.config_path).unwrap();
+            prop_assert_eq!(back, cfg);
+        }
+
+        #[test]
+        fn parse_never_panics(text in "(\\PC|\n|\r|=|\\[|\\]|,){0,200}") {
+            if let Ok(vars) = parse(&text) {
+                let raw = RawConfig { origin: Origin::ConfigFile("/x.cfg".into()), vars: vars.vars, file_keys: vars.keys, warnings: vec![] };
+                let _ = validate(&raw);
+            }
+        }
+    }
+
+    #[test]
+    fn ca_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "pem").unwrap();
+        let cfg = validate(&raw(&[("VSENSOR_HOSTNAME", "c"), ("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_CA_FILE", ca.to_str().unwrap())])).unwrap();
+        assert_eq!(from_file(&render(&cfg), &cfg.config_path).unwrap(), cfg);
     }
 }

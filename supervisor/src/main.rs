@@ -4,9 +4,9 @@
 //! dies, follows interfaces as they come and go, and stops everything in
 //! order on SIGTERM.
 
-use ossensor_shared::log::{self as slog, audit, AuditSeverity, BASIC};
 use ossensor_shared::log;
-use ossensor_supervisor::config::{self, Config, Source};
+use ossensor_shared::log::{self as slog, audit, AuditSeverity, BASIC};
+use ossensor_supervisor::config::{self, Config, ConfigError, RawConfig, Source};
 use ossensor_supervisor::privileges::{self, Identity, Role};
 use ossensor_supervisor::supervise::Supervisor;
 use ossensor_supervisor::{cfgfile, interfaces};
@@ -49,13 +49,12 @@ fn main() -> ExitCode {
     for w in &raw.warnings {
         log!(BASIC, "warning: {w}");
     }
-    let from_file = matches!(raw.origin, config::Origin::ConfigFile(_));
-    match start(cfg, from_file) {
+    match start(&raw, cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log!(BASIC, "error: {e}");
             eprintln!("ossensor: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.status())
         }
     }
 }
@@ -65,17 +64,57 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Why the sensor stopped: the configuration (exit status 2, nothing was
+/// started: the interfaces or the user it names do not work out on this
+/// host) or anything else (1).
+enum StartError {
+    Config(ConfigError),
+    Runtime(String),
+}
+
+impl StartError {
+    fn status(&self) -> u8 {
+        match self {
+            StartError::Config(_) => 2,
+            StartError::Runtime(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) => e.fmt(f),
+            StartError::Runtime(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for StartError {
+    fn from(e: String) -> Self {
+        StartError::Runtime(e)
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
 /// Everything that can still refuse the configuration happens here, before
 /// any child starts.
-fn start(cfg: Config, from_file: bool) -> Result<(), String> {
+fn start(raw: &RawConfig, cfg: Config) -> Result<(), StartError> {
+    let from_file = matches!(raw.origin, config::Origin::ConfigFile(_));
     let present = interfaces::list_system().map_err(|e| format!("cannot list network interfaces: {e}"))?;
     let default_if = interfaces::read_default_route_interface();
-    let selection = interfaces::select(&cfg.devices, &present, default_if.as_deref()).map_err(|e| e.to_string())?;
-    let who: Identity = privileges::resolve(cfg.user.as_deref())?;
+    let selection = interfaces::select(&cfg.devices, &present, default_if.as_deref()).map_err(|e| e.to_config_error(raw))?;
+    let who: Identity = privileges::resolve(cfg.user.as_deref()).map_err(|why| raw.refuse("OSSENSOR_USER", why))?;
     privileges::check_own_capabilities()?;
     // With `-c FILE` the file is the configuration: leave it as it is.
     if !from_file {
-        cfgfile::write(&cfg.config_path, &cfgfile::render(&cfg)).map_err(|e| e.to_string())?;
+        let at_start = cfgfile::AtStart { selected: &selection.chosen, excluded: &selection.exclude_matches };
+        cfgfile::write(&cfg.config_path, &cfgfile::render(&cfg, &at_start)).map_err(|e| e.to_string())?;
     }
 
     log!(BASIC, "ossensor {} starting", ossensor_shared::VERSION);
@@ -86,7 +125,7 @@ fn start(cfg: Config, from_file: bool) -> Result<(), String> {
         log!(BASIC, "generated config file written to {} (mode 0600)", cfg.config_path.display());
     }
     if selection.chosen.is_empty() {
-        log!(BASIC, "no interface to capture yet ({}): waiting for one that matches (NETWORK_DEVICE_ANY=1)", selection.explanation);
+        log!(BASIC, "no interface to capture yet ({}): waiting for one that matches (NETWORK_DEVICE_ANY=1)", selection.explanation.explain(raw));
     } else {
         log!(BASIC, "interfaces: {}", selection.chosen.join(", "));
     }
@@ -106,5 +145,5 @@ fn start(cfg: Config, from_file: bool) -> Result<(), String> {
     );
     ossensor_shared::privileges::audit_current();
     let mut sup = Supervisor::new(cfg, who, selection.chosen)?;
-    sup.run()
+    Ok(sup.run()?)
 }

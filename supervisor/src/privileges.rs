@@ -25,22 +25,23 @@ pub struct Identity {
 
 pub const NOBODY: Identity = Identity { uid: 65534, gid: 65534 };
 
-/// Resolves OSSENSOR_USER (or the default) to a uid and gid.
+/// Resolves OSSENSOR_USER (or the default) to a uid and gid; or why the
+/// user cannot be used (the caller names the variable and the value).
 pub fn resolve(user: Option<&str>) -> Result<Identity, String> {
     match user {
         Some(u) if u.bytes().all(|b| b.is_ascii_digit()) => {
-            let uid: u32 = u.parse().map_err(|_| format!("OSSENSOR_USER={u:?}: not a valid uid"))?;
+            let uid: u32 = u.parse().map_err(|_| "not a valid uid".to_string())?;
             // A numeric uid may have no passwd entry (containers): use it as its own gid.
             let gid = User::from_uid(Uid::from_raw(uid)).ok().flatten().map_or(uid, |p| p.gid.as_raw());
             if uid == 0 {
-                return Err(format!("OSSENSOR_USER={u:?}: the children must not run as root"));
+                return Err("the children must not run as root".into());
             }
             Ok(Identity { uid, gid })
         }
         Some(u) => match User::from_name(u) {
-            Ok(Some(p)) if p.uid.is_root() => Err(format!("OSSENSOR_USER={u:?}: the children must not run as root")),
+            Ok(Some(p)) if p.uid.is_root() => Err("the children must not run as root".into()),
             Ok(Some(p)) => Ok(Identity { uid: p.uid.as_raw(), gid: p.gid.as_raw() }),
-            _ => Err(format!("OSSENSOR_USER={u:?}: no such user")),
+            _ => Err("no such user".into()),
         },
         None => match User::from_name("ossensor") {
             Ok(Some(p)) if !p.uid.is_root() => Ok(Identity { uid: p.uid.as_raw(), gid: p.gid.as_raw() }),
@@ -166,7 +167,7 @@ mod tests {
     #[test]
     fn numeric_and_default_users() {
         assert_eq!(resolve(Some("65534")).unwrap().uid, 65534);
-        assert!(resolve(Some("0")).unwrap_err().contains("OSSENSOR_USER"));
+        assert!(resolve(Some("0")).unwrap_err().contains("must not run as root"));
         assert!(resolve(Some("root")).unwrap_err().contains("must not run as root"));
         assert!(resolve(Some("no-such-user-here")).unwrap_err().contains("no such user"));
         let d = resolve(None).unwrap();
