@@ -12,7 +12,7 @@
 //! the worker always drains its rings; order can then suffer, only under a
 //! one-directional flood. Pure: `now` is passed in.
 
-use ossensor_shared::ipc::RECORD_HEADER;
+use ossensor_shared::ipc::RecordHeader;
 
 /// Records in arrival order; consumed from the front.
 #[derive(Default)]
@@ -41,13 +41,8 @@ impl RecordQueue {
     }
 
     fn front(&self) -> Option<(u64, usize)> {
-        let r = &self.buf[self.start..];
-        if r.len() < RECORD_HEADER {
-            return None;
-        }
-        let ts = u64::from_le_bytes(r[0..8].try_into().expect("8 bytes"));
-        let cap = u32::from_le_bytes(r[12..16].try_into().expect("4 bytes")) as usize;
-        Some((ts, RECORD_HEADER + cap))
+        let h = RecordHeader::read(&self.buf[self.start..])?;
+        Some((h.ts_ns, h.record_len()))
     }
 
     fn move_front(&mut self, out: &mut Vec<u8>, len: usize) {

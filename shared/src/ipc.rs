@@ -204,12 +204,40 @@ impl FrameDecoder {
     }
 }
 
+/// A record's header: the one place its layout is written and read (see the
+/// module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub ts_ns: u64,
+    pub orig_len: u32,
+    pub cap_len: u32,
+    pub flags: u32,
+}
+
+impl RecordHeader {
+    /// The header at the start of `buf`, if a whole header is there.
+    pub fn read(buf: &[u8]) -> Option<RecordHeader> {
+        let h: &[u8; RECORD_HEADER] = buf.get(..RECORD_HEADER)?.try_into().ok()?;
+        let word = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        Some(RecordHeader { ts_ns: u64::from_le_bytes(h[0..8].try_into().expect("8 bytes")), orig_len: word(8), cap_len: word(12), flags: word(16) })
+    }
+
+    fn write(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&self.ts_ns.to_le_bytes());
+        buf.extend_from_slice(&self.orig_len.to_le_bytes());
+        buf.extend_from_slice(&self.cap_len.to_le_bytes());
+        buf.extend_from_slice(&self.flags.to_le_bytes());
+    }
+
+    /// The whole record's length: header and packet bytes.
+    pub fn record_len(&self) -> usize {
+        RECORD_HEADER + self.cap_len as usize
+    }
+}
+
 /// Appends one packet record to a batch buffer.
 pub fn push_record(buf: &mut Vec<u8>, ts_ns: u64, orig_len: u32, data: &[u8], dir: Direction) {
-    buf.extend_from_slice(&ts_ns.to_le_bytes());
-    buf.extend_from_slice(&orig_len.to_le_bytes());
-    buf.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&(dir as u32).to_le_bytes());
+    RecordHeader { ts_ns, orig_len, cap_len: data.len() as u32, flags: dir as u32 }.write(buf);
     buf.extend_from_slice(data);
 }
 
@@ -240,16 +268,13 @@ impl<'a> Iterator for Records<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        if self.rest.len() < RECORD_HEADER {
+        let Some(h) = RecordHeader::read(self.rest) else {
             let e = FrameError::Decode(format!("truncated record header at offset {}", self.offset));
             self.rest = &[];
             return Some(Err(e));
-        }
+        };
         let r = self.rest;
-        let ts_ns = u64::from_le_bytes(r[0..8].try_into().unwrap());
-        let orig_len = u32::from_le_bytes(r[8..12].try_into().unwrap());
-        let cap_len = u32::from_le_bytes(r[12..16].try_into().unwrap()) as usize;
-        let flags = u32::from_le_bytes(r[16..20].try_into().unwrap());
+        let (ts_ns, orig_len, cap_len, flags) = (h.ts_ns, h.orig_len, h.cap_len as usize, h.flags);
         if r.len() - RECORD_HEADER < cap_len {
             let e = FrameError::Decode(format!("record at offset {} claims {cap_len} bytes, {} left", self.offset, r.len() - RECORD_HEADER));
             self.rest = &[];
