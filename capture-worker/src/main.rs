@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     };
     let _ = slog::init(&format!("capture-worker[{}]", cfg.interface), cfg.log.level, cfg.log.path.as_deref(), cfg.log.audit());
     // No core dumps or ptrace by our own uid: this process holds CAP_NET_RAW.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let _ = nix::sys::prctl::set_dumpable(false);
     let held = privileges::audit_current();
     install_signal_handlers();
     match run(&cfg, &held) {
@@ -82,8 +82,10 @@ fn install_signal_handlers() {
     // No SA_RESTART: poll() must return so the loop sees STOP.
     let act = SigAction::new(SigHandler::Handler(on_stop), SaFlags::empty(), SigSet::empty());
     for s in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
         unsafe { sigaction(s, &act) }.expect("sigaction");
     }
+    // SAFETY: ignoring a signal installs no code.
     unsafe { sigaction(Signal::SIGPIPE, &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty())) }
         .expect("sigaction");
 }

@@ -81,10 +81,12 @@ fn pass_fds(pass: &[(RawFd, RawFd)]) -> std::io::Result<()> {
     let high = pass.iter().map(|(target, _)| *target).max().unwrap_or(0) + 1;
     let mut copies = [0 as RawFd; 8];
     for (i, (_, fd)) in pass.iter().enumerate().take(copies.len()) {
+        // SAFETY: fcntl on a descriptor the parent holds open until spawn
+        // returns; no allocation (we are between fork and exec).
         copies[i] = check(unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, high) })?;
     }
     for (i, (target, _)) in pass.iter().enumerate().take(copies.len()) {
-        // dup2 clears close-on-exec on the target.
+        // SAFETY: as above; dup2 clears close-on-exec on the target.
         check(unsafe { libc::dup2(copies[i], *target) })?;
     }
     Ok(())

@@ -137,9 +137,7 @@ pub fn drop_in_child(role: Role, who: Identity) -> std::io::Result<()> {
         let gid = Gid::from_raw(who.gid);
         nix::unistd::setresgid(gid, gid, gid).map_err(|e| err("setresgid", &e))?;
         // Keep the permitted set across the uid change; trimmed just below.
-        if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
-            return Err(err("PR_SET_KEEPCAPS", &std::io::Error::last_os_error()));
-        }
+        nix::sys::prctl::set_keepcaps(true).map_err(|e| err("PR_SET_KEEPCAPS", &e))?;
         let uid = Uid::from_raw(who.uid);
         nix::unistd::setresuid(uid, uid, uid).map_err(|e| err("setresuid", &e))?;
     }
@@ -150,13 +148,9 @@ pub fn drop_in_child(role: Role, who: Identity) -> std::io::Result<()> {
     for cap in &keep {
         caps::raise(None, CapSet::Ambient, *cap).map_err(|e| err("raising the ambient set", &e))?;
     }
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(err("PR_SET_NO_NEW_PRIVS", &std::io::Error::last_os_error()));
-    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| err("PR_SET_NO_NEW_PRIVS", &e))?;
     // Set last: a credential change clears it. If the supervisor dies, so do we.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) } != 0 {
-        return Err(err("PR_SET_PDEATHSIG", &std::io::Error::last_os_error()));
-    }
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(|e| err("PR_SET_PDEATHSIG", &e))?;
     Ok(())
 }
 

@@ -7,12 +7,13 @@
 //! nothing else parsed. The uplink never holds such a socket, so only a
 //! worker (which saw the flow) can ask.
 
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{recv, send, sendto, setsockopt, socket, socketpair, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
+use nix::sys::time::TimeVal;
 use ossensor_shared::log::{self as slog, ACTIONS, BASIC};
 use ossensor_shared::sockdiag::{decode_worker_request, destroy_request, dump_request, parse_ack, parse_dump, DiagSocket, AF_INET, AF_INET6};
 use ossensor_shared::log;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// The fd number a worker finds its end at.
@@ -44,10 +45,10 @@ impl Channel {
     pub fn serve(&mut self, who: &str, destroyer: &mut Destroyer) {
         let mut buf = [0u8; 64];
         loop {
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-            if n <= 0 {
-                return; // EAGAIN, or the worker is gone (reaped elsewhere)
-            }
+            let n = match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) if n > 0 => n,
+                _ => return, // EAGAIN, or the worker is gone (reaped elsewhere)
+            };
             if self.window_start.elapsed() >= Duration::from_secs(1) {
                 self.window_start = Instant::now();
                 self.served = 0;
@@ -73,8 +74,8 @@ impl Channel {
                     r.err().unwrap_or(0)
                 }
             };
-            let answer = errno.to_ne_bytes();
-            unsafe { libc::send(self.fd.as_raw_fd(), answer.as_ptr().cast(), answer.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+            // A worker that does not read its answers only loses them.
+            let _ = send(self.fd.as_raw_fd(), &errno.to_ne_bytes(), MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL);
         }
     }
 }
@@ -94,16 +95,10 @@ pub struct Destroyer {
 
 impl Destroyer {
     pub fn open() -> Result<Destroyer, String> {
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
-        if fd < 0 {
-            return Err(format!("netlink sock_diag socket: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let tv = libc::timeval { tv_sec: 1, tv_usec: 0 };
-        unsafe {
-            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32)
-        };
+        let fd = socket(AddressFamily::Netlink, SockType::Datagram, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkSockDiag)
+            .map_err(|e| format!("netlink sock_diag socket: {e}"))?;
+        // The kernel answers at once; a second bounds a lost answer.
+        setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(1, 0)).map_err(|e| format!("netlink sock_diag socket: {e}"))?;
         Ok(Destroyer { fd, seq: 0 })
     }
 
@@ -143,11 +138,8 @@ impl Destroyer {
         let mut sockets = Vec::new();
         let mut answer = vec![0u8; 32 * 1024];
         loop {
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
-            if n < 0 {
-                return Err(last_errno());
-            }
-            let part = parse_dump(&answer[..n as usize], self.seq);
+            let n = recv(self.fd.as_raw_fd(), &mut answer, MsgFlags::empty()).map_err(|e| e as i32)?;
+            let part = parse_dump(&answer[..n], self.seq);
             sockets.extend(part.sockets);
             match part.error {
                 // A kernel without this family's diag module: nothing there.
@@ -160,42 +152,20 @@ impl Destroyer {
     }
 
     fn send(&self, req: &[u8]) -> Result<(), i32> {
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as u16;
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                req.as_ptr().cast(),
-                req.len(),
-                0,
-                (&kernel as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(last_errno());
-        }
-        Ok(())
+        sendto(self.fd.as_raw_fd(), req, &NetlinkAddr::new(0, 0), MsgFlags::empty()).map(drop).map_err(|e| e as i32)
     }
 
     /// The kernel's acknowledgement of the last request.
     fn ack(&self) -> Result<(), i32> {
         let mut answer = [0u8; 256];
         loop {
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
-            if n < 0 {
-                return Err(last_errno());
-            }
+            let n = recv(self.fd.as_raw_fd(), &mut answer, MsgFlags::empty()).map_err(|e| e as i32)?;
             // Answers to earlier requests that timed out are skipped.
-            if let Some(r) = parse_ack(&answer[..n as usize], self.seq) {
+            if let Some(r) = parse_ack(&answer[..n], self.seq) {
                 return r;
             }
         }
     }
-}
-
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     let _ = slog::init("uplink", cfg.log.level, cfg.log.path.as_deref(), cfg.log.audit());
     // This process holds the key: no core dumps, no ptrace by the workers,
     // which run as the same uid.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let _ = nix::sys::prctl::set_dumpable(false);
     ossensor_shared::privileges::audit_current();
     install_signal_handlers();
     keep_freed_chunk_memory();
@@ -98,9 +98,11 @@ fn install_signal_handlers() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let act = SigAction::new(SigHandler::Handler(on_stop), SaFlags::SA_RESTART, SigSet::empty());
     for s in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
         unsafe { sigaction(s, &act) }.expect("sigaction");
     }
     let ign = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: ignoring a signal installs no code.
     unsafe { sigaction(Signal::SIGPIPE, &ign) }.expect("sigaction");
 }
 

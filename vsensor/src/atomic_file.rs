@@ -20,7 +20,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The temporary file a write of `path` goes through: its name with
@@ -56,10 +55,9 @@ pub fn write_atomic_owned(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u
 fn chown(file: &File, owner: Option<(u32, u32)>) -> io::Result<()> {
     let Some((uid, gid)) = owner else { return Ok(()) };
     let m = file.metadata()?;
-    // SAFETY: fchown on a descriptor we own.
-    if (m.uid(), m.gid()) != (uid, gid) && unsafe { libc::fchown(file.as_raw_fd(), uid, gid) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("cannot give the new file the old one's owner (uid {uid}, gid {gid}): {e}")));
+    if (m.uid(), m.gid()) != (uid, gid) {
+        std::os::unix::fs::fchown(file, Some(uid), Some(gid))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot give the new file the old one's owner (uid {uid}, gid {gid}): {e}")))?;
     }
     Ok(())
 }
