@@ -265,12 +265,8 @@ fn actions_survive_a_collector_restart() {
     assert_eq!(kept["state"], "active", "{kept}");
     // The sensor reconnects (backoff from 0.5 s to 5 s) and is sent the
     // set again.
-    wait_until("the sensor back on its WebSocket", Duration::from_secs(20), || {
-        sensor.guard.log().matches("response actions: connected").count() >= 2
-    });
-    wait_until("the set received again", Duration::from_secs(10), || {
-        sensor.guard.log().matches(&format!("response action {id} received")).count() >= 2
-    });
+    wait_until("the sensor back on its WebSocket", Duration::from_secs(20), || sensor.guard.log().matches("response actions: connected").count() >= 2);
+    wait_until("the set received again", Duration::from_secs(10), || sensor.guard.log().matches(&format!("response action {id} received")).count() >= 2);
     assert!(!probe(&bed, &dir, 0, 7000), "the quarantine holds after the collector's restart");
     assert!(action(&bed, &collector, &["cancel", &id.to_string()]).contains("cancelled"));
     wait_until("the cancellation applied", Duration::from_secs(10), || sensor.guard.log().contains(&format!("action {id} cancelled")));
@@ -438,13 +434,18 @@ mod forged {
         let wanted = ["bad_signature", "older", "stale", "from_the_future"];
         wait_until("every refusal audited", Duration::from_secs(10), || {
             audit_events(&syslog, &mut audit);
-            wanted.iter().all(|r| audit.iter().any(|e| e.get("event").map(String::as_str) == Some("action_set_refused") && e.get("reason").map(String::as_str) == Some(r)))
+            wanted.iter().all(|r| {
+                audit.iter().any(|e| e.get("event").map(String::as_str) == Some("action_set_refused") && e.get("reason").map(String::as_str) == Some(r))
+            })
         });
         std::thread::sleep(Duration::from_secs(1));
         assert!(ended(&busy).is_none(), "the connection was reset: {:?}\n{}", events(&busy), sensor.guard.log());
         let sent = resets.stop_and_read().unwrap();
         assert!(sent.is_empty(), "{} resets crossed the link", sent.len());
-        assert!(!audit.iter().any(|e| e.get("event").map(String::as_str) == Some("action_applied") && e.get("id").map(String::as_str) == Some("900")), "{audit:?}");
+        assert!(
+            !audit.iter().any(|e| e.get("event").map(String::as_str) == Some("action_applied") && e.get("id").map(String::as_str) == Some("900")),
+            "{audit:?}"
+        );
 
         // The operator's action, through the collector: the same connection dies.
         let id = action(&bed, &collector, &["quarantine", "--host", CLI, "--for", "5"]);

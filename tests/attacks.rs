@@ -72,7 +72,20 @@ fn the_uplinks_identity_cannot_open_a_packet_socket() {
     let probe = "import socket\ntry:\n    socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n    print('OPENED')\nexcept PermissionError as e:\n    print('REFUSED', e.errno)\n";
     let out = host
         .run_unchecked(
-            &["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "/usr/bin/python3", "-c", probe],
+            &[
+                "setpriv",
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--no-new-privs",
+                "/usr/bin/python3",
+                "-c",
+                probe,
+            ],
             Duration::from_secs(20),
         )
         .unwrap();
@@ -174,7 +187,14 @@ mod garbage_websocket {
     #[derive(Debug)]
     struct AnyCert;
     impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
             Ok(ServerCertVerified::assertion())
         }
         fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
@@ -318,9 +338,7 @@ fn slow_clients_after_the_handshake_are_cut_off_and_a_sensor_still_delivers() {
     let (host, peer) = host_and_peer("198.18.91").unwrap();
     let dir = TestDir::new("slowloris");
     let mut collector = Collector::start(&host, dir.path()).unwrap();
-    let mut slow = host
-        .spawn(&["python3", "-u", "-c", SLOW_CLIENTS, &collector.port.to_string(), &PER_MODE.to_string()], dir.join("slow.log"))
-        .unwrap();
+    let mut slow = host.spawn(&["python3", "-u", "-c", SLOW_CLIENTS, &collector.port.to_string(), &PER_MODE.to_string()], dir.join("slow.log")).unwrap();
     slow.wait_for_line(&format!("handshaken {}", 3 * PER_MODE), Duration::from_secs(60)).unwrap();
     let mut env = base_env(&collector, dir.path());
     env.push(("OSSENSOR_NETWORK_DEVICE".into(), "h1".into()));
@@ -502,7 +520,10 @@ mod worker_channel {
         assert_ne!(uid, "0", "the children do not run as root");
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/impostor.py");
         let as_children = |args: &[&str]| -> Vec<String> {
-            let mut v: Vec<String> = ["setpriv", "--reuid", &uid, "--regid", &uid, "--clear-groups", "/usr/bin/python3", script.to_str().unwrap()].iter().map(|s| s.to_string()).collect();
+            let mut v: Vec<String> = ["setpriv", "--reuid", &uid, "--regid", &uid, "--clear-groups", "/usr/bin/python3", script.to_str().unwrap()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             v.extend(args.iter().map(|s| s.to_string()));
             v
         };

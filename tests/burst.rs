@@ -2,9 +2,9 @@
 //! In a file of its own, so it runs alone: 200 capture-workers starting
 //! take both CPUs for a while.
 
+use ossensor_suite::sensor::audit_events;
 use ossensor_suite::sensor::{base_env, Collector};
 use ossensor_suite::*;
-use ossensor_suite::sensor::audit_events;
 use std::time::{Duration, Instant};
 
 /// 200 veths created at once under NETWORK_DEVICE_ANY=1, then deleted at

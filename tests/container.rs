@@ -147,8 +147,18 @@ fn start_collector(ns: &Netns, dir: &Path) -> (Container, PathBuf) {
     std::fs::write(&env, format!("VSENSOR_HMAC_KEY={KEY}\nVSENSOR_LISTEN=127.0.0.1:{PORT}\n")).unwrap();
     let env = env.display().to_string();
     let args = [
-        "--user", "65534:65534", "--read-only", "--cap-drop=all", "--security-opt", "no-new-privileges",
-        "--env-file", &env, "-e", "VSENSOR_DEBUG=2", "-v", &volume,
+        "--user",
+        "65534:65534",
+        "--read-only",
+        "--cap-drop=all",
+        "--security-opt",
+        "no-new-privileges",
+        "--env-file",
+        &env,
+        "-e",
+        "VSENSOR_DEBUG=2",
+        "-v",
+        &volume,
     ];
     let c = Container::run(ns, "collector", &args, &collector_image());
     c.wait_log(&[&format!("vsensor: listening on 127.0.0.1:{PORT}")], Duration::from_secs(20));
@@ -168,12 +178,7 @@ fn env_file(dir: &Path, name: &str, lines: &[&str]) -> String {
 }
 
 fn base_lines() -> Vec<String> {
-    vec![
-        "VSENSOR_HOSTNAME=127.0.0.1".into(),
-        format!("VSENSOR_PORT={PORT}"),
-        format!("VSENSOR_HMAC_KEY={KEY}"),
-        "OSSENSOR_DEBUG=2".into(),
-    ]
+    vec!["VSENSOR_HOSTNAME=127.0.0.1".into(), format!("VSENSOR_PORT={PORT}"), format!("VSENSOR_HMAC_KEY={KEY}"), "OSSENSOR_DEBUG=2".into()]
 }
 
 fn cap_args(caps: &[&str]) -> Vec<String> {
@@ -210,11 +215,8 @@ fn pcapng_files(data: &Path) -> Vec<PathBuf> {
 fn tshark_fields(files: &[PathBuf], filter: &str, field: &str) -> Vec<String> {
     let mut out = Vec::new();
     for f in files {
-        let o = run_timeout(
-            command("tshark").args(["-n", "-r"]).arg(f).args(["-Y", filter, "-T", "fields", "-e", field]),
-            Duration::from_secs(60),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let o = run_timeout(command("tshark").args(["-n", "-r"]).arg(f).args(["-Y", filter, "-T", "fields", "-e", field]), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
         out.extend(String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
     }
     out
@@ -236,9 +238,7 @@ struct Use {
 
 fn proc_use(pid: i32) -> Use {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |k: &str| {
-        status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
-    };
+    let kib = |k: &str| status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
     let rest: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
@@ -282,14 +282,15 @@ fn cgroup_memory_kib(pid: i32) -> u64 {
 
 /// The DaemonSet's image and resources (PyYAML).
 fn daemonset_resources() -> serde_json::Value {
-    let o = run(command("python3").args([
-        "-c",
-        "import json,sys,yaml\n\
+    let o = run(command("python3")
+        .args([
+            "-c",
+            "import json,sys,yaml\n\
          d=[x for x in yaml.safe_load_all(open(sys.argv[1])) if x and x['kind']=='DaemonSet'][0]\n\
          c=d['spec']['template']['spec']['containers'][0]\n\
          print(json.dumps({'image':c['image'],'resources':c['resources'],'caps':c['securityContext']['capabilities']}))",
-    ])
-    .arg(repo().join("packaging/kubernetes/ossensor-daemonset.yaml")))
+        ])
+        .arg(repo().join("packaging/kubernetes/ossensor-daemonset.yaml")))
     .unwrap_or_else(|e| panic!("{e}"));
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -343,11 +344,8 @@ fn the_sensor_image_captures_a_peer_with_only_the_documented_capabilities() {
     // the kernel, counted; that is measured in docs/performance.md).
     let iperf = Iperf3Server::start(&host, "198.19.60.1", 5201, dir.path()).unwrap();
     let t0 = Instant::now();
-    run_timeout(
-        peer.exec("iperf3").args(["-c", "198.19.60.1", "-p", "5201", "-n", "200M", "-b", "1G", "--connect-timeout", "5000"]),
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    run_timeout(peer.exec("iperf3").args(["-c", "198.19.60.1", "-p", "5201", "-n", "200M", "-b", "1G", "--connect-timeout", "5000"]), Duration::from_secs(60))
+        .unwrap();
     iperf.finish().unwrap();
     let busy_wall = t0.elapsed();
     std::thread::sleep(Duration::from_millis(1500));
@@ -570,11 +568,8 @@ fn the_daemonset_pod_template_captures_under_podman_kube_play() {
     assert_eq!(info["image"], sensor_image());
 
     let pod = PodmanObject { kind: "pod", name: name.clone() };
-    run_timeout(
-        podman_in(&host).args(["kube", "play", "--configmap"]).arg(dir.join("configmap.yaml")).arg(dir.join("pod.yaml")),
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    run_timeout(podman_in(&host).args(["kube", "play", "--configmap"]).arg(dir.join("configmap.yaml")).arg(dir.join("pod.yaml")), Duration::from_secs(60))
+        .unwrap();
     let sensor = Container { name: format!("{name}-ossensor") };
     sensor.wait_log(&["registered with the collector", "filter attached"], Duration::from_secs(30));
     assert_eq!(sensor.inspect("{{.HostConfig.NetworkMode}}"), "host", "hostNetwork: true");
@@ -613,10 +608,7 @@ fn tcp_events(p: &ProcessGuard) -> Vec<serde_json::Value> {
 
 /// How the server saw the connection from `port` end, if it did.
 fn server_end(server: &ProcessGuard, port: u64) -> Option<String> {
-    tcp_events(server)
-        .into_iter()
-        .find(|e| e["event"] == "server_ended" && e["peer_port"] == port)
-        .map(|e| e["how"].as_str().unwrap_or_default().to_string())
+    tcp_events(server).into_iter().find(|e| e["event"] == "server_ended" && e["peer_port"] == port).map(|e| e["how"].as_str().unwrap_or_default().to_string())
 }
 
 /// A quarantine of the peer (response action) while it talks to a server on
@@ -638,8 +630,7 @@ fn a_local_socket_is_destroyed_only_with_net_admin() {
         let caps: Vec<&str> = CAPS.iter().copied().filter(|c| with_net_admin || *c != "NET_ADMIN").collect();
         let sensor = start_sensor(&host, &env, &caps, &[]);
         sensor.wait_log(&["response actions: connected", "capture-worker[h1]", "filter attached"], Duration::from_secs(30));
-        let mut busy =
-            peer.spawn(&["python3", &tcpends(), "busy", "198.19.66.1", "7002", "busy"], dir.join(format!("busy-{round}.log"))).unwrap();
+        let mut busy = peer.spawn(&["python3", &tcpends(), "busy", "198.19.66.1", "7002", "busy"], dir.join(format!("busy-{round}.log"))).unwrap();
         busy.wait_for_line("echoed", Duration::from_secs(10)).unwrap();
         let out = run(host
             .exec(bin("vsensor").to_str().unwrap())

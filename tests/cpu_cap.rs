@@ -122,11 +122,8 @@ fn a_cpu_capped_sensor_counts_its_drops_and_never_slows_the_host() {
     let dropped_kernel = delta("ossensor_interface_packets_dropped_total{interface=\"h1\",where=\"kernel\"}");
     let captured = delta("ossensor_packets_captured_total");
     let delivered = delta("ossensor_packets_delivered_total");
-    let dropped_uplink: f64 = after
-        .iter()
-        .filter(|(k, _)| k.starts_with("ossensor_packets_dropped_total{"))
-        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0.0))
-        .sum();
+    let dropped_uplink: f64 =
+        after.iter().filter(|(k, _)| k.starts_with("ossensor_packets_dropped_total{")).map(|(k, v)| v - before.get(k).copied().unwrap_or(0.0)).sum();
     eprintln!(
         "cpu cap 1%: iperf3 sent {sent} at {rate:.0} bit/s, receiver lost {lost}; cgroup throttled {throttled} times; link {} packets; \
          sensor received {received}, forwarded {forwarded}, dropped in the kernel {dropped_kernel}; \

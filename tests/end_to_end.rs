@@ -51,10 +51,7 @@ fn stored_frames_equal_tcpdump_per_interface() {
     let filter = sensor.effective_filter();
     assert!(filter.contains("127.0.0.1") && filter.contains(&collector.port.to_string()), "{filter}");
 
-    let dumps = [
-        Tcpdump::start(&t.host, "h1", Some(&filter), t.dir.path()).unwrap(),
-        Tcpdump::start(&t.host, "h2", Some(&filter), t.dir.path()).unwrap(),
-    ];
+    let dumps = [Tcpdump::start(&t.host, "h1", Some(&filter), t.dir.path()).unwrap(), Tcpdump::start(&t.host, "h2", Some(&filter), t.dir.path()).unwrap()];
 
     // Servers in the host namespace, clients in the peers.
     let www = t.dir.join("www");

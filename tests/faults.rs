@@ -199,8 +199,7 @@ fn a_sensor_killed_with_sigkill_leaves_valid_files_and_a_new_epoch() {
     second.stop().unwrap();
     let files = collector.files();
     // <time>-<epoch>-<n>.pcapng: two boots, two epochs.
-    let epochs: std::collections::BTreeSet<String> =
-        files.iter().filter_map(|f| f.file_name()?.to_str()?.split('-').nth(1).map(str::to_string)).collect();
+    let epochs: std::collections::BTreeSet<String> = files.iter().filter_map(|f| f.file_name()?.to_str()?.split('-').nth(1).map(str::to_string)).collect();
     assert_eq!(epochs.len(), 2, "{files:?}");
     for f in &files {
         tshark_count(f);
@@ -223,7 +222,9 @@ fn a_sensor_killed_with_sigkill_leaves_valid_files_and_a_new_epoch() {
         collector.guard.log()
     );
     let before = frames.iter().filter(|f| f.data.windows(7).any(|w| w == b"before-")).count();
-    println!("SIGKILL 600 ms into the first 1 s of traffic: {before} of 200 datagrams before it stored (the rest was in the dead sensor's memory or not yet sent)");
+    println!(
+        "SIGKILL 600 ms into the first 1 s of traffic: {before} of 200 datagrams before it stored (the rest was in the dead sensor's memory or not yet sent)"
+    );
 }
 
 #[test]

@@ -150,9 +150,11 @@ fn process_guard_stops_waits_and_kills() {
     let t = std::time::Instant::now();
     drop(q);
     assert!(t.elapsed() < Duration::from_secs(10));
-    assert!(!std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
-        || std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().is_empty()
-        || !std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().contains("SIGTERM"));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().is_empty()
+            || !std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().contains("SIGTERM")
+    );
 
     // wait_for_line fails early, with the log, when the process exits.
     let mut r = spawn_logged(command("sh").args(["-c", "echo oops; exit 3"]), dir.join("c.log")).unwrap();

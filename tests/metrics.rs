@@ -46,7 +46,9 @@ fn the_uplink_serves_prometheus_metrics_that_count_real_traffic() {
     assert_eq!(m[&format!("ossensor_build_info{{version=\"{}\",sensor=\"test-sensor\"}}", env!("CARGO_PKG_VERSION"))], 1.0);
 
     // Anything else is refused.
-    let other = host.run_unchecked(&["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--noproxy", "*", "http://127.0.0.1:19273/"], Duration::from_secs(10)).unwrap();
+    let other = host
+        .run_unchecked(&["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--noproxy", "*", "http://127.0.0.1:19273/"], Duration::from_secs(10))
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
     sensor.stop().unwrap();
 }

@@ -51,17 +51,13 @@ fn packages_dir() -> PathBuf {
 /// to make it.
 fn package(name: &str, ext: &str) -> PathBuf {
     let dir = packages_dir();
-    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     let sep = if ext == ".deb" { '_' } else { '-' };
     let mut matching: Vec<PathBuf> = found
         .into_iter()
         .filter(|p| {
             let f = p.file_name().unwrap().to_string_lossy().into_owned();
-            f.starts_with(&format!("{name}{sep}"))
-                && f.ends_with(ext)
-                && f[name.len() + 1..].starts_with(|c: char| c.is_ascii_digit())
+            f.starts_with(&format!("{name}{sep}")) && f.ends_with(ext) && f[name.len() + 1..].starts_with(|c: char| c.is_ascii_digit())
         })
         .collect();
     assert!(
@@ -82,11 +78,9 @@ fn check_image() {
         let out = run(command("sha256sum").arg(repo().join("scripts/build-systemd-test-image.sh"))).unwrap();
         text(&out).split_whitespace().next().unwrap().to_string()
     };
-    let got = run_unchecked(
-        podman().args(["image", "inspect", "--format", &format!("{{{{index .Labels \"{IMAGE_LABEL}\"}}}}"), IMAGE]),
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let got =
+        run_unchecked(podman().args(["image", "inspect", "--format", &format!("{{{{index .Labels \"{IMAGE_LABEL}\"}}}}"), IMAGE]), Duration::from_secs(30))
+            .unwrap();
     assert!(
         got.status.success() && text(&got).trim() == want,
         "the image {IMAGE} is missing or made by an older script: run scripts/build-systemd-test-image.sh ({})",
@@ -140,13 +134,7 @@ impl Container {
     /// Runs a shell script inside; fails on a non-zero status.
     fn sh(&self, script: &str) -> String {
         let o = self.exec_output(script).unwrap();
-        assert!(
-            o.status.success(),
-            "in the container: `{script}` failed ({}):\n{}\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr),
-            text(&o)
-        );
+        assert!(o.status.success(), "in the container: `{script}` failed ({}):\n{}\n{}", o.status, String::from_utf8_lossy(&o.stderr), text(&o));
         text(&o)
     }
 
@@ -179,12 +167,10 @@ impl Drop for Container {
 /// caches, dpkg's and apt's own databases (checked with dpkg-query instead),
 /// and systemd's random seed and timer stamps.
 fn tree(c: &Container) -> BTreeSet<String> {
-    let listing = c.sh(
-        "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /var/tmp \
+    let listing = c.sh("find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /var/tmp \
          -o -path /var/log -o -path /var/cache -o -path /var/lib/apt -o -path /var/lib/dpkg -o -path /root \
          -o -path /var/lib/systemd/random-seed -o -path /var/lib/systemd/timers \\) -prune \
-         -o -printf '%p %y %m %u:%g\\n'",
-    );
+         -o -printf '%p %y %m %u:%g\\n'");
     let mut set: BTreeSet<String> = listing.lines().map(str::to_string).collect();
     // The account databases must come back byte for byte, not just exist.
     for line in c.sh("sha256sum /etc/passwd /etc/group /etc/shadow /etc/gshadow").lines() {
@@ -194,12 +180,7 @@ fn tree(c: &Container) -> BTreeSet<String> {
 }
 
 fn status_field(status: &str, key: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("no {key} in:\n{status}"))
-        .trim()
-        .to_string()
+    status.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).unwrap_or_else(|| panic!("no {key} in:\n{status}")).trim().to_string()
 }
 
 fn status_caps(status: &str, key: &str) -> u64 {
@@ -208,9 +189,7 @@ fn status_caps(status: &str, key: &str) -> u64 {
 
 /// /proc/PID/status of every process inside whose name is `comm`.
 fn statuses(c: &Container, comm: &str) -> Vec<String> {
-    let out = c.sh(&format!(
-        "for d in /proc/[0-9]*; do [ \"$(cat $d/comm 2>/dev/null)\" = '{comm}' ] && cat $d/status && echo ---; done; true"
-    ));
+    let out = c.sh(&format!("for d in /proc/[0-9]*; do [ \"$(cat $d/comm 2>/dev/null)\" = '{comm}' ] && cat $d/status && echo ---; done; true"));
     out.split("---\n").filter(|s| !s.trim().is_empty()).map(str::to_string).collect()
 }
 
@@ -282,30 +261,36 @@ fn deb_packages_run_under_systemd_and_purge_cleanly() {
          /usr/bin/ossensor 755 root:root\n/usr/bin/ossensor-capture-worker 755 root:root\n/usr/bin/ossensor-uplink 755 root:root\n\
          /usr/bin/vsensor 755 root:root\n/lib/systemd/system/ossensor.service 644 root:root\n/lib/systemd/system/vsensor.service 644 root:root\n"
     );
-    assert_eq!(c.sh("dpkg-query -W -f '${Conffiles}\\n' ossensor vsensor").split_whitespace().filter(|w| w.starts_with('/')).collect::<Vec<_>>(),
-        vec!["/etc/ossensor/ossensor.env", "/etc/vsensor/vsensor.env"], "the env files are conffiles");
+    assert_eq!(
+        c.sh("dpkg-query -W -f '${Conffiles}\\n' ossensor vsensor").split_whitespace().filter(|w| w.starts_with('/')).collect::<Vec<_>>(),
+        vec!["/etc/ossensor/ossensor.env", "/etc/vsensor/vsensor.env"],
+        "the env files are conffiles"
+    );
     for unit in ["ossensor", "vsensor"] {
         assert_eq!(text(&c.sh_unchecked(&format!("systemctl is-enabled {unit}"))).trim(), "disabled");
         assert_eq!(text(&c.sh_unchecked(&format!("systemctl is-active {unit}"))).trim(), "inactive");
         // verify exits 0 even on errors: its stderr must be empty.
         let o = c.sh_unchecked(&format!("systemd-analyze verify {unit}.service"));
-        assert!(o.status.success() && o.stderr.is_empty() && o.stdout.is_empty(), "systemd-analyze verify {unit}.service:\n{}{}", text(&o), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success() && o.stderr.is_empty() && o.stdout.is_empty(),
+            "systemd-analyze verify {unit}.service:\n{}{}",
+            text(&o),
+            String::from_utf8_lossy(&o.stderr)
+        );
         let score = c.sh(&format!("systemd-analyze security --no-pager {unit}.service | tail -n 1"));
         println!("{unit}.service: {}", score.trim());
     }
 
     // Configure and start, as docs/deployment.md says. `>` keeps the mode.
     c.sh(&format!("printf 'VSENSOR_HMAC_KEY={KEY}\\nVSENSOR_DEBUG=1\\n' > /etc/vsensor/vsensor.env"));
-    c.sh(&format!(
-        "printf 'VSENSOR_HOSTNAME=127.0.0.1\\nVSENSOR_HMAC_KEY={KEY}\\nOSSENSOR_DEBUG=1\\n' > /etc/ossensor/ossensor.env"
-    ));
+    c.sh(&format!("printf 'VSENSOR_HOSTNAME=127.0.0.1\\nVSENSOR_HMAC_KEY={KEY}\\nOSSENSOR_DEBUG=1\\n' > /etc/ossensor/ossensor.env"));
     c.sh("systemctl enable --now vsensor.service");
-    wait_until("the collector to listen", Duration::from_secs(30), || c.journal("vsensor").contains("vsensor: listening on 0.0.0.0:443").then_some(())).unwrap();
+    wait_until("the collector to listen", Duration::from_secs(30), || c.journal("vsensor").contains("vsensor: listening on 0.0.0.0:443").then_some(()))
+        .unwrap();
     c.sh("systemctl enable --now ossensor.service");
     wait_until("the sensor to register and attach its filter on h1", Duration::from_secs(60), || {
         let j = c.journal("ossensor");
-        (j.contains("registered with the collector") && j.lines().any(|l| l.contains("capture-worker[h1]") && l.contains("filter attached")))
-            .then_some(())
+        (j.contains("registered with the collector") && j.lines().any(|l| l.contains("capture-worker[h1]") && l.contains("filter attached"))).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", c.journal("ossensor")));
 
@@ -427,21 +412,15 @@ fn deb_packages_run_under_systemd_and_purge_cleanly() {
     // shadow-utils keeps its own backups of the account files (passwd- and
     // so on); they are not the packages' and are allowed, nothing else.
     let backups = ["/etc/passwd-", "/etc/group-", "/etc/shadow-", "/etc/gshadow-"];
-    let added: Vec<&String> =
-        after.difference(&before).filter(|l| !backups.iter().any(|b| l.starts_with(&format!("{b} ")))).collect();
+    let added: Vec<&String> = after.difference(&before).filter(|l| !backups.iter().any(|b| l.starts_with(&format!("{b} ")))).collect();
     let removed: Vec<&String> = before.difference(&after).collect();
     assert!(added.is_empty() && removed.is_empty(), "the file tree differs after purge:\nadded {added:#?}\nremoved {removed:#?}");
 }
 
 /// rpm's view of a package: every file with its mode, owner and flags.
 fn rpm_files(rpm: &Path) -> String {
-    let out = run(command("rpm").args([
-        "-qp",
-        "--qf",
-        "[%{FILENAMES} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags}\\n]",
-    ])
-    .arg(rpm))
-    .unwrap();
+    let out = run(command("rpm").args(["-qp", "--qf", "[%{FILENAMES} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags}\\n]"]).arg(rpm))
+        .unwrap();
     text(&out)
 }
 

@@ -162,9 +162,7 @@ fn new_collector_certificate_is_pinned_only_after_it_proves_the_key() {
     send(50, 100);
     udp.wait_for(b"cert-00099", Duration::from_secs(5)).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let numbered = || {
-        collector.frames().unwrap().iter().filter(|f| f.data.windows(5).any(|w| w == b"cert-")).count()
-    };
+    let numbered = || collector.frames().unwrap().iter().filter(|f| f.data.windows(5).any(|w| w == b"cert-")).count();
     while numbered() < 100 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(300));
     }

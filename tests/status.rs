@@ -75,9 +75,8 @@ fn status_api_page_and_metrics_show_the_sensor() {
     // Without the token: refused, and the page asks for it.
     assert_eq!(get(&host, &format!("{base}/v1/operator/status"), None).0, "401");
     assert_eq!(get(&host, &format!("{base}/metrics"), Some("wrong")).0, "401");
-    let headers = host
-        .run_unchecked(&["curl", "-sk", "--noproxy", "*", "-D", "-", "-o", "/dev/null", &format!("{base}/status")], Duration::from_secs(20))
-        .unwrap();
+    let headers =
+        host.run_unchecked(&["curl", "-sk", "--noproxy", "*", "-D", "-", "-o", "/dev/null", &format!("{base}/status")], Duration::from_secs(20)).unwrap();
     assert!(String::from_utf8_lossy(&headers.stdout).to_ascii_lowercase().contains("www-authenticate: basic"));
 
     // The page, in a real browser: the token as the Basic password.
@@ -86,9 +85,19 @@ fn status_api_page_and_metrics_show_the_sensor() {
     let out = host
         .run_unchecked(
             &[
-                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--ignore-certificate-errors",
-                &format!("--user-data-dir={}", profile.display()), "--dump-dom", &page_url,
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--ignore-certificate-errors",
+                &format!("--user-data-dir={}", profile.display()),
+                "--dump-dom",
+                &page_url,
             ],
             Duration::from_secs(60),
         )

@@ -4,11 +4,11 @@
 //! (SKF_AD_PKTTYPE), so the kernel splits the traffic and each packet is read
 //! once. Filters arrive compiled; this module only attaches them.
 
+use crate::merge::DirectionMerge;
+use crate::respond::Responder;
 use ossensor_shared::bpf::{self, BpfInsn, Side};
 use ossensor_shared::ipc::{push_record, CaptureStats};
 use ossensor_shared::pcapng::Direction;
-use crate::merge::DirectionMerge;
-use crate::respond::Responder;
 use pcap::{Active, Capture, Precision};
 use std::os::fd::{AsRawFd, RawFd};
 

@@ -138,8 +138,7 @@ impl Link {
     /// Asks the supervisor for a new connection and waits for it.
     fn reconnect(&mut self, why: &str) -> Result<(), String> {
         log!(BASIC, "uplink connection lost ({why}); asking the supervisor for a new one");
-        seqpacket::send(self.control.as_fd(), &supervision::encode(&FromWorker::NeedUplink), None)
-            .map_err(|e| format!("cannot reach the supervisor: {e}"))?;
+        seqpacket::send(self.control.as_fd(), &supervision::encode(&FromWorker::NeedUplink), None).map_err(|e| format!("cannot reach the supervisor: {e}"))?;
         let stream = wait_for_uplink(&self.control, self.stop, &mut self.keys)?;
         self.replace(stream)
     }

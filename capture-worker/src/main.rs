@@ -17,8 +17,8 @@ use link::Link;
 use merge::DirectionMerge;
 use ossensor_shared::children::{child_config, WorkerConfig};
 use ossensor_shared::ipc::{UplinkMsg, WorkerMsgRef};
-use ossensor_shared::log::{self as slog, BASIC, STATS};
 use ossensor_shared::log;
+use ossensor_shared::log::{self as slog, BASIC, STATS};
 use ossensor_shared::privileges::{self, Privileges};
 use ossensor_shared::signed_actions::PublicKey;
 use ossensor_shared::telemetry::WorkerSnapshot;
@@ -86,8 +86,7 @@ fn install_signal_handlers() {
         unsafe { sigaction(s, &act) }.expect("sigaction");
     }
     // SAFETY: ignoring a signal installs no code.
-    unsafe { sigaction(Signal::SIGPIPE, &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty())) }
-        .expect("sigaction");
+    unsafe { sigaction(Signal::SIGPIPE, &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty())) }.expect("sigaction");
 }
 
 /// `held`: this process's privileges, read once at start.
@@ -216,4 +215,3 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
         }
     }
 }
-

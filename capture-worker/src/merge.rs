@@ -81,7 +81,13 @@ impl DirectionMerge {
         while out.len() < max_bytes {
             let over = |q: &RecordQueue| q.bytes() > self.max_queue_bytes;
             let pick = match (self.queues[0].front(), self.queues[1].front()) {
-                (Some((a, la)), Some((b, lb))) => if a <= b { (0, la) } else { (1, lb) },
+                (Some((a, la)), Some((b, lb))) => {
+                    if a <= b {
+                        (0, la)
+                    } else {
+                        (1, lb)
+                    }
+                }
                 (Some((a, la)), None) if all || a < safe_before || over(&self.queues[0]) => (0, la),
                 (None, Some((b, lb))) if all || b < safe_before || over(&self.queues[1]) => (1, lb),
                 _ => break,

@@ -9,12 +9,12 @@
 //! itself. For a flow that ends on this host, the supervisor is also asked
 //! to destroy the local socket (a RST on the wire never reaches it).
 
+use ossensor_shared::log;
 use ossensor_shared::log::{self as slog, ACTIONS};
 use ossensor_shared::response::{Action, ActionStats, Enforcer, Injection, Reason};
 use ossensor_shared::signed_actions::{PublicKey, Refusal, SetVerifier, SignedSet};
-use ossensor_shared::tcpseg::{self, LINKTYPE_ETHERNET, RST};
-use ossensor_shared::log;
 use ossensor_shared::sockdiag;
+use ossensor_shared::tcpseg::{self, LINKTYPE_ETHERNET, RST};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -63,9 +63,7 @@ impl LocalSockets {
         if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
             self.addresses = addrs
                 .filter_map(|a| a.address)
-                .filter_map(|s| {
-                    s.as_sockaddr_in().map(|v| IpAddr::from(v.ip())).or_else(|| s.as_sockaddr_in6().map(|v| IpAddr::from(v.ip())))
-                })
+                .filter_map(|s| s.as_sockaddr_in().map(|v| IpAddr::from(v.ip())).or_else(|| s.as_sockaddr_in6().map(|v| IpAddr::from(v.ip()))))
                 .collect();
         }
         self.refreshed = Instant::now();
@@ -98,13 +96,12 @@ impl LocalSockets {
         }
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         let mut answer = [0u8; 4];
-        let errno = if unsafe { libc::poll(&mut pfd, 1, DESTROY_WAIT_MS) } == 1
-            && unsafe { libc::recv(fd, answer.as_mut_ptr().cast(), 4, libc::MSG_DONTWAIT) } == 4
-        {
-            i32::from_ne_bytes(answer)
-        } else {
-            libc::ETIMEDOUT
-        };
+        let errno =
+            if unsafe { libc::poll(&mut pfd, 1, DESTROY_WAIT_MS) } == 1 && unsafe { libc::recv(fd, answer.as_mut_ptr().cast(), 4, libc::MSG_DONTWAIT) } == 4 {
+                i32::from_ne_bytes(answer)
+            } else {
+                libc::ETIMEDOUT
+            };
         Some(((local, remote), errno))
     }
 }

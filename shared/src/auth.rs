@@ -156,18 +156,10 @@ pub fn response_proof(key: &[u8], request_nonce: &str, cert_sha256: &[u8; 32], s
     hex::encode(m.finalize().into_bytes())
 }
 
-pub fn verify_response_proof(
-    key: &[u8],
-    request_nonce: &str,
-    cert_sha256: &[u8; 32],
-    status: u16,
-    body: &[u8],
-    proof_hex: &str,
-) -> bool {
+pub fn verify_response_proof(key: &[u8], request_nonce: &str, cert_sha256: &[u8; 32], status: u16, body: &[u8], proof_hex: &str) -> bool {
     let expected = response_proof(key, request_nonce, cert_sha256, status, body);
     // Compare as MACs do: constant time over equal-length strings.
-    expected.len() == proof_hex.len()
-        && expected.bytes().zip(proof_hex.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    expected.len() == proof_hex.len() && expected.bytes().zip(proof_hex.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// Refuses timestamps outside a window and nonces seen within it. The
@@ -187,13 +179,7 @@ pub struct ReplayWindow {
 
 impl ReplayWindow {
     pub fn new(window_secs: i64, max_nonces: usize) -> Self {
-        ReplayWindow {
-            window_secs: window_secs.unsigned_abs(),
-            max_nonces: max_nonces.max(1),
-            seen: HashSet::new(),
-            order: BTreeSet::new(),
-            floor: i64::MIN,
-        }
+        ReplayWindow { window_secs: window_secs.unsigned_abs(), max_nonces: max_nonces.max(1), seen: HashSet::new(), order: BTreeSet::new(), floor: i64::MIN }
     }
 
     pub fn check(&mut self, now: i64, timestamp: i64, nonce: &str) -> Result<(), AuthError> {

@@ -98,12 +98,7 @@ impl ChunkCompressor {
 /// Decodes and checks a chunk body: decompresses at most `declared_raw`
 /// bytes (never more than [`MAX_RAW_CHUNK`]), requires exactly that many,
 /// and requires well-formed pcapng holding `declared_packets` packets.
-pub fn decode(
-    encoding: Encoding,
-    body: &[u8],
-    declared_raw: usize,
-    declared_packets: u64,
-) -> Result<(Vec<u8>, SectionSummary), ChunkError> {
+pub fn decode(encoding: Encoding, body: &[u8], declared_raw: usize, declared_packets: u64) -> Result<(Vec<u8>, SectionSummary), ChunkError> {
     if declared_raw > MAX_RAW_CHUNK {
         return Err(ChunkError::TooLarge { declared: declared_raw, limit: MAX_RAW_CHUNK });
     }
@@ -114,10 +109,7 @@ pub fn decode(
             let mut raw = Vec::with_capacity(declared_raw);
             // Read one byte past the declared size to detect a lie without
             // ever inflating an unbounded amount.
-            decoder
-                .take(declared_raw as u64 + 1)
-                .read_to_end(&mut raw)
-                .map_err(|e| ChunkError::Decompress(e.to_string()))?;
+            decoder.take(declared_raw as u64 + 1).read_to_end(&mut raw).map_err(|e| ChunkError::Decompress(e.to_string()))?;
             raw
         }
     };

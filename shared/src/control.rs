@@ -196,19 +196,12 @@ pub struct ErrorBody {
 /// Sensor ids name folders on the collector: 1–64 of `[A-Za-z0-9._-]`, not
 /// starting with a dot.
 pub fn valid_sensor_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    !id.is_empty() && id.len() <= 64 && !id.starts_with('.') && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// Turns a host name into a valid sensor id.
 pub fn sensor_id_from_hostname(host: &str) -> String {
-    let mut id: String = host
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '_' })
-        .take(64)
-        .collect();
+    let mut id: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '_' }).take(64).collect();
     while id.starts_with('.') {
         id.replace_range(0..1, "_");
     }
@@ -242,7 +235,9 @@ mod tests {
         let ToSensor::Actions { signed } = m;
         assert_eq!(signed.to_set(), Some(set));
         assert_eq!(SignedSetHex { payload: "zz".into(), signature: String::new() }.to_set(), None);
-        let r: FromSensor = serde_json::from_str(r#"{"type":"report","actions":[{"id":3,"connections_reset":1,"connections_refused":0,"resets_sent":2,"probes_sent":2}]}"#).unwrap();
+        let r: FromSensor =
+            serde_json::from_str(r#"{"type":"report","actions":[{"id":3,"connections_reset":1,"connections_refused":0,"resets_sent":2,"probes_sent":2}]}"#)
+                .unwrap();
         let FromSensor::Report { actions } = r;
         assert_eq!(actions[0].stats.resets_sent, 2);
         assert!(serde_json::from_str::<FromSensor>(r#"{"type":"exec","cmd":"rm"}"#).is_err());

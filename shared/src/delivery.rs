@@ -104,7 +104,9 @@ pub enum Next {
 pub enum Outcome {
     Registered,
     /// The chunk was acknowledged; `stored`: false if the collector had it.
-    ChunkAcked { stored: bool },
+    ChunkAcked {
+        stored: bool,
+    },
     /// The collector refused the chunk as malformed (400, 413): it is
     /// dropped and counted, or it would block the queue for ever.
     ChunkRejected,

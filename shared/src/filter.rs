@@ -78,10 +78,7 @@ mod tests {
 
     #[test]
     fn before_registration_the_configured_port_and_nothing_without_an_address() {
-        assert_eq!(
-            exclude_collector(&ips(&["198.18.0.1", "2001:db8::1"]), None, 8443),
-            "not (tcp and (host 198.18.0.1 or host 2001:db8::1) and port 8443)"
-        );
+        assert_eq!(exclude_collector(&ips(&["198.18.0.1", "2001:db8::1"]), None, 8443), "not (tcp and (host 198.18.0.1 or host 2001:db8::1) and port 8443)");
         assert_eq!(exclude_collector(&[], None, 443), "");
     }
 
@@ -140,10 +137,9 @@ mod tests {
 
     #[test]
     fn the_texts_compile() {
-        for text in [
-            exclude_collector(&ips(&["198.18.0.1", "2001:db8::1"]), sa("[::ffff:198.18.0.9]:443"), 8443),
-            exclude_collector(&ips(&["198.18.0.1"]), None, 443),
-        ] {
+        for text in
+            [exclude_collector(&ips(&["198.18.0.1", "2001:db8::1"]), sa("[::ffff:198.18.0.9]:443"), 8443), exclude_collector(&ips(&["198.18.0.1"]), None, 443)]
+        {
             crate::bpf::compile(&text, 1).unwrap();
         }
     }

@@ -55,12 +55,7 @@ pub fn init(process: &str, level: u8, path: Option<&str>, audit: Audit<'_>) -> s
         None | Some("") | Some("-") | Some("/dev/stdout") => Sink::Stdout,
         Some(p) => Sink::File(OpenOptions::new().create(true).append(true).mode(0o640).open(p)?),
     };
-    let formatter = syslog::Formatter3164 {
-        facility: syslog::Facility::LOG_AUTHPRIV,
-        hostname: None,
-        process: "ossensor".into(),
-        pid: std::process::id(),
-    };
+    let formatter = syslog::Formatter3164 { facility: syslog::Facility::LOG_AUTHPRIV, hostname: None, process: "ossensor".into(), pid: std::process::id() };
     let audit = match audit {
         Audit::Off => None,
         Audit::Syslog => syslog::unix(formatter).ok(),
@@ -85,14 +80,7 @@ pub fn write_line(level: u8, msg: std::fmt::Arguments<'_>) {
         return;
     }
     let process = LOGGER.get().map_or("ossensor", |l| l.process.as_str());
-    let line = format!(
-        "{} {}[{}] L{}: {}\n",
-        crate::timefmt::rfc3339_millis(crate::timefmt::now_ns()),
-        process,
-        std::process::id(),
-        level,
-        msg
-    );
+    let line = format!("{} {}[{}] L{}: {}\n", crate::timefmt::rfc3339_millis(crate::timefmt::now_ns()), process, std::process::id(), level, msg);
     match LOGGER.get() {
         Some(l) => {
             let mut sink = l.sink.lock().unwrap_or_else(|e| e.into_inner());

@@ -198,12 +198,17 @@ pub struct PacketView<'a> {
 /// sections as the sensor writes them, and summarises it. Never panics.
 pub fn check_sections(bytes: &[u8]) -> Result<SectionSummary, PcapngError> {
     let mut summary = SectionSummary::default();
-    walk(bytes, &mut |p| {
-        summary.packets += 1;
-        summary.packet_bytes += p.data.len() as u64;
-        summary.first_ts_ns = Some(summary.first_ts_ns.map_or(p.ts_ns, |t| t.min(p.ts_ns)));
-        summary.last_ts_ns = Some(summary.last_ts_ns.map_or(p.ts_ns, |t| t.max(p.ts_ns)));
-    }, &mut summary.sections, &mut summary.interfaces)?;
+    walk(
+        bytes,
+        &mut |p| {
+            summary.packets += 1;
+            summary.packet_bytes += p.data.len() as u64;
+            summary.first_ts_ns = Some(summary.first_ts_ns.map_or(p.ts_ns, |t| t.min(p.ts_ns)));
+            summary.last_ts_ns = Some(summary.last_ts_ns.map_or(p.ts_ns, |t| t.max(p.ts_ns)));
+        },
+        &mut summary.sections,
+        &mut summary.interfaces,
+    )?;
     Ok(summary)
 }
 
@@ -214,12 +219,7 @@ pub fn for_each_packet<'a>(bytes: &'a [u8], mut f: impl FnMut(PacketView<'a>)) -
     walk(bytes, &mut f, &mut s, &mut i)
 }
 
-fn walk<'a>(
-    bytes: &'a [u8],
-    f: &mut dyn FnMut(PacketView<'a>),
-    sections: &mut u32,
-    interfaces_total: &mut u32,
-) -> Result<(), PcapngError> {
+fn walk<'a>(bytes: &'a [u8], f: &mut dyn FnMut(PacketView<'a>), sections: &mut u32, interfaces_total: &mut u32) -> Result<(), PcapngError> {
     let mut offset = 0usize;
     let mut interfaces_in_section: Option<u32> = None;
     let err = |offset: usize, reason: String| PcapngError { offset, reason };
@@ -287,13 +287,7 @@ fn walk<'a>(
                 }
                 let opts = &body[20 + pad4(caplen)..];
                 let flags = check_options(opts).map_err(|r| err(offset, r))?;
-                f(PacketView {
-                    interface,
-                    ts_ns,
-                    orig_len,
-                    data: &body[20..20 + caplen],
-                    direction: Direction::from_bits(flags.unwrap_or(0)),
-                });
+                f(PacketView { interface, ts_ns, orig_len, data: &body[20..20 + caplen], direction: Direction::from_bits(flags.unwrap_or(0)) });
             }
             _ => {
                 if interfaces_in_section.is_none() {

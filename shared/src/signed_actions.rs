@@ -150,11 +150,18 @@ pub enum Refusal {
     BadSignature,
     Malformed(String),
     /// Signed longer ago than SET_TTL_NS + MAX_SKEW_NS.
-    Stale { age_s: u64 },
+    Stale {
+        age_s: u64,
+    },
     /// Signed later than MAX_SKEW_NS from now.
-    FromTheFuture { ahead_s: u64 },
+    FromTheFuture {
+        ahead_s: u64,
+    },
     /// Older than a set already taken (a replay).
-    Older { version: u64, newest: u64 },
+    Older {
+        version: u64,
+        newest: u64,
+    },
     TooMany(usize),
     DuplicateId(u64),
     /// An id already in force with another target.
@@ -356,7 +363,13 @@ mod tests {
         let r = v.accept(T0, &sign(&k, &set(1, T0, vec![a, gone]))).unwrap();
         assert_eq!((r.actions.len(), r.expired.clone()), (1, vec![8]));
         assert_eq!(v.accept(T0, &sign(&k, &set(2, T0, vec![a, a]))), Err(Refusal::DuplicateId(7)));
-        let moved = Action { target: Target::Block { a: Endpoint { ip: "198.18.0.1".parse().unwrap(), port: None }, b: Endpoint { ip: "198.18.0.2".parse().unwrap(), port: Some(22) } }, ..a };
+        let moved = Action {
+            target: Target::Block {
+                a: Endpoint { ip: "198.18.0.1".parse().unwrap(), port: None },
+                b: Endpoint { ip: "198.18.0.2".parse().unwrap(), port: Some(22) },
+            },
+            ..a
+        };
         assert_eq!(v.accept(T0, &sign(&k, &set(3, T0, vec![moved]))), Err(Refusal::Retargeted(7)));
         let many: Vec<Action> = (0..MAX_ACTIONS as u64 + 1).map(|i| quarantine(i, "198.18.0.9", T0 + NS)).collect();
         assert_eq!(v.accept(T0, &sign(&k, &set(4, T0, many))), Err(Refusal::TooMany(MAX_ACTIONS + 1)));

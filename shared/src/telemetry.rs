@@ -80,7 +80,12 @@ impl UplinkSnapshot {
         let mut out: Vec<String> = self
             .interfaces
             .iter()
-            .map(|(i, s)| format!("capture {i}: received {} dropped by kernel {} dropped by interface {} forwarded {}", s.received, s.dropped_kernel, s.dropped_interface, s.forwarded))
+            .map(|(i, s)| {
+                format!(
+                    "capture {i}: received {} dropped by kernel {} dropped by interface {} forwarded {}",
+                    s.received, s.dropped_kernel, s.dropped_interface, s.forwarded
+                )
+            })
             .collect();
         let a = &self.accounting;
         let dups: u64 = self.duplicates.values().sum();
@@ -159,8 +164,18 @@ impl UplinkSnapshot {
         );
         e.single("ossensor_packets_held", Kind::Gauge, "Packets in the spool, in flight to the collector, or in the chunk being built.", self.held as f64);
         e.single("ossensor_chunks_delivered_total", Kind::Counter, "Chunks the collector acknowledged.", a.chunks_delivered as f64);
-        e.single("ossensor_delivered_bytes_total", Kind::Counter, "Bytes of chunk bodies the collector acknowledged, as sent (compressed).", a.bytes_delivered as f64);
-        e.single("ossensor_delivered_raw_bytes_total", Kind::Counter, "Bytes of pcapng the collector acknowledged, before compression.", a.raw_bytes_delivered as f64);
+        e.single(
+            "ossensor_delivered_bytes_total",
+            Kind::Counter,
+            "Bytes of chunk bodies the collector acknowledged, as sent (compressed).",
+            a.bytes_delivered as f64,
+        );
+        e.single(
+            "ossensor_delivered_raw_bytes_total",
+            Kind::Counter,
+            "Bytes of pcapng the collector acknowledged, before compression.",
+            a.raw_bytes_delivered as f64,
+        );
         e.single("ossensor_spool_chunks", Kind::Gauge, "Chunks waiting in the spool.", self.spool_chunks as f64);
         e.single("ossensor_spool_bytes", Kind::Gauge, "Bytes waiting in the spool.", self.spool_bytes as f64);
         e.single("ossensor_spool_capacity_bytes", Kind::Gauge, "The spool's bound (OSSENSOR_SPOOL_MB).", self.spool_capacity_bytes as f64);
@@ -168,8 +183,20 @@ impl UplinkSnapshot {
         let per_if = |f: fn(&CaptureStats) -> u64| -> Vec<(Vec<(&str, &str)>, f64)> {
             self.interfaces.iter().map(|(i, s)| (vec![("interface", i.as_str())], f(s) as f64)).collect()
         };
-        family(&mut e, "ossensor_interface_packets_received_total", Kind::Counter, "Packets the kernel passed to the capture of each interface (after the filter).", &per_if(|s| s.received));
-        family(&mut e, "ossensor_interface_packets_forwarded_total", Kind::Counter, "Packets each capture-worker sent to the uplink.", &per_if(|s| s.forwarded));
+        family(
+            &mut e,
+            "ossensor_interface_packets_received_total",
+            Kind::Counter,
+            "Packets the kernel passed to the capture of each interface (after the filter).",
+            &per_if(|s| s.received),
+        );
+        family(
+            &mut e,
+            "ossensor_interface_packets_forwarded_total",
+            Kind::Counter,
+            "Packets each capture-worker sent to the uplink.",
+            &per_if(|s| s.forwarded),
+        );
         let dropped: Vec<(Vec<(&str, &str)>, f64)> = self
             .interfaces
             .iter()
@@ -180,7 +207,13 @@ impl UplinkSnapshot {
                 ]
             })
             .collect();
-        family(&mut e, "ossensor_interface_packets_dropped_total", Kind::Counter, "Packets lost before capture: the ring was full (kernel) or the interface dropped them.", &dropped);
+        family(
+            &mut e,
+            "ossensor_interface_packets_dropped_total",
+            Kind::Counter,
+            "Packets lost before capture: the ring was full (kernel) or the interface dropped them.",
+            &dropped,
+        );
         let dups: Vec<(Vec<(&str, &str)>, f64)> = self.duplicates.iter().map(|(i, n)| (vec![("interface", i.as_str())], *n as f64)).collect();
         family(
             &mut e,
@@ -192,7 +225,8 @@ impl UplinkSnapshot {
         e.single("ossensor_response_actions_in_force", Kind::Gauge, "Response actions the sensor enforces now.", self.actions_in_force as f64);
         let ids: Vec<String> = self.actions.iter().map(|a| a.id.to_string()).collect();
         for (name, help, value) in ACTION_COUNTERS {
-            let v: Vec<(Vec<(&str, &str)>, f64)> = self.actions.iter().zip(&ids).map(|(a, id)| (vec![("action", id.as_str())], value(&a.stats) as f64)).collect();
+            let v: Vec<(Vec<(&str, &str)>, f64)> =
+                self.actions.iter().zip(&ids).map(|(a, id)| (vec![("action", id.as_str())], value(&a.stats) as f64)).collect();
             family(&mut e, name, Kind::Counter, help, &v);
         }
         e.into_text()
@@ -228,7 +262,16 @@ mod tests {
 
     fn snapshot() -> UplinkSnapshot {
         let mut s = UplinkSnapshot { process: "uplink".into(), sensor_id: "node1".into(), version: "0.1.0".into(), ..Default::default() };
-        s.accounting = Accounting { captured: 10, delivered: 6, dropped_spool_full: 1, dropped_refused: 1, dropped_at_exit: 0, chunks_delivered: 2, bytes_delivered: 300, raw_bytes_delivered: 900 };
+        s.accounting = Accounting {
+            captured: 10,
+            delivered: 6,
+            dropped_spool_full: 1,
+            dropped_refused: 1,
+            dropped_at_exit: 0,
+            chunks_delivered: 2,
+            bytes_delivered: 300,
+            raw_bytes_delivered: 900,
+        };
         s.held = 2;
         s.spool_chunks = 1;
         s.spool_bytes = 4096;
@@ -245,7 +288,10 @@ mod tests {
         let s = snapshot();
         let lines = s.lines();
         assert_eq!(lines[0], "capture eth0: received 12 dropped by kernel 2 dropped by interface 0 forwarded 10");
-        assert_eq!(lines[1], "packets: captured 10 delivered 6 dropped (spool full 1, refused 1, at exit 0) held 2 in 1 chunks (4 KiB); duplicates removed 3 (br0 3)");
+        assert_eq!(
+            lines[1],
+            "packets: captured 10 delivered 6 dropped (spool full 1, refused 1, at exit 0) held 2 in 1 chunks (4 KiB); duplicates removed 3 (br0 3)"
+        );
         let page = s.prometheus();
         for sample in [
             "ossensor_packets_captured_total 10",

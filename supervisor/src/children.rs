@@ -38,11 +38,7 @@ pub fn spawn<C: Serialize>(role: Role, who: Identity, config: &C, output: Output
     };
     let path = binary(name);
     let mut cmd = Command::new(&path);
-    cmd.env_clear()
-        .env(CHILD_MARKER, "1")
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .current_dir("/");
+    cmd.env_clear().env(CHILD_MARKER, "1").env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").stdin(Stdio::piped()).current_dir("/");
     match output {
         Output::Inherit => {
             cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());

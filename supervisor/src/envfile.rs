@@ -45,25 +45,14 @@ pub enum EnvFileErrorKind {
 
 impl fmt::Display for EnvFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file = if self.file.is_empty() {
-            "environment file"
-        } else {
-            &self.file
-        };
+        let file = if self.file.is_empty() { "environment file" } else { &self.file };
         match &self.kind {
             EnvFileErrorKind::Io(e) => write!(f, "--env-file {file}: cannot read: {e}"),
-            EnvFileErrorKind::KeyHasWhitespace { key } => write!(
-                f,
-                "--env-file {file} line {}: variable name \"{}\" contains whitespace",
-                self.line,
-                key.escape_debug()
-            ),
+            EnvFileErrorKind::KeyHasWhitespace { key } => {
+                write!(f, "--env-file {file} line {}: variable name \"{}\" contains whitespace", self.line, key.escape_debug())
+            }
             EnvFileErrorKind::EmptyKey => {
-                write!(
-                    f,
-                    "--env-file {file} line {}: no variable name before '='",
-                    self.line
-                )
+                write!(f, "--env-file {file} line {}: no variable name before '='", self.line)
             }
             EnvFileErrorKind::NotUtf8 => {
                 write!(f, "--env-file {file} line {}: not valid UTF-8", self.line)
@@ -79,10 +68,7 @@ const BOM: &str = "\u{feff}";
 /// Parses the text of an environment file. `lookup` answers bare `KEY`
 /// lines from the process environment. Pairs come out in file order; a key
 /// repeated later overrides an earlier one when collected into a map.
-pub fn parse(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, String)>, EnvFileError> {
+pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>, EnvFileError> {
     let text = text.strip_prefix(BOM).unwrap_or(text);
     let mut out = Vec::new();
     for (i, raw) in lines(text).enumerate() {
@@ -96,10 +82,7 @@ pub fn parse(
 /// Like [`parse`] for raw bytes: a line that is not UTF-8 is an error with
 /// its line number (Docker checks line by line, so a bad line after an
 /// error-free prefix is reported where it is).
-pub fn parse_bytes(
-    bytes: &[u8],
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, String)>, EnvFileError> {
+pub fn parse_bytes(bytes: &[u8], lookup: impl Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>, EnvFileError> {
     let bytes = bytes.strip_prefix(BOM.as_bytes()).unwrap_or(bytes);
     let mut out = Vec::new();
     let mut rest = bytes;
@@ -111,11 +94,7 @@ pub fn parse_bytes(
             None => (rest, &rest[rest.len()..]),
         };
         rest = next;
-        let line = std::str::from_utf8(line).map_err(|_| EnvFileError {
-            file: String::new(),
-            line: line_no,
-            kind: EnvFileErrorKind::NotUtf8,
-        })?;
+        let line = std::str::from_utf8(line).map_err(|_| EnvFileError { file: String::new(), line: line_no, kind: EnvFileErrorKind::NotUtf8 })?;
         if let Some(pair) = parse_line(line, line_no, &lookup)? {
             out.push(pair);
         }
@@ -124,16 +103,9 @@ pub fn parse_bytes(
 }
 
 /// Reads and parses one file; errors carry the file's name.
-pub fn read(
-    path: &Path,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, String)>, EnvFileError> {
+pub fn read(path: &Path, lookup: impl Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>, EnvFileError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| EnvFileError {
-        file: file.clone(),
-        line: 0,
-        kind: EnvFileErrorKind::Io(e.to_string()),
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| EnvFileError { file: file.clone(), line: 0, kind: EnvFileErrorKind::Io(e.to_string()) })?;
     parse_bytes(&bytes, lookup).map_err(|e| EnvFileError { file, ..e })
 }
 
@@ -145,11 +117,7 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
     body.split('\n').filter(move |_| !empty)
 }
 
-fn parse_line(
-    raw: &str,
-    line_no: usize,
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<Option<(String, String)>, EnvFileError> {
+fn parse_line(raw: &str, line_no: usize, lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<(String, String)>, EnvFileError> {
     let raw = raw.strip_suffix('\r').unwrap_or(raw);
     let line = raw.trim_start(); // Go: strings.TrimLeftFunc(unicode.IsSpace)
     if line.is_empty() || line.starts_with('#') {
@@ -159,15 +127,9 @@ fn parse_line(
         Some((k, v)) => (k, Some(v)),
         None => (line, None),
     };
-    let err = |kind| EnvFileError {
-        file: String::new(),
-        line: line_no,
-        kind,
-    };
+    let err = |kind| EnvFileError { file: String::new(), line: line_no, kind };
     if key.contains([' ', '\t']) {
-        return Err(err(EnvFileErrorKind::KeyHasWhitespace {
-            key: key.to_string(),
-        }));
+        return Err(err(EnvFileErrorKind::KeyHasWhitespace { key: key.to_string() }));
     }
     if key.is_empty() {
         return Err(err(EnvFileErrorKind::EmptyKey));
@@ -213,26 +175,17 @@ mod tests {
 
     #[test]
     fn comments_blank_lines_and_leading_whitespace() {
-        assert_eq!(
-            p("# c\n\n   \n  # indented comment\n\t  A=1\n"),
-            vec![kv("A", "1")]
-        );
+        assert_eq!(p("# c\n\n   \n  # indented comment\n\t  A=1\n"), vec![kv("A", "1")]);
         // '#' only starts a comment at the beginning of the (trimmed) line.
         assert_eq!(p("A#=1"), vec![kv("A#", "1")]);
     }
 
     #[test]
     fn bom_and_crlf_are_stripped() {
-        assert_eq!(
-            p("\u{feff}A=1\r\nB=2 \r\n"),
-            vec![kv("A", "1"), kv("B", "2 ")]
-        );
+        assert_eq!(p("\u{feff}A=1\r\nB=2 \r\n"), vec![kv("A", "1"), kv("B", "2 ")]);
         // Only one \r, only at the end.
         assert_eq!(p("A=x\r\r\n"), vec![kv("A", "x\r")]);
-        assert_eq!(
-            parse_bytes(b"\xef\xbb\xbfA=1", none).unwrap(),
-            vec![kv("A", "1")]
-        );
+        assert_eq!(parse_bytes(b"\xef\xbb\xbfA=1", none).unwrap(), vec![kv("A", "1")]);
     }
 
     #[test]
@@ -245,26 +198,15 @@ mod tests {
     #[test]
     fn bare_key_comes_from_the_process_or_is_dropped() {
         let lookup = |k: &str| (k == "HOME").then(|| "/root".to_string());
-        assert_eq!(
-            parse("HOME\nMISSING\nA=1\n", lookup).unwrap(),
-            vec![kv("HOME", "/root"), kv("A", "1")]
-        );
+        assert_eq!(parse("HOME\nMISSING\nA=1\n", lookup).unwrap(), vec![kv("HOME", "/root"), kv("A", "1")]);
     }
 
     #[test]
     fn bad_keys_name_the_line_and_key() {
         let e = parse("A=1\nMY KEY=2\n", none).unwrap_err();
         assert_eq!(e.line, 2);
-        assert_eq!(
-            e.kind,
-            EnvFileErrorKind::KeyHasWhitespace {
-                key: "MY KEY".into()
-            }
-        );
-        assert!(
-            e.to_string().contains("line 2") && e.to_string().contains("MY KEY"),
-            "{e}"
-        );
+        assert_eq!(e.kind, EnvFileErrorKind::KeyHasWhitespace { key: "MY KEY".into() });
+        assert!(e.to_string().contains("line 2") && e.to_string().contains("MY KEY"), "{e}");
         let e = parse("\n=value\n", none).unwrap_err();
         assert_eq!((e.line, e.kind), (2, EnvFileErrorKind::EmptyKey));
         // A bare key with a trailing tab is a key with whitespace (Docker agrees).
@@ -282,10 +224,7 @@ mod tests {
         let e = read(&path, none).unwrap_err();
         assert_eq!((e.line, &e.kind), (2, &EnvFileErrorKind::NotUtf8));
         let msg = e.to_string();
-        assert!(
-            msg.contains("sensor.env") && msg.contains("line 2"),
-            "{msg}"
-        );
+        assert!(msg.contains("sensor.env") && msg.contains("line 2"), "{msg}");
     }
 
     #[test]

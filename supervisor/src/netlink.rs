@@ -14,13 +14,8 @@ pub struct LinkWatch {
 
 impl LinkWatch {
     pub fn open() -> Result<LinkWatch, String> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            SockProtocol::NetlinkRoute,
-        )
-        .map_err(|e| format!("netlink socket: {e}"))?;
+        let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, SockProtocol::NetlinkRoute)
+            .map_err(|e| format!("netlink socket: {e}"))?;
         bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &NetlinkAddr::new(0, RTMGRP_LINK)).map_err(|e| format!("netlink bind: {e}"))?;
         Ok(LinkWatch { fd })
     }

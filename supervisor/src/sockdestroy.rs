@@ -9,9 +9,9 @@
 
 use nix::sys::socket::{recv, send, sendto, setsockopt, socket, socketpair, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 use nix::sys::time::TimeVal;
+use ossensor_shared::log;
 use ossensor_shared::log::{self as slog, ACTIONS, BASIC};
 use ossensor_shared::sockdiag::{decode_worker_request, destroy_request, dump_request, parse_ack, parse_dump, DiagSocket, AF_INET, AF_INET6};
-use ossensor_shared::log;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -24,8 +24,7 @@ const MAX_PER_SECOND: u32 = 2000;
 
 /// (the supervisor's end, the worker's end).
 pub fn channel() -> Result<(OwnedFd, OwnedFd), String> {
-    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK)
-        .map_err(|e| format!("socketpair: {e}"))
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK).map_err(|e| format!("socketpair: {e}"))
 }
 
 /// The supervisor's end of one worker's channel.
@@ -66,10 +65,16 @@ impl Channel {
                     self.served += 1;
                     let r = destroyer.destroy(local, remote);
                     if slog::enabled(ACTIONS) {
-                        log!(ACTIONS, "{who}: local socket {} <-> {}: {}", show(local), show(remote), match r {
-                            Ok(()) => "destroyed".to_string(),
-                            Err(e) => format!("not destroyed: {}", std::io::Error::from_raw_os_error(e)),
-                        });
+                        log!(
+                            ACTIONS,
+                            "{who}: local socket {} <-> {}: {}",
+                            show(local),
+                            show(remote),
+                            match r {
+                                Ok(()) => "destroyed".to_string(),
+                                Err(e) => format!("not destroyed: {}", std::io::Error::from_raw_os_error(e)),
+                            }
+                        );
                     }
                     r.err().unwrap_or(0)
                 }

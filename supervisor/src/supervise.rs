@@ -17,11 +17,11 @@ use crate::sockdestroy::{self, Channel, Destroyer};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use ossensor_shared::log;
 use ossensor_shared::log::{audit, AuditSeverity, BASIC};
 use ossensor_shared::seqpacket::{self, Received};
 use ossensor_shared::signed_actions::PublicKey;
 use ossensor_shared::supervision::{self, FromUplink, FromWorker, ToUplink, ToWorker, MAX_MESSAGE, UPLINK_CONTROL_FD, WORKER_CONTROL_FD};
-use ossensor_shared::log;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -86,20 +86,14 @@ impl Supervisor {
                 log!(BASIC, "response actions are verified with the collector's action key {k} (pinned by {})", source.name());
                 audit(AuditSeverity::Notice, "action_key", &[("key", &k.to_string()), ("source", source.name())]);
             }
-            _ => log!(
-                BASIC,
-                "no action key pinned yet: the key the collector names at the first registration will be pinned in {}",
-                pin.state_file().display()
-            ),
+            _ => {
+                log!(BASIC, "no action key pinned yet: the key the collector names at the first registration will be pinned in {}", pin.state_file().display())
+            }
         }
         let log_file = match &cfg.logfile {
-            Some(p) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(|e| format!("OSSENSOR_LOGFILE_PATH={:?}: {e}", p.display()))?,
-            ),
+            Some(p) => {
+                Some(std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| format!("OSSENSOR_LOGFILE_PATH={:?}: {e}", p.display()))?)
+            }
             None => None,
         };
         let mut mask = SigSet::empty();

@@ -38,21 +38,7 @@ impl Tcpdump {
     pub fn start(ns: &Netns, interface: &str, filter: Option<&str>, dir: &Path) -> Result<Tcpdump> {
         let file = dir.join(format!("{}-{interface}.pcap", ns.name()));
         let log = dir.join(format!("{}-{interface}.tcpdump.log", ns.name()));
-        let mut args = vec![
-            "tcpdump",
-            "-i",
-            interface,
-            "-n",
-            "-s",
-            "0",
-            "-B",
-            "65536",
-            "-U",
-            "--immediate-mode",
-            "--time-stamp-precision=nano",
-            "-Z",
-            "root",
-        ];
+        let mut args = vec!["tcpdump", "-i", interface, "-n", "-s", "0", "-B", "65536", "-U", "--immediate-mode", "--time-stamp-precision=nano", "-Z", "root"];
         let fs = file.to_string_lossy().into_owned();
         args.push("-w");
         args.push(&fs);
@@ -60,9 +46,7 @@ impl Tcpdump {
             args.push(f);
         }
         let mut guard = ns.spawn(&args, &log)?;
-        guard
-            .wait_for_line("listening on", Duration::from_secs(10))
-            .map_err(|e| Error(format!("tcpdump on {}/{interface} did not start: {e}", ns.name())))?;
+        guard.wait_for_line("listening on", Duration::from_secs(10)).map_err(|e| Error(format!("tcpdump on {}/{interface} did not start: {e}", ns.name())))?;
         Ok(Tcpdump { guard, file, interface: interface.to_string() })
     }
 
@@ -249,8 +233,7 @@ pub fn parse_pcapng(b: &[u8]) -> Result<Vec<Frame>> {
                     2 => idb.name = String::from_utf8_lossy(v).trim_end_matches('\0').to_string(),
                     9 if !v.is_empty() => {
                         let r = v[0];
-                        idb.units_per_sec =
-                            if r & 0x80 == 0 { 10u64.saturating_pow((r & 0x7f) as u32) } else { 1u64 << (r & 0x7f).min(63) };
+                        idb.units_per_sec = if r & 0x80 == 0 { 10u64.saturating_pow((r & 0x7f) as u32) } else { 1u64 << (r & 0x7f).min(63) };
                     }
                     _ => {}
                 })
@@ -292,13 +275,7 @@ pub fn parse_pcapng(b: &[u8]) -> Result<Vec<Frame>> {
                 }
                 let orig_len = rd32(body, 0, le);
                 let caplen = (orig_len as usize).min(body.len() - 4);
-                frames.push(Frame {
-                    interface: idb.name.clone(),
-                    ts_ns: 0,
-                    orig_len,
-                    data: body[4..4 + caplen].to_vec(),
-                    direction: 0,
-                });
+                frames.push(Frame { interface: idb.name.clone(), ts_ns: 0, orig_len, data: body[4..4 + caplen].to_vec(), direction: 0 });
             }
             _ => {}
         }
@@ -323,10 +300,7 @@ fn tshark_noise(l: &str) -> bool {
 /// fails if tshark exits non-zero or complains on stderr.
 pub fn try_tshark_count(path: impl AsRef<Path>) -> Result<usize> {
     let p = path.as_ref();
-    let out = run_unchecked(
-        command("tshark").args(["-n", "-r"]).arg(p).args(["-T", "fields", "-e", "frame.number"]),
-        Duration::from_secs(120),
-    )?;
+    let out = run_unchecked(command("tshark").args(["-n", "-r"]).arg(p).args(["-T", "fields", "-e", "frame.number"]), Duration::from_secs(120))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let complaints: Vec<&str> = stderr.lines().filter(|l| !tshark_noise(l)).collect();
     if !out.status.success() || !complaints.is_empty() {
@@ -345,8 +319,7 @@ pub fn try_tcpdump_read(path: impl AsRef<Path>) -> Result<usize> {
     let p = path.as_ref();
     let out = run_unchecked(command("tcpdump").args(["-nn", "-r"]).arg(p), Duration::from_secs(120))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let complaints: Vec<&str> =
-        stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("reading from file")).collect();
+    let complaints: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("reading from file")).collect();
     if !out.status.success() || !complaints.is_empty() {
         return Err(Error(format!("tcpdump cannot read {} ({}): {}", p.display(), out.status, complaints.join("\n"))));
     }
@@ -393,11 +366,7 @@ pub fn compare_frames(expected: &[Frame], got: &[Frame]) -> Result<()> {
     }
     let n_missing: i64 = missing.iter().map(|(_, &c)| c).sum();
     let n_extra: i64 = extra.iter().map(|(_, &c)| -c).sum();
-    let mut msg = format!(
-        "frame sets differ: expected {} frames, got {}; {n_missing} missing, {n_extra} extra\n",
-        expected.len(),
-        got.len()
-    );
+    let mut msg = format!("frame sets differ: expected {} frames, got {}; {n_missing} missing, {n_extra} extra\n", expected.len(), got.len());
     let mut by_if: HashMap<&str, (usize, usize)> = HashMap::new();
     for f in expected {
         by_if.entry(&f.interface).or_default().0 += 1;

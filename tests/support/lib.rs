@@ -31,8 +31,8 @@ pub mod sensor;
 pub mod traffic;
 
 pub use capture::{
-    assert_same_frames, count_marks, mark_number, read_pcap, read_pcap_as, read_pcapng, tcpdump_read_ok, try_tcpdump_read, try_tshark_count,
-    tshark_count, Frame, Tcpdump,
+    assert_same_frames, count_marks, mark_number, read_pcap, read_pcap_as, read_pcapng, tcpdump_read_ok, try_tcpdump_read, try_tshark_count, tshark_count,
+    Frame, Tcpdump,
 };
 pub use netns::{delete_link, host_and_peer, pin_neighbours, set_link_up, veth_pair, Netns, Veth};
 pub use process::{spawn_logged, ProcessGuard};
@@ -115,8 +115,7 @@ pub fn unique_prefix() -> String {
 
 /// Environment variables removed from every command the harness runs, so no
 /// test traffic is ever sent to a proxy.
-pub const PROXY_VARS: &[&str] =
-    &["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"];
+pub const PROXY_VARS: &[&str] = &["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"];
 
 /// A `Command` for `program` with the proxy variables removed.
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
@@ -191,10 +190,7 @@ pub fn run_unchecked(cmd: &mut Command, timeout: Duration) -> Result<Output> {
             unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
             let _ = child.wait();
             let stderr = t_err.join().unwrap_or_default();
-            return Err(Error(format!(
-                "`{desc}` timed out after {timeout:?} and was killed; stderr: {}",
-                String::from_utf8_lossy(&stderr).trim_end()
-            )));
+            return Err(Error(format!("`{desc}` timed out after {timeout:?} and was killed; stderr: {}", String::from_utf8_lossy(&stderr).trim_end())));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -290,10 +286,7 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new(label: &str) -> TestDir {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("ossensor-{label}-"))
-            .tempdir()
-            .expect("cannot create a temporary directory");
+        let dir = tempfile::Builder::new().prefix(&format!("ossensor-{label}-")).tempdir().expect("cannot create a temporary directory");
         let path = dir.path().to_path_buf();
         TestDir { dir: Some(dir), path }
     }

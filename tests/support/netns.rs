@@ -33,8 +33,7 @@ impl Netns {
                 return Err(Error(format!("namespace {full} already exists (another test using the same prefix?)")));
             }
         }
-        run(command("ip").args(["netns", "add", &full]))
-            .map_err(|e| Error(format!("cannot create network namespace {full} (root needed): {e}")))?;
+        run(command("ip").args(["netns", "add", &full])).map_err(|e| Error(format!("cannot create network namespace {full} (root needed): {e}")))?;
         let ns = Netns { name: full, prefix: prefix.to_string() };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -103,11 +102,7 @@ impl Netns {
     /// Names of the links inside the namespace.
     pub fn links(&self) -> Result<Vec<String>> {
         let out = self.ip(&["-o", "link", "show"])?;
-        Ok(out
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .collect())
+        Ok(out.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap_or(n).to_string()).collect())
     }
 
     /// Pids of processes in the namespace (`ip netns pids`).
@@ -142,9 +137,7 @@ fn check_cidr(cidr: &str) -> Result<Ipv4Addr> {
     let a: Ipv4Addr = addr.parse().map_err(|_| Error(format!("{cidr:?}: bad IPv4 address")))?;
     let l: u8 = len.parse().map_err(|_| Error(format!("{cidr:?}: bad prefix length")))?;
     if !is_benchmark_addr(a) || !(15..=32).contains(&l) {
-        return Err(Error(format!(
-            "{cidr}: test addresses must lie in 198.18.0.0/15 (design.md, Test conventions)"
-        )));
+        return Err(Error(format!("{cidr}: test addresses must lie in 198.18.0.0/15 (design.md, Test conventions)")));
     }
     Ok(a)
 }
@@ -183,14 +176,7 @@ pub fn veth_pair(a: &Netns, a_if: &str, a_cidr: &str, b: &Netns, b_if: &str, b_c
     b.ip(&["addr", "add", b_cidr, "dev", b_if])?;
     a.ip(&["link", "set", a_if, "up"])?;
     b.ip(&["link", "set", b_if, "up"])?;
-    Ok(Veth {
-        a_ns: a.name().into(),
-        a_if: a_if.into(),
-        a_addr,
-        b_ns: b.name().into(),
-        b_if: b_if.into(),
-        b_addr,
-    })
+    Ok(Veth { a_ns: a.name().into(), a_if: a_if.into(), a_addr, b_ns: b.name().into(), b_if: b_if.into(), b_addr })
 }
 
 /// Deletes an interface inside `ns` (deleting one end of a veth deletes both).
@@ -206,22 +192,14 @@ pub fn set_link_up(ns: &Netns, ifname: &str, up: bool) -> Result<()> {
 /// Namespaces that exist now (`ip netns list`, names only).
 pub fn list_namespaces() -> Vec<String> {
     match run(command("ip").args(["netns", "list"])) {
-        Ok(o) => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .map(str::to_string)
-            .collect(),
+        Ok(o) => String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect(),
         Err(_) => Vec::new(),
     }
 }
 
 fn mac_of(ns: &Netns, ifname: &str) -> Result<String> {
     let out = ns.ip(&["-o", "link", "show", "dev", ifname])?;
-    out.split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .map(str::to_string)
-        .ok_or_else(|| Error(format!("no MAC address for {ifname} in {out:?}")))
+    out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).map(str::to_string).ok_or_else(|| Error(format!("no MAC address for {ifname} in {out:?}")))
 }
 
 /// Permanent neighbour entries on both ends of a veth, so no ARP traffic

@@ -26,11 +26,7 @@ pub struct ProcessGuard {
 pub fn spawn_logged(cmd: &mut Command, log: impl AsRef<Path>) -> Result<ProcessGuard> {
     let log = log.as_ref().to_path_buf();
     let desc = describe(cmd);
-    let f = File::options()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(|e| Error(format!("cannot open log {}: {e}", log.display())))?;
+    let f = File::options().create(true).append(true).open(&log).map_err(|e| Error(format!("cannot open log {}: {e}", log.display())))?;
     // A log shared with an earlier run (a restarted sensor) is appended to:
     // this guard's log starts where the file ended.
     let start = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -56,9 +52,7 @@ impl ProcessGuard {
     /// This process's log so far (lossy UTF-8): what was written to the
     /// file since it started.
     pub fn log(&self) -> String {
-        std::fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(b.get(self.start as usize..).unwrap_or(&b)).into_owned())
-            .unwrap_or_default()
+        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(b.get(self.start as usize..).unwrap_or(&b)).into_owned()).unwrap_or_default()
     }
 
     /// The command line, for messages.
@@ -110,20 +104,10 @@ impl ProcessGuard {
                 if let Some(line) = log.lines().find(|l| l.contains(pattern)) {
                     return Ok(line.to_string());
                 }
-                return Err(Error(format!(
-                    "`{}` exited ({st}) before printing {pattern:?}; log {}:\n{}",
-                    self.desc,
-                    self.log.display(),
-                    tail(&log, 4000)
-                )));
+                return Err(Error(format!("`{}` exited ({st}) before printing {pattern:?}; log {}:\n{}", self.desc, self.log.display(), tail(&log, 4000))));
             }
             if Instant::now() > deadline {
-                return Err(Error(format!(
-                    "`{}` did not print {pattern:?} within {timeout:?}; log {}:\n{}",
-                    self.desc,
-                    self.log.display(),
-                    tail(&log, 4000)
-                )));
+                return Err(Error(format!("`{}` did not print {pattern:?} within {timeout:?}; log {}:\n{}", self.desc, self.log.display(), tail(&log, 4000))));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -137,11 +121,7 @@ impl ProcessGuard {
                 return Ok(st);
             }
             if Instant::now() > deadline {
-                return Err(Error(format!(
-                    "`{}` still running after {timeout:?}; log:\n{}",
-                    self.desc,
-                    tail(&self.log(), 4000)
-                )));
+                return Err(Error(format!("`{}` still running after {timeout:?}; log:\n{}", self.desc, tail(&self.log(), 4000))));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -3,10 +3,10 @@
 //! log file, plus readers for what the collector stored.
 
 use crate::capture::{parse_pcapng, Frame};
-use ossensor_shared::telemetry::{self, UplinkSnapshot, WorkerSnapshot};
 use crate::netns::Netns;
 use crate::process::{spawn_logged, ProcessGuard};
 use crate::{bin, Error, Result};
+use ossensor_shared::telemetry::{self, UplinkSnapshot, WorkerSnapshot};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -46,11 +46,7 @@ impl Collector {
         let log = dir.join("vsensor.log");
         let mut guard = spawn_logged(&mut collector_command(ns, &data_dir, &format!("{ip}:0")), &log)?;
         let line = guard.wait_for_line("vsensor: listening on ", Duration::from_secs(20))?;
-        let port = line
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.trim().parse().ok())
-            .ok_or_else(|| Error::new(format!("no port in {line:?}")))?;
+        let port = line.rsplit(':').next().and_then(|p| p.trim().parse().ok()).ok_or_else(|| Error::new(format!("no port in {line:?}")))?;
         Ok(Collector { guard, port, data_dir, ns_name: ns.name().to_string(), log, restarts: 0 })
     }
 

@@ -22,8 +22,7 @@ impl HttpServer {
         let p = port.to_string();
         let d = dir.to_string_lossy().into_owned();
         let log = log_dir.join(format!("{}-http-{port}.log", ns.name()));
-        let mut guard =
-            ns.spawn(&["python3", "-u", "-m", "http.server", &p, "--bind", addr, "--directory", &d], &log)?;
+        let mut guard = ns.spawn(&["python3", "-u", "-m", "http.server", &p, "--bind", addr, "--directory", &d], &log)?;
         guard.wait_for_line("Serving HTTP", START)?;
         Ok(HttpServer { guard, url: format!("http://{addr}:{port}") })
     }
@@ -31,10 +30,7 @@ impl HttpServer {
 
 /// `curl` GET of `url` from inside `ns` (no proxy, 10 s max); returns the body.
 pub fn curl_http(ns: &Netns, url: &str) -> Result<Vec<u8>> {
-    let out = run_timeout(
-        ns.exec("curl").args(["-sS", "--fail", "--noproxy", "*", "--max-time", "10", url]),
-        Duration::from_secs(20),
-    )?;
+    let out = run_timeout(ns.exec("curl").args(["-sS", "--fail", "--noproxy", "*", "--max-time", "10", url]), Duration::from_secs(20))?;
     Ok(out.stdout)
 }
 
@@ -82,10 +78,7 @@ impl Dnsmasq {
 /// returns the answer lines.
 pub fn dig(ns: &Netns, server: &str, name: &str) -> Result<Vec<String>> {
     let at = format!("@{server}");
-    let out = run_timeout(
-        ns.exec("dig").args([at.as_str(), name, "A", "+short", "+time=2", "+tries=2"]),
-        Duration::from_secs(15),
-    )?;
+    let out = run_timeout(ns.exec("dig").args([at.as_str(), name, "A", "+short", "+time=2", "+tries=2"]), Duration::from_secs(15))?;
     let s = String::from_utf8_lossy(&out.stdout);
     if s.contains("connection timed out") || s.contains("no servers could be reached") {
         return Err(Error(format!("dig {at} {name}: {s}")));
@@ -121,10 +114,7 @@ impl Iperf3Server {
 /// like "5M"); returns iperf3's report.
 pub fn iperf3_client(ns: &Netns, server: &str, port: u16, bytes: &str) -> Result<String> {
     let p = port.to_string();
-    let out = run_timeout(
-        ns.exec("iperf3").args(["-c", server, "-p", &p, "-n", bytes, "--connect-timeout", "5000"]),
-        Duration::from_secs(60),
-    )?;
+    let out = run_timeout(ns.exec("iperf3").args(["-c", server, "-p", &p, "-n", bytes, "--connect-timeout", "5000"]), Duration::from_secs(60))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -137,10 +127,7 @@ pub fn udp_send(ns: &Netns, dst: &str, port: u16, payload: &[u8], src: Option<(&
 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
 s.bind((sys.argv[4],int(sys.argv[5])))\n\
 s.sendto(bytes.fromhex(sys.argv[3]),(sys.argv[1],int(sys.argv[2])))\n";
-    run_timeout(
-        ns.exec("python3").args(["-c", script, dst, &port.to_string(), &hex, sa, &sp.to_string()]),
-        Duration::from_secs(15),
-    )?;
+    run_timeout(ns.exec("python3").args(["-c", script, dst, &port.to_string(), &hex, sa, &sp.to_string()]), Duration::from_secs(15))?;
     Ok(())
 }
 

@@ -160,12 +160,7 @@ impl Chunker {
     }
 
     fn close(&mut self) -> RawChunk {
-        let chunk = RawChunk {
-            pcapng: self.section.bytes().to_vec(),
-            packets: self.packets,
-            first_ts_ns: self.first_ts_ns,
-            last_ts_ns: self.last_ts_ns,
-        };
+        let chunk = RawChunk { pcapng: self.section.bytes().to_vec(), packets: self.packets, first_ts_ns: self.first_ts_ns, last_ts_ns: self.last_ts_ns };
         self.section.begin(&self.user_appl);
         self.ids.clear();
         self.packets = 0;

@@ -14,8 +14,8 @@
 use ossensor_shared::auth::{self, H_PROOF};
 use ossensor_shared::control::{RegisterRequest, RegisterResponse, StatusAnswer, StatusReport};
 use ossensor_shared::delivery::{Chunk, Outcome};
-use ossensor_shared::requests::{self, Answer, Request, Signer};
 pub use ossensor_shared::requests::SendError;
+use ossensor_shared::requests::{self, Answer, Request, Signer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -60,21 +60,11 @@ impl ServerCertVerifier for PinningVerifier {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
@@ -218,9 +208,8 @@ fn ca_verifier(path: &str, provider: Arc<CryptoProvider>) -> Result<Arc<dyn Serv
         let cert = cert.map_err(|e| format!("VSENSOR_CA_FILE={path:?}: {e}"))?;
         roots.add(cert).map_err(|e| format!("VSENSOR_CA_FILE={path:?}: {e}"))?;
     }
-    let v = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| format!("VSENSOR_CA_FILE={path:?}: {e}"))?;
+    let v =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().map_err(|e| format!("VSENSOR_CA_FILE={path:?}: {e}"))?;
     Ok(v)
 }
 

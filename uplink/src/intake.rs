@@ -169,17 +169,15 @@ fn read_worker(mut stream: UnixStream, expected: (&str, u32), filters: &Mutex<Fi
                 }
                 Ok(Some(msg)) => match (msg, &identity) {
                     (WorkerMsg::Hello { interface, pid, .. }, None) if (interface.as_str(), pid) != expected => {
-                        failed = Some(format!(
-                            "the worker said hello as {interface:?} (pid {pid}), not as the supervisor's {:?} (pid {})",
-                            expected.0, expected.1
-                        ));
+                        failed =
+                            Some(format!("the worker said hello as {interface:?} (pid {pid}), not as the supervisor's {:?} (pid {})", expected.0, expected.1));
                         break;
                     }
                     (WorkerMsg::Hello { interface, linktype, pid, .. }, None) => {
                         let interface: Arc<str> = interface.into();
                         let mut f = filters.lock().unwrap_or_else(|e| e.into_inner());
-                        let program = bpf::compile(f.expression(), linktype)
-                            .map_err(|e| format!("filter {:?} for link type {linktype}: {e}", f.expression()))?;
+                        let program =
+                            bpf::compile(f.expression(), linktype).map_err(|e| format!("filter {:?} for link type {linktype}: {e}", f.expression()))?;
                         send(&mut stream, &UplinkMsg::SetFilter { program }).map_err(|e| e.to_string())?;
                         if let Some(r) = &f.actions {
                             send(&mut stream, &UplinkMsg::Actions { set: r.set.clone() }).map_err(|e| e.to_string())?;

@@ -22,10 +22,10 @@ mod tls_stream;
 use chunker::{Chunker, RawChunk};
 use intake::{Filters, Intake};
 use ossensor_shared::children::{child_config, UplinkConfig};
+use ossensor_shared::delivery::{Chunk, Timings};
 use ossensor_shared::log::{self as slog, BASIC, CHUNKS, STATS};
 use ossensor_shared::{bpf, chunk, log};
 use sender::Shared;
-use ossensor_shared::delivery::{Chunk, Timings};
 use sender::Sources;
 use spool::OverflowReport;
 use std::collections::BTreeMap;
@@ -150,10 +150,7 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
     let (tx, rx) = sync_channel::<Intake>(INTAKE_QUEUE);
     {
         let (filters, control) = (filters.clone(), control.clone());
-        std::thread::Builder::new()
-            .name("intake".into())
-            .spawn(move || intake::serve(control, filters, tx))
-            .map_err(|e| e.to_string())?;
+        std::thread::Builder::new().name("intake".into()).spawn(move || intake::serve(control, filters, tx)).map_err(|e| e.to_string())?;
     }
 
     let shared = Arc::new(Shared::new(cfg.spool_bytes));
@@ -168,18 +165,12 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
     };
     let sender = {
         let (cfg, sources, control) = (cfg.clone(), sources(), control.clone());
-        std::thread::Builder::new()
-            .name("sender".into())
-            .spawn(move || sender::run(&cfg, epoch, &sources, &control))
-            .map_err(|e| e.to_string())?
+        std::thread::Builder::new().name("sender".into()).spawn(move || sender::run(&cfg, epoch, &sources, &control)).map_err(|e| e.to_string())?
     };
     if let Some(a) = &cfg.actions {
         let every = Duration::from_secs(a.report_every_secs.max(1) as u64);
         let (actions, filters) = (actions.clone(), filters.clone());
-        std::thread::Builder::new()
-            .name("actions".into())
-            .spawn(move || actions::run(&actions, &filters, every, &STOP))
-            .map_err(|e| e.to_string())?;
+        std::thread::Builder::new().name("actions".into()).spawn(move || actions::run(&actions, &filters, every, &STOP)).map_err(|e| e.to_string())?;
     } else {
         log!(BASIC, "response actions off (ANTIGENA_ENABLED=false): no WebSocket, nothing is ever sent on a captured interface");
     }
@@ -191,7 +182,8 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         std::thread::Builder::new().name("metrics".into()).spawn(move || metrics::serve(listener, sources)).map_err(|e| e.to_string())?;
     }
 
-    let mut chunker = Chunker::new(cfg.chunk_bytes, Duration::from_millis(cfg.chunk_max_age_ms), format!("ossensor {}", ossensor_shared::VERSION), cfg.deduplicate);
+    let mut chunker =
+        Chunker::new(cfg.chunk_bytes, Duration::from_millis(cfg.chunk_max_age_ms), format!("ossensor {}", ossensor_shared::VERSION), cfg.deduplicate);
     let mut seq: u64 = 0;
     let mut compressor = match cfg.compression_level {
         Some(level) => Some(chunk::ChunkCompressor::new(level).map_err(|e| format!("zstd level {level}: {e}"))?),
@@ -389,9 +381,6 @@ mod tests {
         let per_packet = allocations as f64 / packets as f64;
         println!("uplink path: {allocations} allocations for {packets} packets in 40 batches and {chunks} chunks ({per_packet:.4} per packet)");
         assert!(chunks >= 40);
-        assert!(
-            per_packet < 0.02,
-            "{allocations} allocations for {packets} packets: something allocates per packet"
-        );
+        assert!(per_packet < 0.02, "{allocations} allocations for {packets} packets: something allocates per packet");
     }
 }

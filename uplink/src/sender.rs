@@ -200,7 +200,13 @@ pub fn run(cfg: &UplinkConfig, epoch: u64, sources: &Sources, control: &OwnedFd)
                         );
                     }
                     (Outcome::ChunkRejected, e) => {
-                        log!(BASIC, "collector refused chunk {} ({} packets dropped): {}", chunk.seq, chunk.packets, e.map(|e| e.to_string()).unwrap_or_default());
+                        log!(
+                            BASIC,
+                            "collector refused chunk {} ({} packets dropped): {}",
+                            chunk.seq,
+                            chunk.packets,
+                            e.map(|e| e.to_string()).unwrap_or_default()
+                        );
                     }
                     (_, Some(e)) => {
                         log!(SENDS, "chunk {} not sent ({} packets held): {e}", chunk.seq, chunk.packets);
@@ -232,9 +238,8 @@ fn registration(cfg: &UplinkConfig, epoch: u64) -> RegisterRequest {
     let mut interfaces: Vec<InterfaceInfo> = Vec::new();
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
-            let ip = a.address.as_ref().and_then(|s| {
-                s.as_sockaddr_in().map(|v| v.ip().to_string()).or_else(|| s.as_sockaddr_in6().map(|v| v.ip().to_string()))
-            });
+            let ip =
+                a.address.as_ref().and_then(|s| s.as_sockaddr_in().map(|v| v.ip().to_string()).or_else(|| s.as_sockaddr_in6().map(|v| v.ip().to_string())));
             let entry = match interfaces.iter_mut().find(|i| i.name == a.interface_name) {
                 Some(e) => e,
                 None => {
@@ -247,10 +252,8 @@ fn registration(cfg: &UplinkConfig, epoch: u64) -> RegisterRequest {
             }
         }
     }
-    let collector_addresses = (cfg.collector_host.as_str(), cfg.collector_port)
-        .to_socket_addrs()
-        .map(|a| a.map(|a| a.ip().to_string()).collect())
-        .unwrap_or_default();
+    let collector_addresses =
+        (cfg.collector_host.as_str(), cfg.collector_port).to_socket_addrs().map(|a| a.map(|a| a.ip().to_string()).collect()).unwrap_or_default();
     RegisterRequest {
         sensor_id: cfg.sensor_id.clone(),
         hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -261,4 +264,3 @@ fn registration(cfg: &UplinkConfig, epoch: u64) -> RegisterRequest {
         collector_port: cfg.collector_port,
     }
 }
-

@@ -25,9 +25,7 @@ impl ureq::TlsConnector for CoalescingTls {
     fn connect(&self, dns_name: &str, mut io: Box<dyn ReadWrite>) -> Result<Box<dyn ReadWrite>, ureq::Error> {
         // rustls takes IPv6 literals without their URL brackets.
         let name = dns_name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(dns_name);
-        let server = ServerName::try_from(name)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("server name {name:?}: {e}")))?
-            .to_owned();
+        let server = ServerName::try_from(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("server name {name:?}: {e}")))?.to_owned();
         let mut conn = ClientConnection::new(self.0.clone(), server).map_err(io::Error::other)?;
         conn.set_buffer_limit(Some(WRITE_COALESCE));
         conn.complete_io(&mut io)?;

@@ -51,7 +51,8 @@ enum Invocation {
 /// Runs `vsensor action ARGS...`; returns what to print on stdout.
 pub fn run(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<String, CliError> {
     let (invocation, data_dir) = parse(args)?;
-    let data_dir = data_dir.or_else(|| env("VSENSOR_DATA_DIR").filter(|s| !s.is_empty()).map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("/var/lib/vsensor"));
+    let data_dir =
+        data_dir.or_else(|| env("VSENSOR_DATA_DIR").filter(|s| !s.is_empty()).map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("/var/lib/vsensor"));
     let command = match invocation {
         Invocation::Key => return crate::action_key::read_public(&data_dir).map(|k| format!("{k}\n")).map_err(CliError::Failed),
         Invocation::Api(c) => c,
@@ -64,7 +65,8 @@ pub fn run(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Stri
         action_token: Option<String>,
     }
     let op: Needed = serde_json::from_slice(
-        &std::fs::read(&op_path).map_err(|e| CliError::Failed(format!("cannot read {} (is the collector running with this data folder?): {e}", op_path.display())))?,
+        &std::fs::read(&op_path)
+            .map_err(|e| CliError::Failed(format!("cannot read {} (is the collector running with this data folder?): {e}", op_path.display())))?,
     )
     .map_err(|e| CliError::Failed(format!("{}: {e}", op_path.display())))?;
     let action_token = op.action_token.filter(|t| !t.is_empty()).ok_or_else(|| {
@@ -256,7 +258,14 @@ struct ExactCert {
 }
 
 impl ServerCertVerifier for ExactCert {
-    fn verify_server_cert(&self, end_entity: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         if end_entity.as_ref() == self.cert.as_slice() {
             Ok(ServerCertVerified::assertion())
         } else {
@@ -293,7 +302,10 @@ mod tests {
         assert_eq!(n.for_seconds, 60);
         assert_eq!(
             n.target,
-            Target::Block { a: Endpoint { ip: "198.18.0.1".parse().unwrap(), port: None }, b: Endpoint { ip: "198.18.0.2".parse().unwrap(), port: Some(7000) } }
+            Target::Block {
+                a: Endpoint { ip: "198.18.0.1".parse().unwrap(), port: None },
+                b: Endpoint { ip: "198.18.0.2".parse().unwrap(), port: Some(7000) }
+            }
         );
         assert_eq!(parse(&args("cancel 12")).unwrap().0, Invocation::Api(Command::Cancel(12)));
         assert_eq!(parse(&args("list --json")).unwrap().0, Invocation::Api(Command::List { json: true }));

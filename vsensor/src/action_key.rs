@@ -6,9 +6,9 @@
 //! shared HMAC key can order an action. The public half is also written to
 //! `DATA_DIR/action-key.pub` (what `OSSENSOR_ACTION_KEY` takes).
 
+use crate::atomic_file::write_atomic;
 use ossensor_shared::signed_actions::{self, ActionSet, PublicKey, SignedSet};
 use ring::signature::Ed25519KeyPair;
-use crate::atomic_file::write_atomic;
 use std::path::Path;
 
 pub const PRIVATE_FILE: &str = "action-key.pk8";

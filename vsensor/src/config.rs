@@ -207,21 +207,13 @@ impl RawConfig {
                 });
             }
             let Some((var, flag)) = SETTINGS.iter().find(|(_, f)| *f == name) else {
-                return Err(ConfigError {
-                    setting: arg.clone(),
-                    value: None,
-                    reason: "unknown argument (see vsensor --help)".into(),
-                });
+                return Err(ConfigError { setting: arg.clone(), value: None, reason: "unknown argument (see vsensor --help)".into() });
             };
             let value = match inline {
                 Some(v) => v,
                 None => {
                     i += 1;
-                    args.get(i).cloned().ok_or_else(|| ConfigError {
-                        setting: flag.to_string(),
-                        value: None,
-                        reason: "needs a value".into(),
-                    })?
+                    args.get(i).cloned().ok_or_else(|| ConfigError { setting: flag.to_string(), value: None, reason: "needs a value".into() })?
                 }
             };
             *raw.slot(var) = Some(Given { source: flag.to_string(), value });
@@ -377,11 +369,7 @@ impl RawConfig {
             }
             (_, Some(k)) => {
                 if k.value.is_empty() {
-                    return Err(ConfigError {
-                        setting: k.source.clone(),
-                        value: None,
-                        reason: "is empty; the collector needs the sensors' shared key".into(),
-                    });
+                    return Err(ConfigError { setting: k.source.clone(), value: None, reason: "is empty; the collector needs the sensors' shared key".into() });
                 }
                 k.value.clone().into_bytes()
             }
@@ -397,11 +385,7 @@ impl RawConfig {
 
         let listen = match &self.listen {
             None => DEFAULT_LISTEN.parse().expect("default listen address"),
-            Some(g) => g
-                .value
-                .trim()
-                .parse::<SocketAddr>()
-                .map_err(|_| bad(g, "expected ADDRESS:PORT, e.g. 0.0.0.0:443 or [::]:443"))?,
+            Some(g) => g.value.trim().parse::<SocketAddr>().map_err(|_| bad(g, "expected ADDRESS:PORT, e.g. 0.0.0.0:443 or [::]:443"))?,
         };
         // Empty is unset, as an env file's `VSENSOR_OPERATOR_LISTEN=` means.
         let operator_listen = match &self.operator_listen {
@@ -420,18 +404,10 @@ impl RawConfig {
         let tls = match (path(&self.tls_cert)?, path(&self.tls_key)?) {
             (Some(cert), Some(key)) => TlsSource::Files { cert, key },
             (Some(_), None) => {
-                return Err(ConfigError {
-                    setting: "VSENSOR_TLS_KEY".into(),
-                    value: None,
-                    reason: "is required when VSENSOR_TLS_CERT is set".into(),
-                })
+                return Err(ConfigError { setting: "VSENSOR_TLS_KEY".into(), value: None, reason: "is required when VSENSOR_TLS_CERT is set".into() })
             }
             (None, Some(_)) => {
-                return Err(ConfigError {
-                    setting: "VSENSOR_TLS_CERT".into(),
-                    value: None,
-                    reason: "is required when VSENSOR_TLS_KEY is set".into(),
-                })
+                return Err(ConfigError { setting: "VSENSOR_TLS_CERT".into(), value: None, reason: "is required when VSENSOR_TLS_KEY is set".into() })
             }
             (None, None) => {
                 let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
@@ -537,11 +513,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_environment() {
-        let c = run(
-            &[("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_LISTEN", "127.0.0.1:1"), ("VSENSOR_DEBUG", "0")],
-            &["--listen", "127.0.0.1:2", "--debug=3"],
-        )
-        .unwrap();
+        let c =
+            run(&[("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_LISTEN", "127.0.0.1:1"), ("VSENSOR_DEBUG", "0")], &["--listen", "127.0.0.1:2", "--debug=3"]).unwrap();
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.debug, 3);
     }
@@ -606,18 +579,13 @@ mod tests {
         assert_eq!(e.setting, "VSENSOR_TLS_KEY");
         let e = run(&[("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_TLS_KEY", "/k.pem")], &[]).unwrap_err();
         assert_eq!(e.setting, "VSENSOR_TLS_CERT");
-        let c = run(
-            &[("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_TLS_KEY", "/k.pem"), ("VSENSOR_TLS_CERT", "/c.pem")],
-            &[],
-        )
-        .unwrap();
+        let c = run(&[("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_TLS_KEY", "/k.pem"), ("VSENSOR_TLS_CERT", "/c.pem")], &[]).unwrap();
         assert_eq!(c.tls, TlsSource::Files { cert: "/c.pem".into(), key: "/k.pem".into() });
     }
 
     #[test]
     fn sans_are_added_and_deduplicated() {
-        let c = run(&[("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_TLS_SAN", "collector.example, 198.18.0.1,localhost")], &[])
-            .unwrap();
+        let c = run(&[("VSENSOR_HMAC_KEY", "k"), ("VSENSOR_TLS_SAN", "collector.example, 198.18.0.1,localhost")], &[]).unwrap();
         let TlsSource::SelfSigned { sans } = c.tls else { panic!() };
         assert!(sans.contains(&"collector.example".into()) && sans.contains(&"198.18.0.1".into()));
         assert_eq!(sans.iter().filter(|s| *s == "localhost").count(), 1);

@@ -108,15 +108,11 @@ async fn run(config: vsensor::config::Config) -> Result<(), String> {
         ),
         TlsSource::Files { .. } => log!(log::BASIC, "certificate {}, SHA-256 fingerprint {fp}", id.cert_path.display()),
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {} (VSENSOR_LISTEN): {e}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {} (VSENSOR_LISTEN): {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let operators = match config.operator_listen {
         None => None,
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a).await.map_err(|e| format!("cannot listen on {a} (VSENSOR_OPERATOR_LISTEN): {e}"))?,
-        ),
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| format!("cannot listen on {a} (VSENSOR_OPERATOR_LISTEN): {e}"))?),
     };
     let operator_addr = match &operators {
         Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),

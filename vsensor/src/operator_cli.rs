@@ -25,21 +25,14 @@ pub fn run(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Stri
     }
     let (which, data_dir) = parse(args)?;
     let data_dir = data_dir
-        .or_else(|| {
-            env("VSENSOR_DATA_DIR")
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-        })
+        .or_else(|| env("VSENSOR_DATA_DIR").filter(|s| !s.is_empty()).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DATA_DIR));
     let done = operator_file::rotate(&data_dir, which).map_err(CliError::Failed)?;
     let say = |name: &str, o: Origin| match o {
         Origin::Made => Some(format!("new {name} token")),
         Origin::Migrated | Origin::Kept => None,
     };
-    let changed: Vec<String> = [say("read", done.read), say("action", done.action)]
-        .into_iter()
-        .flatten()
-        .collect();
+    let changed: Vec<String> = [say("read", done.read), say("action", done.action)].into_iter().flatten().collect();
     Ok(format!(
         "{}: {}; a running collector refuses the old {} within about a second\n",
         data_dir.join(OPERATOR_FILE).display(),
@@ -61,11 +54,7 @@ fn parse(args: &[String]) -> Result<(Rotate, Option<PathBuf>), CliError> {
             action = true;
         } else if a == "--data-dir" {
             i += 1;
-            data_dir = Some(
-                args.get(i)
-                    .ok_or_else(|| usage("--data-dir needs a value".into()))?
-                    .clone(),
-            );
+            data_dir = Some(args.get(i).ok_or_else(|| usage("--data-dir needs a value".into()))?.clone());
         } else if let Some(v) = a.strip_prefix("--data-dir=") {
             data_dir = Some(v.to_string());
         } else if a.starts_with('-') {
@@ -83,20 +72,11 @@ fn parse(args: &[String]) -> Result<(Rotate, Option<PathBuf>), CliError> {
         None => return Err(usage("an operator command is required".into())),
     }
     let data_dir = match data_dir {
-        Some(d) if d.is_empty() || d.contains('\0') => {
-            return Err(usage(format!("--data-dir {d:?} is not a folder name")))
-        }
+        Some(d) if d.is_empty() || d.contains('\0') => return Err(usage(format!("--data-dir {d:?} is not a folder name"))),
         d => d.map(PathBuf::from),
     };
     // No flag: both.
-    let which = if read || action {
-        Rotate { read, action }
-    } else {
-        Rotate {
-            read: true,
-            action: true,
-        }
-    };
+    let which = if read || action { Rotate { read, action } } else { Rotate { read: true, action: true } };
     Ok((which, data_dir))
 }
 
@@ -110,44 +90,11 @@ mod tests {
 
     #[test]
     fn commands_parse() {
-        assert_eq!(
-            parse(&args("rotate-tokens")).unwrap(),
-            (
-                Rotate {
-                    read: true,
-                    action: true
-                },
-                None
-            )
-        );
-        assert_eq!(
-            parse(&args("rotate-tokens --read")).unwrap().0,
-            Rotate {
-                read: true,
-                action: false
-            }
-        );
-        assert_eq!(
-            parse(&args("--action rotate-tokens")).unwrap().0,
-            Rotate {
-                read: false,
-                action: true
-            }
-        );
-        assert_eq!(
-            parse(&args("rotate-tokens --read --action --data-dir /x")).unwrap(),
-            (
-                Rotate {
-                    read: true,
-                    action: true
-                },
-                Some("/x".into())
-            )
-        );
-        assert_eq!(
-            parse(&args("rotate-tokens --data-dir=/y")).unwrap().1,
-            Some("/y".into())
-        );
+        assert_eq!(parse(&args("rotate-tokens")).unwrap(), (Rotate { read: true, action: true }, None));
+        assert_eq!(parse(&args("rotate-tokens --read")).unwrap().0, Rotate { read: true, action: false });
+        assert_eq!(parse(&args("--action rotate-tokens")).unwrap().0, Rotate { read: false, action: true });
+        assert_eq!(parse(&args("rotate-tokens --read --action --data-dir /x")).unwrap(), (Rotate { read: true, action: true }, Some("/x".into())));
+        assert_eq!(parse(&args("rotate-tokens --data-dir=/y")).unwrap().1, Some("/y".into()));
     }
 
     #[test]
@@ -177,23 +124,13 @@ mod tests {
     #[test]
     fn rotates_in_the_data_dir_from_the_environment() {
         let dir = tempfile::tempdir().unwrap();
-        let before = operator_file::open(dir.path(), "https://127.0.0.1:1")
-            .unwrap()
-            .current();
+        let before = operator_file::open(dir.path(), "https://127.0.0.1:1").unwrap().current();
         let d = dir.path().display().to_string();
-        let out = run(&args("rotate-tokens --action"), |k| {
-            (k == "VSENSOR_DATA_DIR").then(|| d.clone())
-        })
-        .unwrap();
+        let out = run(&args("rotate-tokens --action"), |k| (k == "VSENSOR_DATA_DIR").then(|| d.clone())).unwrap();
         assert!(!out.contains(&before.read) && !out.contains(&before.action));
-        let f: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join(OPERATOR_FILE)).unwrap())
-                .unwrap();
+        let f: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(OPERATOR_FILE)).unwrap()).unwrap();
         assert_eq!(f["read_token"], before.read.as_str());
         assert_ne!(f["action_token"], before.action.as_str());
-        assert!(
-            !out.contains(f["action_token"].as_str().unwrap()),
-            "the new value is not printed"
-        );
+        assert!(!out.contains(f["action_token"].as_str().unwrap()), "the new value is not printed");
     }
 }

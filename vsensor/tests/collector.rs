@@ -59,8 +59,7 @@ impl Server {
     async fn start(data_dir: &Path, extra: &[(&str, &str)]) -> Server {
         let dir = data_dir.to_str().unwrap().to_string();
         let key = String::from_utf8(KEY.to_vec()).unwrap();
-        let mut pairs: Vec<(&str, &str)> =
-            vec![("VSENSOR_HMAC_KEY", &key), ("VSENSOR_LISTEN", "127.0.0.1:0"), ("VSENSOR_DATA_DIR", &dir)];
+        let mut pairs: Vec<(&str, &str)> = vec![("VSENSOR_HMAC_KEY", &key), ("VSENSOR_LISTEN", "127.0.0.1:0"), ("VSENSOR_DATA_DIR", &dir)];
         pairs.extend_from_slice(extra);
         let config = RawConfig::from_pairs(&pairs).validate().unwrap();
         let collector = Collector::open(&config).unwrap();
@@ -108,20 +107,10 @@ impl ServerCertVerifier for Recorder {
         *self.seen.lock().unwrap() = Some(auth::sha256(end_entity.as_ref()));
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -309,16 +298,7 @@ async fn send_chunk(c: &mut Client, sensor: &str, epoch: u64, seq: u64, raw: &[u
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn send_body(
-    c: &mut Client,
-    sensor: &str,
-    epoch: u64,
-    seq: u64,
-    enc: Encoding,
-    body: &[u8],
-    raw_len: usize,
-    packets: u64,
-) -> (Resp, String) {
+async fn send_body(c: &mut Client, sensor: &str, epoch: u64, seq: u64, enc: Encoding, body: &[u8], raw_len: usize, packets: u64) -> (Resp, String) {
     let s = with_chunk_headers(sign(KEY, "POST", "/v1/chunks", sensor, epoch, seq, now(), body), enc, raw_len, packets);
     (c.request("POST", "/v1/chunks", &s.headers, body).await, s.nonce)
 }
@@ -357,15 +337,11 @@ async fn register_answers_with_filter_and_a_proof_bound_to_the_served_certificat
     assert!(!auth::verify_response_proof(KEY, &nonce, &auth::sha256(b"other"), r.status, &r.body, p));
     let reg: RegisterResponse = r.json();
     let port = server.addr.port();
-    assert_eq!(
-        reg.filter,
-        format!("not (tcp and (host 127.0.0.1 or host 198.18.0.1) and (port {port} or port 443))")
-    );
+    assert_eq!(reg.filter, format!("not (tcp and (host 127.0.0.1 or host 198.18.0.1) and (port {port} or port 443))"));
     assert_eq!(reg.max_chunk_bytes, chunk::MAX_RAW_CHUNK as u64);
     assert_eq!(reg.last_seq, None);
 
-    let registry: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("registry.json")).unwrap()).unwrap();
+    let registry: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("registry.json")).unwrap()).unwrap();
     assert_eq!(registry["sensors"]["sensor-a"]["hostname"], "sensor-a.test");
     assert_eq!(registry["sensors"]["sensor-a"]["epoch"], 7);
 
@@ -409,8 +385,7 @@ async fn chunks_are_stored_exactly_once_in_order() {
     let (r, _) = send_chunk(&mut c, "s1", 1, 3, &section(1, 3), 1).await;
     assert_eq!(r.json::<ChunkAck>(), ChunkAck { seq: 3, stored: false }, "below last_seq is a retry");
     assert_eq!(all_bytes(dir.path(), "s1"), [a.clone(), b.clone()].concat());
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("sensors/s1/state.json")).unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("sensors/s1/state.json")).unwrap()).unwrap();
     assert_eq!(state["epochs"]["1"], 4);
 
     // Registering again reports where the collector stands.
@@ -611,9 +586,7 @@ async fn rotation_by_size_and_retention_across_sensors() {
         }
     }
     // Retention runs in the background after each rotation.
-    let total = || -> u64 {
-        ["a", "b"].iter().flat_map(|s| pcapng_files(dir.path(), s)).map(|p| std::fs::metadata(p).unwrap().len()).sum()
-    };
+    let total = || -> u64 { ["a", "b"].iter().flat_map(|s| pcapng_files(dir.path(), s)).map(|p| std::fs::metadata(p).unwrap().len()).sum() };
     for _ in 0..50 {
         if total() <= 3 << 20 {
             break;
@@ -856,9 +829,8 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 /// runs on): (exit status, stdout, stderr).
 async fn vsensor_command(args: &[&str]) -> (Option<i32>, String, String) {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let out = tokio::task::spawn_blocking(move || std::process::Command::new(env!("CARGO_BIN_EXE_vsensor")).env_clear().args(&args).output().unwrap())
-        .await
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || std::process::Command::new(env!("CARGO_BIN_EXE_vsensor")).env_clear().args(&args).output().unwrap()).await.unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
