@@ -3,7 +3,7 @@
 # container images and the packages:
 #   target/static/x86_64-unknown-linux-gnu/release/{ossensor,ossensor-capture-worker,ossensor-uplink,vsensor}
 # Its own target dir, so it never waits on the lock of a normal build.
-# Needs libpcap-dev and libdbus-1-dev (their .a files); shared/build.rs adds
+# Needs libpcap-dev and libdbus-1-dev (their .a files); libpcap/build.rs adds
 # what libpcap.a needs.
 set -eu
 cd "$(dirname "$0")/.."

@@ -22,7 +22,10 @@ PATH="$(scripts/tools.sh):$PATH"
 export PATH
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/packaging/containers.conf}"
 
-step "lint: shell scripts, Dockerfiles, Kubernetes manifests"
+step "lint: Rust (format, clippy, the sans-IO core), shell scripts, Dockerfiles, Kubernetes manifests"
+cargo fmt --check
+cargo clippy --workspace --all-targets -- -D warnings
+scripts/check-sans-io.sh
 shellcheck scripts/*.sh scripts/bench scripts/bench-latency benches/*.sh .ci/run packaging/deb/*/*
 shellcheck -s sh packaging/rpm/*.sh
 hadolint Dockerfile vsensor/Dockerfile

@@ -224,7 +224,7 @@ mod garbage_websocket {
     /// the socket (an error or a Close on the next read).
     fn session(port: u16, abuse: impl FnOnce(&mut Socket)) -> bool {
         let mut req = format!("wss://127.0.0.1:{port}{PATH_ACTIONS_WS}").into_client_request().unwrap();
-        let meta = RequestMeta::new("GET", PATH_ACTIONS_WS, "garbage-sensor", 1, 0, ossensor_shared::timefmt::now_ns(), b"");
+        let meta = RequestMeta::with_nonce("GET", PATH_ACTIONS_WS, "garbage-sensor", 1, 0, ossensor_host::clock::now_ns(), ossensor_host::nonce(), b"");
         for (k, v) in meta.signed_headers(ossensor_suite::sensor::KEY.as_bytes()) {
             req.headers_mut().insert(k, HeaderValue::from_str(&v).unwrap());
         }

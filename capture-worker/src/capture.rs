@@ -64,7 +64,7 @@ impl InterfaceCapture {
             let guarded = bpf::with_direction_guard(program, h.side);
             attach_filter(h.cap.as_raw_fd(), &guarded)?;
             if first {
-                h.discard_before_ns = ossensor_shared::timefmt::now_ns();
+                h.discard_before_ns = ossensor_host::clock::now_ns();
             }
         }
         Ok(())

@@ -11,11 +11,11 @@
 //! supervisor pinned it.
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use ossensor_host::log;
+use ossensor_host::log::BASIC;
+use ossensor_host::seqpacket::{self, Received};
 use ossensor_shared::bpf::BpfInsn;
 use ossensor_shared::ipc::{batch_frame_header, encode_frame, FrameDecoder, UplinkMsg, WorkerMsgRef};
-use ossensor_shared::log;
-use ossensor_shared::log::BASIC;
-use ossensor_shared::seqpacket::{self, Received};
 use ossensor_shared::signed_actions::PublicKey;
 use ossensor_shared::supervision::{self, FromWorker, ToWorker, MAX_MESSAGE};
 use std::io::{IoSlice, Read, Write};

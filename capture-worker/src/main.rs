@@ -7,6 +7,10 @@
 //! response actions in force, which it enforces only once their signature
 //! verifies with the action key the supervisor pinned.
 
+// libpcap's link order in a static build comes with this crate's build
+// script (the worker opens its captures with the `pcap` crate directly).
+extern crate ossensor_libpcap;
+
 mod capture;
 mod link;
 mod merge;
@@ -15,10 +19,10 @@ mod respond;
 use capture::InterfaceCapture;
 use link::Link;
 use merge::DirectionMerge;
-use ossensor_shared::children::{child_config, WorkerConfig};
+use ossensor_host::log;
+use ossensor_host::log::{self as slog, BASIC, STATS};
+use ossensor_shared::children::WorkerConfig;
 use ossensor_shared::ipc::{UplinkMsg, WorkerMsgRef};
-use ossensor_shared::log;
-use ossensor_shared::log::{self as slog, BASIC, STATS};
 use ossensor_shared::privileges::{self, Privileges};
 use ossensor_shared::signed_actions::PublicKey;
 use ossensor_shared::telemetry::WorkerSnapshot;
@@ -47,7 +51,7 @@ const ACTION_TICK: Duration = Duration::from_millis(50);
 /// Tests count allocations (merge.rs shows none per packet).
 #[cfg(test)]
 #[global_allocator]
-static ALLOC: ossensor_shared::alloc_count::Counting = ossensor_shared::alloc_count::Counting;
+static ALLOC: ossensor_host::alloc_count::Counting = ossensor_host::alloc_count::Counting;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -56,17 +60,17 @@ extern "C" fn on_stop(_: libc::c_int) {
 }
 
 fn main() -> ExitCode {
-    let cfg: WorkerConfig = match child_config("ossensor-capture-worker") {
+    let cfg: WorkerConfig = match ossensor_host::child::config("ossensor-capture-worker") {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    let _ = slog::init(&format!("capture-worker[{}]", cfg.interface), cfg.log.level, cfg.log.path.as_deref(), cfg.log.audit());
+    let _ = slog::init(&format!("capture-worker[{}]", cfg.interface), cfg.log.level, cfg.log.path.as_deref(), ossensor_host::child::audit_target(&cfg.log));
     // No core dumps or ptrace by our own uid: this process holds CAP_NET_RAW.
     let _ = nix::sys::prctl::set_dumpable(false);
-    let held = privileges::audit_current();
+    let held = ossensor_host::privileges::audit_current();
     install_signal_handlers();
     match run(&cfg, &held) {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,13 +151,13 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
         let (n, failure) = cap.read_into(&mut merge, responder.as_mut());
         if let Some(r) = responder.as_mut() {
             if last_action_tick.elapsed() >= ACTION_TICK {
-                r.tick(ossensor_shared::timefmt::now_ns());
+                r.tick(ossensor_host::clock::now_ns());
                 last_action_tick = Instant::now();
             }
             r.send(|frame| cap.inject(frame));
         }
         let drain_all = stopping || failure.is_some();
-        let moved = merge.drain_into(&mut batch, ossensor_shared::timefmt::now_ns(), BATCH_BYTES, drain_all);
+        let moved = merge.drain_into(&mut batch, ossensor_host::clock::now_ns(), BATCH_BYTES, drain_all);
         count += moved;
         if moved > 0 && first_at.is_none() {
             first_at = Some(Instant::now());
@@ -175,7 +179,7 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
         let commands = link.commands()?;
         if let Some(r) = responder.as_mut() {
             for key in link.take_action_keys() {
-                r.set_key(ossensor_shared::timefmt::now_ns(), key);
+                r.set_key(ossensor_host::clock::now_ns(), key);
             }
         }
         for cmd in commands {
@@ -186,7 +190,7 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
                 },
                 UplinkMsg::Actions { set } => match responder.as_mut() {
                     Some(r) => {
-                        r.take_signed(ossensor_shared::timefmt::now_ns(), &set);
+                        r.take_signed(ossensor_host::clock::now_ns(), &set);
                         r.send(|frame| cap.inject(frame));
                     }
                     None => log!(STATS, "{}: response actions are not enforced here", cfg.interface),

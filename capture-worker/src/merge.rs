@@ -168,7 +168,7 @@ mod tests {
     /// grown to their working size.
     #[test]
     fn steady_state_allocates_nothing_per_packet() {
-        use ossensor_shared::alloc_count::allocations_on_this_thread;
+        use ossensor_host::alloc_count::allocations_on_this_thread;
         use ossensor_shared::ipc::batch_frame_header;
         let payload = vec![0x5a; 1514];
         let mut m = DirectionMerge::new(1_000, 8 << 20);

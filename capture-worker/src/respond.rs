@@ -9,8 +9,8 @@
 //! itself. For a flow that ends on this host, the supervisor is also asked
 //! to destroy the local socket (a RST on the wire never reaches it).
 
-use ossensor_shared::log;
-use ossensor_shared::log::{self as slog, ACTIONS};
+use ossensor_host::log;
+use ossensor_host::log::{self as slog, ACTIONS};
 use ossensor_shared::response::{Action, ActionStats, Enforcer, Injection, Reason};
 use ossensor_shared::signed_actions::{PublicKey, Refusal, SetVerifier, SignedSet};
 use ossensor_shared::sockdiag;

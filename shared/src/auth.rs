@@ -76,12 +76,8 @@ pub fn sign(key: &[u8], meta: &RequestMeta) -> String {
 }
 
 impl RequestMeta {
-    /// A request's metadata, stamped now (`now_ns`) with a fresh nonce.
-    pub fn new(method: &str, path: &str, sensor_id: &str, epoch: u64, seq: u64, now_ns: u64, body: &[u8]) -> RequestMeta {
-        RequestMeta::with_nonce(method, path, sensor_id, epoch, seq, now_ns, new_nonce(), body)
-    }
-
-    /// The same with the nonce given (random, 32 lowercase hex digits).
+    /// A request's metadata, stamped `now_ns`, with its nonce (random, 32
+    /// lowercase hex digits: `ossensor_host::nonce`).
     #[allow(clippy::too_many_arguments)]
     pub fn with_nonce(method: &str, path: &str, sensor_id: &str, epoch: u64, seq: u64, now_ns: u64, nonce: String, body: &[u8]) -> RequestMeta {
         RequestMeta {
@@ -221,13 +217,6 @@ impl ReplayWindow {
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
     }
-}
-
-/// A fresh random nonce, 32 hex digits.
-pub fn new_nonce() -> String {
-    let mut b = [0u8; 16];
-    getrandom::getrandom(&mut b).expect("the kernel's random source");
-    hex::encode(b)
 }
 
 /// Checks the nonce's shape (32 lowercase hex digits).

@@ -1,7 +1,7 @@
 //! Classic BPF programs: compiled from tcpdump syntax by libpcap outside the
-//! privileged worker (compiling needs no privilege), then handed to the
-//! worker, which only prefixes the direction guard and attaches the result;
-//! the kernel verifies it.
+//! privileged worker (`ossensor-libpcap`; compiling needs no privilege),
+//! then handed to the worker, which only checks them, prefixes the
+//! direction guard and attaches the result; the kernel verifies it.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,22 +39,6 @@ pub enum Side {
     Sent,
 }
 
-/// Compiles a tcpdump-syntax expression for a link type. An empty
-/// expression accepts everything.
-pub fn compile(expression: &str, linktype: i32) -> Result<Vec<BpfInsn>, String> {
-    let dead = pcap::Capture::dead(pcap::Linktype(linktype)).map_err(|e| e.to_string())?;
-    let program = dead.compile(expression, true).map_err(|e| e.to_string())?;
-    let insns = program.get_instructions();
-    // SAFETY: pcap::BpfInstruction is repr(transparent) over libpcap's
-    // `struct bpf_insn` {u16, u8, u8, u32}, which is repr(C) like BpfInsn.
-    let ours: &[BpfInsn] = unsafe { std::slice::from_raw_parts(insns.as_ptr() as *const BpfInsn, insns.len()) };
-    const _: () = assert!(std::mem::size_of::<pcap::BpfInstruction>() == std::mem::size_of::<BpfInsn>());
-    let mut out = ours.to_vec();
-    raise_snaplen(&mut out);
-    check(&out)?;
-    Ok(out)
-}
-
 /// Joins two filters as the spec defines: `(a) and (b)`, either may be empty.
 pub fn combine(collector: &str, user: &str) -> String {
     match (collector.trim(), user.trim()) {
@@ -65,7 +49,8 @@ pub fn combine(collector: &str, user: &str) -> String {
     }
 }
 
-fn raise_snaplen(program: &mut [BpfInsn]) {
+/// Raises every accepting `ret` to [`SNAPLEN`] (libpcap caps it on a dead handle).
+pub fn raise_snaplen(program: &mut [BpfInsn]) {
     for insn in program {
         if insn.code == BPF_RET_K && insn.k != 0 {
             insn.k = SNAPLEN;
@@ -117,36 +102,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_expression_accepts_everything_at_full_length() {
-        let p = compile("", 1).unwrap();
-        assert_eq!(p.len(), 1);
-        assert_eq!(p[0], BpfInsn { code: BPF_RET_K, jt: 0, jf: 0, k: SNAPLEN });
-    }
-
-    #[test]
-    fn bad_expression_is_an_error() {
-        assert!(compile("tcp port eighty", 1).is_err());
-        assert!(compile("not", 1).is_err());
-    }
-
-    #[test]
     fn combine_parenthesises_each_side() {
         assert_eq!(combine("not port 443", "tcp"), "(not port 443) and (tcp)");
         assert_eq!(combine("", " udp "), "udp");
         assert_eq!(combine("a", ""), "a");
         assert_eq!(combine("", ""), "");
-    }
-
-    #[test]
-    fn compiled_programs_pass_the_checks_and_guard_keeps_them_valid() {
-        for expr in ["", "tcp port 80", "udp or icmp", "not (host 198.18.0.1 and tcp port 443)"] {
-            let p = compile(expr, 1).unwrap();
-            for side in [Side::Sent, Side::Received] {
-                let g = with_direction_guard(&p, side);
-                check(&g).unwrap();
-                assert_eq!(g.len(), p.len() + 3);
-            }
-        }
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! in a command line or an environment that `ps` or /proc could show.
 
 use serde::{Deserialize, Serialize};
-use std::io::Read;
 
 /// Environment variable the supervisor sets so a child knows it is one
 /// (children refuse to run by hand without it, with a clear message).
@@ -17,15 +16,6 @@ pub struct LogConfig {
     /// The syslog socket for audit events; None: /dev/log.
     #[serde(default)]
     pub syslog_socket: Option<String>,
-}
-
-impl LogConfig {
-    pub fn audit(&self) -> crate::log::Audit<'_> {
-        match &self.syslog_socket {
-            Some(p) => crate::log::Audit::SyslogAt(p),
-            None => crate::log::Audit::Syslog,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,23 +81,6 @@ pub struct UplinkConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionsConfig {
     pub report_every_secs: u32,
-}
-
-/// A child's start: refuses to run unless the supervisor started it, then
-/// reads its configuration from standard input. The error is the line to
-/// print before exiting with status 2.
-pub fn child_config<T: for<'de> Deserialize<'de>>(binary: &str) -> Result<T, String> {
-    if std::env::var_os(CHILD_MARKER).is_none() {
-        return Err(format!("{binary} is started by the ossensor supervisor, not by hand"));
-    }
-    read_from_stdin().map_err(|e| format!("{binary}: {e}"))
-}
-
-/// Reads a child's configuration from standard input (bounded).
-pub fn read_from_stdin<T: for<'de> Deserialize<'de>>() -> Result<T, String> {
-    let mut buf = Vec::new();
-    std::io::stdin().take(1 << 20).read_to_end(&mut buf).map_err(|e| format!("cannot read configuration from stdin: {e}"))?;
-    serde_json::from_slice(&buf).map_err(|e| format!("malformed configuration on stdin: {e}"))
 }
 
 fn yes() -> bool {

@@ -5,7 +5,7 @@
 //!
 //! Only typed values go in (addresses already parsed, port numbers), so
 //! nothing a sensor sends can add filter syntax. Compiling the text is
-//! [`crate::bpf::compile`]'s job.
+//! `ossensor_libpcap::compile`'s job.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -140,7 +140,7 @@ mod tests {
         for text in
             [exclude_collector(&ips(&["198.18.0.1", "2001:db8::1"]), sa("[::ffff:198.18.0.9]:443"), 8443), exclude_collector(&ips(&["198.18.0.1"]), None, 443)]
         {
-            crate::bpf::compile(&text, 1).unwrap();
+            ossensor_libpcap::compile(&text, 1).unwrap();
         }
     }
 }

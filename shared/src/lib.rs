@@ -13,19 +13,15 @@
 //! - [`response`]: response actions: which resets and probes to send for the segments seen.
 //! - [`signed_actions`]: the action set the collector signs and each capture-worker verifies.
 //! - [`supervision`]: the messages between the supervisor and its children on their control channels.
-//! - [`seqpacket`]: the control channels' system calls (datagrams carrying a descriptor); the one I/O module.
 //! - [`sockdiag`]: destroying local sockets: the worker's request, the kernel's netlink message.
 //! - [`tcpseg`]: TCP segments in Ethernet frames: parsing them, building resets and probes.
 //! - [`bpf`]: classic BPF programs: compiling filters, the direction guard.
 //! - [`filter`]: filter text leaving out the sensor's own traffic to the collector.
-//! - [`log`]: the level-based log every process writes, and the syslog audit trail.
-//! - [`privileges`]: uids and capability sets from /proc, for the audit trail.
+//! - [`privileges`]: uids and capability sets as /proc/self/status says them, for the audit trail.
 //! - [`metrics`]: the Prometheus text format.
 //! - [`telemetry`]: each process's typed snapshot and everything shown from it (log lines, metrics, status report, JSON line).
 //! - [`timefmt`]: UTC timestamps for log lines and file names.
-//! - [`alloc_count`]: a counting allocator for the tests of the hot path.
 
-pub mod alloc_count;
 pub mod auth;
 pub mod bpf;
 pub mod children;
@@ -35,13 +31,11 @@ pub mod dedup;
 pub mod delivery;
 pub mod filter;
 pub mod ipc;
-pub mod log;
 pub mod metrics;
 pub mod pcapng;
 pub mod privileges;
 pub mod requests;
 pub mod response;
-pub mod seqpacket;
 pub mod signed_actions;
 pub mod sockdiag;
 pub mod supervision;

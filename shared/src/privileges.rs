@@ -83,11 +83,6 @@ impl Privileges {
         p
     }
 
-    /// This process's privileges (empty if /proc is not mounted).
-    pub fn current() -> Privileges {
-        Privileges::from_status(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
-    }
-
     /// The audit fields: `uid`, `gid` (effective), `effective`, `permitted`,
     /// `bounding`, `ambient` (capability names, or `none`), `no_new_privs`.
     pub fn audit_fields(&self) -> Vec<(&'static str, String)> {
@@ -101,17 +96,6 @@ impl Privileges {
             ("no_new_privs", if self.no_new_privs { "1" } else { "0" }.to_string()),
         ]
     }
-}
-
-/// Audits this process's privileges as the kernel reports them
-/// (`event=privileges`); each process calls it once it holds its final set.
-/// Returns what it audited, for callers that also log it.
-pub fn audit_current() -> Privileges {
-    let held = Privileges::current();
-    let fields = held.audit_fields();
-    let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    crate::log::audit(crate::log::AuditSeverity::Notice, "privileges", &borrowed);
-    held
 }
 
 fn ids(value: &str) -> [u32; 3] {

@@ -658,7 +658,7 @@ mod tests {
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
 
-    use crate::alloc_count::{allocations_on_this_thread, Counting};
+    use ossensor_host::alloc_count::{allocations_on_this_thread, Counting};
 
     /// Counts allocations, for the test that observe allocates nothing.
     #[global_allocator]

@@ -26,6 +26,8 @@ const NLM_F_ACK: u16 = 0x04;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 0x02;
 const NLMSG_DONE: u16 = 0x03;
+/// An error answer too short to say which errno: EIO.
+const EIO: i32 = 5;
 const IPPROTO_TCP: u8 = 6;
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -124,7 +126,7 @@ pub fn parse_dump(answer: &[u8], seq: u32) -> DumpPart {
             match kind {
                 NLMSG_DONE => part.done = true,
                 NLMSG_ERROR => {
-                    let errno = body.get(0..4).map_or(libc::EIO, |b| -i32::from_ne_bytes(b.try_into().expect("4 bytes")));
+                    let errno = body.get(0..4).map_or(EIO, |b| -i32::from_ne_bytes(b.try_into().expect("4 bytes")));
                     part.error = Some(errno);
                     part.done = true;
                 }

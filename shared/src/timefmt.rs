@@ -1,8 +1,6 @@
 //! UTC timestamps without a time-zone database: log lines and file names
 //! only ever need UTC.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
 fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -33,10 +31,6 @@ pub fn rfc3339_millis(ns: u64) -> String {
 pub fn compact(ns: u64) -> String {
     let (y, mo, d, h, mi, s, _) = split(ns);
     format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
-}
-
-pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

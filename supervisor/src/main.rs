@@ -4,8 +4,8 @@
 //! dies, follows interfaces as they come and go, and stops everything in
 //! order on SIGTERM.
 
-use ossensor_shared::log;
-use ossensor_shared::log::{self as slog, audit, AuditSeverity, BASIC};
+use ossensor_host::log;
+use ossensor_host::log::{self as slog, audit, AuditSeverity, BASIC};
 use ossensor_supervisor::config::{self, Config, ConfigError, RawConfig, Source};
 use ossensor_supervisor::privileges::{self, Identity, Role};
 use ossensor_supervisor::supervise::Supervisor;
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     let log_path = cfg.logfile.as_ref().map(|p| p.display().to_string());
-    if let Err(e) = slog::init("supervisor", cfg.debug, log_path.as_deref(), cfg.log().audit()) {
+    if let Err(e) = slog::init("supervisor", cfg.debug, log_path.as_deref(), ossensor_host::child::audit_target(&cfg.log())) {
         return fail(&format!("OSSENSOR_LOGFILE_PATH={:?}: {e}", log_path.unwrap_or_default()));
     }
     for w in &raw.warnings {
@@ -143,7 +143,7 @@ fn start(raw: &RawConfig, cfg: Config) -> Result<(), StartError> {
         "start",
         &[("version", ossensor_shared::VERSION), ("config", &cfg.redacted_summary()), ("interfaces", &selection.chosen.join(","))],
     );
-    ossensor_shared::privileges::audit_current();
+    ossensor_host::privileges::audit_current();
     let mut sup = Supervisor::new(cfg, who, selection.chosen)?;
     Ok(sup.run()?)
 }

@@ -9,8 +9,8 @@
 
 use nix::sys::socket::{recv, send, sendto, setsockopt, socket, socketpair, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 use nix::sys::time::TimeVal;
-use ossensor_shared::log;
-use ossensor_shared::log::{self as slog, ACTIONS, BASIC};
+use ossensor_host::log;
+use ossensor_host::log::{self as slog, ACTIONS, BASIC};
 use ossensor_shared::sockdiag::{decode_worker_request, destroy_request, dump_request, parse_ack, parse_dump, DiagSocket, AF_INET, AF_INET6};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};

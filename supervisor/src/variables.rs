@@ -377,7 +377,7 @@ pub const VARIABLES: &[Variable] = &[
             // One line: line breaks and tabs become spaces.
             let expr: String = v.chars().map(|ch| if ch == '\n' || ch == '\r' || ch == '\t' { ' ' } else { ch }).collect();
             c.bpf = expr.trim().to_string();
-            match ossensor_shared::bpf::compile(&c.bpf, 1) {
+            match ossensor_libpcap::compile(&c.bpf, 1) {
                 Ok(_) => Ok(()),
                 Err(e) => Err(format!("is not a valid capture filter: {e}").into()),
             }

@@ -11,12 +11,12 @@
 //! proved the key at registration.
 
 use crate::intake::Filters;
+use ossensor_host::log;
+use ossensor_host::log::{audit, AuditSeverity, ACTIONS, BASIC, SENDS};
 use ossensor_shared::auth::{self, RequestMeta};
 use ossensor_shared::control::{ActionReport, FromSensor, ToSensor, PATH_ACTIONS_WS};
-use ossensor_shared::log::{audit, AuditSeverity, ACTIONS, BASIC, SENDS};
 use ossensor_shared::response::ActionStats;
 use ossensor_shared::signed_actions;
-use ossensor_shared::{log, timefmt};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::collections::BTreeMap;
@@ -111,7 +111,7 @@ fn connect(d: &Dialer) -> Result<Socket, String> {
 
     let host = if d.host.contains(':') { format!("[{}]", d.host) } else { d.host.clone() };
     let mut req = format!("wss://{host}:{}{PATH_ACTIONS_WS}", d.port).into_client_request().map_err(|e| e.to_string())?;
-    let meta = RequestMeta::new("GET", PATH_ACTIONS_WS, &d.sensor_id, d.epoch, 0, timefmt::now_ns(), b"");
+    let meta = RequestMeta::with_nonce("GET", PATH_ACTIONS_WS, &d.sensor_id, d.epoch, 0, ossensor_host::clock::now_ns(), ossensor_host::nonce(), b"");
     let h = req.headers_mut();
     for (k, v) in meta.signed_headers(&d.key) {
         h.insert(k, HeaderValue::from_str(&v).map_err(|e| e.to_string())?);
@@ -140,7 +140,7 @@ fn session(
         match ws.read() {
             Ok(Message::Text(text)) => match serde_json::from_str::<ToSensor>(text.as_str()).map(|ToSensor::Actions { signed }| signed.to_set()) {
                 Ok(Some(signed)) => {
-                    let now = timefmt::now_ns();
+                    let now = ossensor_host::clock::now_ns();
                     // Read, not verified: for the log and the audit trail.
                     match signed_actions::decode(&signed.payload) {
                         Ok(set) => {
@@ -209,7 +209,7 @@ fn log_stats(actions: &[ActionReport]) {
     for a in actions {
         let s = a.stats;
         log!(
-            ossensor_shared::log::STATS,
+            ossensor_host::log::STATS,
             "response action {}: {} connections reset, {} refused, {} resets and {} probes sent",
             a.id,
             s.connections_reset,

@@ -5,10 +5,10 @@
 //! first packet reaches its age limit, so sparse traffic is not held back.
 //! No I/O and no clock: the caller passes `now`.
 
+use ossensor_host::log::{self as slog, PACKETS};
 use ossensor_shared::bpf::SNAPLEN;
 use ossensor_shared::dedup::Deduplicator;
 use ossensor_shared::ipc::{records, FrameError};
-use ossensor_shared::log::{self as slog, PACKETS};
 use ossensor_shared::pcapng::SectionWriter;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -113,7 +113,7 @@ impl Chunker {
                 }
             };
             if slog::enabled(PACKETS) {
-                ossensor_shared::log!(
+                ossensor_host::log!(
                     PACKETS,
                     "packet {} {:?} ts {} len {}/{}{}",
                     interface,

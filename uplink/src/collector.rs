@@ -122,7 +122,7 @@ impl Collector {
         }
         // A fresh connection pool, so the certificate seen is this request's.
         self.agent = agent(&self.tls);
-        let req = self.signer.register(ossensor_shared::timefmt::now_ns(), auth::new_nonce(), req);
+        let req = self.signer.register(ossensor_host::clock::now_ns(), ossensor_host::nonce(), req);
         let (body, cert) = self.post(&req)?;
         let resp = requests::registered(&body)?;
         self.verifier.state.lock().unwrap_or_else(|e| e.into_inner()).pinned = Some(cert);
@@ -150,14 +150,14 @@ impl Collector {
     /// Sends a chunk; the outcome for delivery, and the error behind a
     /// failure (for the log).
     pub fn send_chunk(&self, chunk: &Chunk) -> (Outcome, Option<SendError>) {
-        let req = self.signer.chunk(ossensor_shared::timefmt::now_ns(), auth::new_nonce(), chunk);
+        let req = self.signer.chunk(ossensor_host::clock::now_ns(), ossensor_host::nonce(), chunk);
         requests::chunk_outcome(self.post(&req).map(|(body, _)| body))
     }
 
     /// Reports the sensor's running state (`POST /v1/status`); the answer
     /// carries the collector's filter for this sensor now.
     pub fn send_status(&self, report: &StatusReport) -> Result<StatusAnswer, SendError> {
-        let req = self.signer.status(ossensor_shared::timefmt::now_ns(), auth::new_nonce(), report);
+        let req = self.signer.status(ossensor_host::clock::now_ns(), ossensor_host::nonce(), report);
         requests::status_answered(&self.post(&req)?.0)
     }
 

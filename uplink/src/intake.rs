@@ -6,12 +6,11 @@
 //! workers block and the kernel rings absorb the burst; beyond them the
 //! kernel counts drops).
 
-use ossensor_shared::bpf::{self};
+use ossensor_host::log;
+use ossensor_host::log::BASIC;
+use ossensor_host::seqpacket::{self, Received};
 use ossensor_shared::ipc::{encode_frame, CaptureStats, FrameDecoder, UplinkMsg, WorkerMsg};
-use ossensor_shared::log;
-use ossensor_shared::log::BASIC;
 use ossensor_shared::response::ActionStats;
-use ossensor_shared::seqpacket::{self, Received};
 use ossensor_shared::signed_actions::{self, SignedSet};
 use ossensor_shared::supervision::{self, ToUplink, MAX_MESSAGE};
 use std::io::{Read, Write};
@@ -57,10 +56,10 @@ impl Filters {
         // Checked for Ethernet even with no worker connected, so a filter
         // that cannot compile never becomes the one new workers get.
         let mut programs = std::collections::HashMap::new();
-        programs.insert(1, bpf::compile(&expression, 1).map_err(|e| format!("filter {expression:?}: {e}"))?);
+        programs.insert(1, ossensor_libpcap::compile(&expression, 1).map_err(|e| format!("filter {expression:?}: {e}"))?);
         for (_, lt, _) in &self.workers {
             if !programs.contains_key(lt) {
-                programs.insert(*lt, bpf::compile(&expression, *lt).map_err(|e| format!("filter {expression:?}: {e}"))?);
+                programs.insert(*lt, ossensor_libpcap::compile(&expression, *lt).map_err(|e| format!("filter {expression:?}: {e}"))?);
             }
         }
         self.expression = expression;
@@ -91,7 +90,7 @@ impl Filters {
     /// How many actions are in force now (as the set says; the workers
     /// enforce only what verifies).
     pub fn actions_in_force(&self) -> usize {
-        let now = ossensor_shared::timefmt::now_ns();
+        let now = ossensor_host::clock::now_ns();
         self.actions.as_ref().map_or(0, |r| r.ends_ns.iter().filter(|t| **t > now).count())
     }
 }
@@ -176,8 +175,8 @@ fn read_worker(mut stream: UnixStream, expected: (&str, u32), filters: &Mutex<Fi
                     (WorkerMsg::Hello { interface, linktype, pid, .. }, None) => {
                         let interface: Arc<str> = interface.into();
                         let mut f = filters.lock().unwrap_or_else(|e| e.into_inner());
-                        let program =
-                            bpf::compile(f.expression(), linktype).map_err(|e| format!("filter {:?} for link type {linktype}: {e}", f.expression()))?;
+                        let program = ossensor_libpcap::compile(f.expression(), linktype)
+                            .map_err(|e| format!("filter {:?} for link type {linktype}: {e}", f.expression()))?;
                         send(&mut stream, &UplinkMsg::SetFilter { program }).map_err(|e| e.to_string())?;
                         if let Some(r) = &f.actions {
                             send(&mut stream, &UplinkMsg::Actions { set: r.set.clone() }).map_err(|e| e.to_string())?;

@@ -21,10 +21,11 @@ mod tls_stream;
 
 use chunker::{Chunker, RawChunk};
 use intake::{Filters, Intake};
-use ossensor_shared::children::{child_config, UplinkConfig};
+use ossensor_host::log;
+use ossensor_host::log::{self as slog, BASIC, CHUNKS, STATS};
+use ossensor_shared::children::UplinkConfig;
 use ossensor_shared::delivery::{Chunk, Timings};
-use ossensor_shared::log::{self as slog, BASIC, CHUNKS, STATS};
-use ossensor_shared::{bpf, chunk, log};
+use ossensor_shared::{bpf, chunk};
 use sender::Shared;
 use sender::Sources;
 use spool::OverflowReport;
@@ -39,7 +40,7 @@ use std::time::{Duration, Instant};
 /// Tests count allocations (see `hot_path_allocations_are_per_batch_and_per_chunk`).
 #[cfg(test)]
 #[global_allocator]
-static ALLOC: ossensor_shared::alloc_count::Counting = ossensor_shared::alloc_count::Counting;
+static ALLOC: ossensor_host::alloc_count::Counting = ossensor_host::alloc_count::Counting;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -54,18 +55,18 @@ const OVERFLOW_REPORT_EVERY: Duration = Duration::from_secs(10);
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
-    let cfg: UplinkConfig = match child_config("ossensor-uplink") {
+    let cfg: UplinkConfig = match ossensor_host::child::config("ossensor-uplink") {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    let _ = slog::init("uplink", cfg.log.level, cfg.log.path.as_deref(), cfg.log.audit());
+    let _ = slog::init("uplink", cfg.log.level, cfg.log.path.as_deref(), ossensor_host::child::audit_target(&cfg.log));
     // This process holds the key: no core dumps, no ptrace by the workers,
     // which run as the same uid.
     let _ = nix::sys::prctl::set_dumpable(false);
-    ossensor_shared::privileges::audit_current();
+    ossensor_host::privileges::audit_current();
     install_signal_handlers();
     keep_freed_chunk_memory();
     match run(cfg) {
@@ -121,9 +122,9 @@ fn provisional_filter(host: &str, port: u16) -> String {
 }
 
 fn run(cfg: UplinkConfig) -> Result<(), String> {
-    let epoch = ossensor_shared::timefmt::now_ns();
+    let epoch = ossensor_host::clock::now_ns();
     let start_filter = bpf::combine(&provisional_filter(&cfg.collector_host, cfg.collector_port), &cfg.bpf);
-    bpf::compile(&start_filter, 1).map_err(|e| format!("filter {start_filter:?}: {e}"))?;
+    ossensor_libpcap::compile(&start_filter, 1).map_err(|e| format!("filter {start_filter:?}: {e}"))?;
     let filters = Arc::new(Mutex::new(Filters::new(start_filter.clone())));
     log!(
         BASIC,
@@ -330,7 +331,7 @@ fn log_stats(sources: &Sources) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ossensor_shared::alloc_count::allocations_on_this_thread;
+    use ossensor_host::alloc_count::allocations_on_this_thread;
     use ossensor_shared::ipc::{encode_frame, push_record, BatchRef, FrameDecoder, WorkerMsg, WorkerMsgRef};
     use ossensor_shared::pcapng::Direction;
 

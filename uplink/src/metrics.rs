@@ -4,8 +4,8 @@
 //! size and time limit.
 
 use crate::sender::Sources;
-use ossensor_shared::log;
-use ossensor_shared::log::BASIC;
+use ossensor_host::log;
+use ossensor_host::log::BASIC;
 use ossensor_shared::metrics::CONTENT_TYPE;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,7 +20,7 @@ pub fn serve(listener: TcpListener, sources: Sources) {
         match conn {
             Ok(s) => {
                 if let Err(e) = answer(s, &sources) {
-                    log!(ossensor_shared::log::SENDS, "metrics request: {e}");
+                    log!(ossensor_host::log::SENDS, "metrics request: {e}");
                 }
             }
             Err(e) => {

@@ -66,6 +66,6 @@ mod tests {
     #[test]
     fn the_exclusion_compiles() {
         let f = exclusion(&ips(&["198.18.70.2", "2001:db8::2"]), &ips(&["198.18.70.1", "2001:db8::1"]));
-        ossensor_shared::bpf::compile(&f, 1).unwrap();
+        ossensor_libpcap::compile(&f, 1).unwrap();
     }
 }

@@ -22,10 +22,10 @@
 //! adapter calls with the connection's stream once hyper hands it over.
 
 use crate::state::App;
+use ossensor_host::log;
+use ossensor_host::log::AuditSeverity;
 use ossensor_shared::chunk;
 use ossensor_shared::control::ErrorBody;
-use ossensor_shared::log;
-use ossensor_shared::log::AuditSeverity;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -51,7 +51,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 
-use ossensor_shared::log;
+use ossensor_host::log;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;

@@ -1,8 +1,9 @@
 //! `vsensor`: read the configuration, start logging, bind, serve until
 //! SIGTERM/SIGINT. Exit 2 on bad configuration, 1 on a runtime error.
 
-use ossensor_shared::log::AuditSeverity;
-use ossensor_shared::{log, VERSION};
+use ossensor_host::log;
+use ossensor_host::log::AuditSeverity;
+use ossensor_shared::VERSION;
 use std::process::ExitCode;
 use vsensor::action_cli::CliError;
 use vsensor::config::{Invocation, RawConfig, TlsSource, HELP};

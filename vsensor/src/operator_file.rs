@@ -13,7 +13,7 @@
 //! never lose each other's change. The running collector re-reads it when
 //! it changes ([`LiveTokens`]), so a rotation needs no restart.
 
-use ossensor_shared::log;
+use ossensor_host::log;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;

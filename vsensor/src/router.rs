@@ -25,9 +25,9 @@ use crate::operator;
 use crate::operator::actions::Call;
 use crate::operator::status::Rendering;
 use crate::state::App;
+use ossensor_host::log;
 use ossensor_shared::auth;
 use ossensor_shared::control::{PATH_ACTIONS_WS, PATH_CHUNKS, PATH_OPERATOR_ACTIONS, PATH_OPERATOR_STATUS, PATH_REGISTER, PATH_STATUS};
-use ossensor_shared::log;
 use std::sync::Arc;
 
 /// Which requests a listener answers; the others get the 404 of an unknown

@@ -19,7 +19,7 @@
 //! chunk twice, never lose an acknowledged one.
 
 use crate::atomic_file::write_atomic;
-use ossensor_shared::log;
+use ossensor_host::log;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};

@@ -240,7 +240,7 @@ fn with_chunk_headers(mut s: Signed, enc: Encoding, raw_len: usize, packets: u64
 
 #[allow(clippy::too_many_arguments)]
 fn sign(key: &[u8], method: &str, path: &str, sensor: &str, epoch: u64, seq: u64, timestamp: i64, body: &[u8]) -> Signed {
-    let nonce = auth::new_nonce();
+    let nonce = ossensor_host::nonce();
     let meta = RequestMeta {
         method: method.into(),
         path: path.into(),

@@ -148,7 +148,7 @@ impl Bed {
                     collector_addresses: vec!["198.18.0.1".into()],
                     collector_port: 443,
                 };
-                let r = self.signer.register(wall_ns(), auth::new_nonce(), &reg);
+                let r = self.signer.register(wall_ns(), ossensor_host::nonce(), &reg);
                 match self.carry(&r).await.and_then(|b| requests::registered(&b)) {
                     Ok(_) => {
                         self.registered += 1;
@@ -159,14 +159,14 @@ impl Bed {
             }
             Next::SendStatus { leaving } => {
                 let report = ossensor_shared::control::StatusReport { packets_captured: self.delivery.accounting().captured, leaving, ..Default::default() };
-                let r = self.signer.status(wall_ns(), auth::new_nonce(), &report);
+                let r = self.signer.status(wall_ns(), ossensor_host::nonce(), &report);
                 match self.carry(&r).await {
                     Ok(_) => Outcome::StatusSent,
                     Err(e) => Outcome::Failed(e.failure()),
                 }
             }
             Next::SendChunk(c) => {
-                let r = self.signer.chunk(wall_ns(), auth::new_nonce(), &c);
+                let r = self.signer.chunk(wall_ns(), ossensor_host::nonce(), &c);
                 requests::chunk_outcome(self.carry(&r).await).0
             }
         };
@@ -324,13 +324,13 @@ async fn a_collector_restart_keeps_last_seq_and_stores_nothing_twice() {
         collector_addresses: vec![],
         collector_port: 443,
     };
-    let r = b.signer.register(wall_ns(), auth::new_nonce(), &reg);
+    let r = b.signer.register(wall_ns(), ossensor_host::nonce(), &reg);
     let answer = requests::registered(&b.carry(&r).await.unwrap()).unwrap();
     assert_eq!(answer.last_seq, Some(6), "the collector kept its last seq across the restart");
     // A chunk the collector already has, sent again (its acknowledgement
     // lost): acknowledged, not stored twice.
     let again = chunk(6);
-    let r = b.signer.chunk(wall_ns(), auth::new_nonce(), &again);
+    let r = b.signer.chunk(wall_ns(), ossensor_host::nonce(), &again);
     assert_eq!(requests::chunk_outcome(b.carry(&r).await).0, Outcome::ChunkAcked { stored: false });
     b.capture(1);
     let a = b.finish().await;

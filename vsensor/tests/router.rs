@@ -31,7 +31,7 @@ fn now() -> i64 {
 
 /// A signed request of the sensor; the nonce, to check the proof.
 fn signed(method: Method, path: &str, seq: u64, body: Vec<u8>, extra: &[(&'static str, String)]) -> (Request, String) {
-    let nonce = auth::new_nonce();
+    let nonce = ossensor_host::nonce();
     let timestamp = now();
     let meta = RequestMeta {
         method: method.as_str().into(),

@@ -9,9 +9,10 @@ use super::{parsed, required, Authenticated};
 use crate::http::{json, refusal, Refusal, Request, StatusCode};
 use crate::state::{unix_now, App};
 use crate::store::AppendOutcome;
+use ossensor_host::log;
 use ossensor_shared::chunk::{self, Encoding};
 use ossensor_shared::control::ChunkAck;
-use ossensor_shared::{log, timefmt};
+use ossensor_shared::timefmt;
 
 pub async fn handle(app: &App, req: &Request, h: &Authenticated) -> Result<Vec<u8>, Refusal> {
     let bad = |reason: String| refusal(StatusCode::BAD_REQUEST, "malformed", reason);
@@ -37,7 +38,7 @@ pub async fn handle(app: &App, req: &Request, h: &Authenticated) -> Result<Vec<u
     let limits = app.store.limits;
     let (epoch, seq) = (h.epoch, h.seq);
     let raw_bytes = raw.len();
-    let outcome = tokio::task::spawn_blocking(move || guard.append(epoch, seq, &raw, packets, timefmt::now_ns(), &limits))
+    let outcome = tokio::task::spawn_blocking(move || guard.append(epoch, seq, &raw, packets, ossensor_host::clock::now_ns(), &limits))
         .await
         .map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("store task failed: {e}")))?;
     let stored = match outcome {

@@ -7,10 +7,10 @@
 use super::{Authenticated, MAX_COLLECTOR_ADDRESSES, MAX_INTERFACES, MAX_TEXT};
 use crate::http::{json, refusal, Refusal, Request, StatusCode};
 use crate::state::{unix_now, App};
+use ossensor_host::log;
 use ossensor_shared::auth;
 use ossensor_shared::chunk;
 use ossensor_shared::control::{RegisterRequest, RegisterResponse};
-use ossensor_shared::log;
 use std::net::IpAddr;
 
 pub async fn handle(app: &App, req: &Request, h: &Authenticated) -> Result<Vec<u8>, Refusal> {

@@ -6,8 +6,8 @@
 use super::{Authenticated, MAX_INTERFACES, MAX_TEXT};
 use crate::http::{json, refusal, Refusal, Request, StatusCode};
 use crate::state::{unix_now, App};
+use ossensor_host::log;
 use ossensor_shared::control;
-use ossensor_shared::{log, timefmt};
 
 /// `POST /v1/status`: keeps the sensor's running state for the status page.
 pub fn handle(app: &App, req: &Request, h: &Authenticated) -> Result<Vec<u8>, Refusal> {
@@ -17,7 +17,7 @@ pub fn handle(app: &App, req: &Request, h: &Authenticated) -> Result<Vec<u8>, Re
         return Err(bad(format!("status report: at most {MAX_INTERFACES} interfaces with names of at most {MAX_TEXT} bytes")));
     }
     let leaving = r.leaving;
-    app.reports.push(&h.sensor, timefmt::now_ns(), r);
+    app.reports.push(&h.sensor, ossensor_host::clock::now_ns(), r);
     app.fleet.registry().seen(&h.sensor, h.epoch, &req.conn.remote.to_string(), unix_now());
     if leaving {
         app.fleet.leaving(&h.sensor);

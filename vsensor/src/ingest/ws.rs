@@ -15,9 +15,9 @@ use crate::http::header::{CONNECTION, UPGRADE};
 use crate::http::{refusal, HeaderMap, HeaderValue, Refusal, Request, Response, StatusCode, Upgraded};
 use crate::state::App;
 use futures_util::{SinkExt, StreamExt};
+use ossensor_host::log;
 use ossensor_shared::control::{FromSensor, SignedSetHex, ToSensor};
 use ossensor_shared::signed_actions::RESIGN_EVERY_NS;
-use ossensor_shared::{log, timefmt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -104,7 +104,7 @@ async fn serve(app: Arc<App>, sensor: String, ws: WebSocketStream<Upgraded>) {
                     Some(Ok(Message::Text(t))) => match serde_json::from_str::<FromSensor>(t.as_str()) {
                         Ok(FromSensor::Report { actions }) => {
                             let pairs: Vec<_> = actions.iter().map(|a| (a.id, a.stats)).collect();
-                            app.actions.book().report(timefmt::now_ns(), &sensor, &pairs);
+                            app.actions.book().report(ossensor_host::clock::now_ns(), &sensor, &pairs);
                             app.actions.reported();
                             for a in &actions {
                                 log!(log::ACTIONS, "sensor {sensor}: action {} report: {} connections reset, {} refused, {} resets, {} probes", a.id, a.stats.connections_reset, a.stats.connections_refused, a.stats.resets_sent, a.stats.probes_sent);

@@ -10,9 +10,9 @@
 use super::auth::{may_act, may_read};
 use crate::http::{json, note_refusal, refusal, refused, Method, Refusal, Request, Response, StatusCode};
 use crate::state::App;
+use ossensor_host::log;
 use ossensor_shared::control::NewAction;
 use ossensor_shared::response::{Endpoint, Target};
-use ossensor_shared::{log, timefmt};
 
 /// What a request to the actions API asks for (the router tells from its
 /// method and path).
@@ -36,7 +36,7 @@ pub async fn handle(app: &App, req: &Request, call: Call<'_>) -> Response {
     }
     let result = async {
         let body = req.body()?;
-        let now = timefmt::now_ns();
+        let now = ossensor_host::clock::now_ns();
         match call {
             Call::List => {
                 let view = app.actions.book().view(now);

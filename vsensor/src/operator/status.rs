@@ -91,7 +91,7 @@ pub struct StatusView {
 
 /// The view, now.
 pub async fn view(app: &App) -> StatusView {
-    let now_ns = timefmt::now_ns();
+    let now_ns = ossensor_host::clock::now_ns();
     let now_s = (now_ns / 1_000_000_000) as i64;
     let registry: Vec<(String, crate::registry::SensorRecord)> = {
         let r = app.fleet.registry();
@@ -231,7 +231,7 @@ pub fn metrics(v: &StatusView) -> String {
         ("vsensor_stored_bytes_total", Kind::Counter, "Bytes of pcapng stored per sensor since the collector started.", |s| s.stored_bytes as f64),
         ("vsensor_duplicate_chunks_total", Kind::Counter, "Chunks received again (retries) and not stored twice.", |s| s.duplicate_chunks as f64),
         ("vsensor_sensor_last_seen_timestamp_seconds", Kind::Gauge, "Unix time of the sensor's last authenticated request.", |s| {
-            (timefmt::now_ns() / 1_000_000_000) as f64 - s.last_seen_seconds_ago as f64
+            (ossensor_host::clock::now_ns() / 1_000_000_000) as f64 - s.last_seen_seconds_ago as f64
         }),
         ("vsensor_sensor_packets_per_second", Kind::Gauge, "Packets per second the sensor delivered (between its last two reports).", |s| s.packets_per_second),
         ("vsensor_sensor_kernel_drops", Kind::Gauge, "Packets the sensor's kernel rings dropped, as last reported.", |s| s.kernel_drops as f64),

@@ -20,7 +20,7 @@ use crate::state::App;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use ossensor_shared::log;
+use ossensor_host::log;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,8 +5,7 @@
 
 use crate::state::{self, App};
 use crate::store::CloseReason;
-use ossensor_shared::log;
-use ossensor_shared::timefmt;
+use ossensor_host::log;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ pub async fn periodic(app: Arc<App>) {
         for sensor in app.store.all_sensors() {
             // A sensor busy appending checks its own rotation.
             let Ok(guard) = sensor.try_lock_owned() else { continue };
-            let now = timefmt::now_ns();
+            let now = ossensor_host::clock::now_ns();
             let mut guard = guard;
             match tokio::task::spawn_blocking(move || guard.close_if_due(now, &limits)).await {
                 Ok(Ok(true)) => closed_any = true,

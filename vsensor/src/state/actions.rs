@@ -9,7 +9,6 @@ use super::lock;
 use crate::action_key::ActionKey;
 use crate::actions::Book;
 use ossensor_shared::signed_actions::SignedSet;
-use ossensor_shared::timefmt;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -40,7 +39,7 @@ impl Actions {
 
     /// The set in force now, signed with the action key.
     pub fn signed(&self) -> SignedSet {
-        let set = self.book().action_set(timefmt::now_ns());
+        let set = self.book().action_set(ossensor_host::clock::now_ns());
         self.key.sign(&set)
     }
 

@@ -33,7 +33,7 @@ use crate::actions::Book;
 use crate::operator_file::LiveTokens;
 use crate::registry::Registry;
 use crate::store::Store;
-use ossensor_shared::{log, timefmt};
+use ossensor_host::log;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -119,7 +119,7 @@ pub fn spawn_retention(store: Arc<Store>) {
 
 /// Unix seconds now.
 pub fn unix_now() -> i64 {
-    (timefmt::now_ns() / 1_000_000_000) as i64
+    (ossensor_host::clock::now_ns() / 1_000_000_000) as i64
 }
 
 /// Locks `m`, poisoned or not.

@@ -1,4 +1,4 @@
-//! The control channels' I/O (see [`crate::supervision`]): datagrams on a
+//! The control channels' I/O (see `ossensor_shared::supervision`): datagrams on a
 //! `SOCK_SEQPACKET` socket pair, each optionally carrying one descriptor.
 //! The one module here that makes system calls; it decides nothing.
 

@@ -80,7 +80,7 @@ pub fn write_line(level: u8, msg: std::fmt::Arguments<'_>) {
         return;
     }
     let process = LOGGER.get().map_or("ossensor", |l| l.process.as_str());
-    let line = format!("{} {}[{}] L{}: {}\n", crate::timefmt::rfc3339_millis(crate::timefmt::now_ns()), process, std::process::id(), level, msg);
+    let line = format!("{} {}[{}] L{}: {}\n", ossensor_shared::timefmt::rfc3339_millis(crate::clock::now_ns()), process, std::process::id(), level, msg);
     match LOGGER.get() {
         Some(l) => {
             let mut sink = l.sink.lock().unwrap_or_else(|e| e.into_inner());
