@@ -303,7 +303,7 @@ run() {
   setsid ip netns exec "$ns_n" taskset -c 1 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin VSENSOR_HOSTNAME=127.0.0.1 \
     VSENSOR_PORT="$cport" VSENSOR_HMAC_KEY="$key" OSSENSOR_NETWORK_DEVICE=br0 ANTIGENA_ENABLED=$enabled \
     OSSENSOR_DEBUG=3 OSSENSOR_METRICS_ADDR=127.0.0.1:9273 OSSENSOR_CONFIG_PATH="$work/ossensor.cfg" \
-    OSSENSOR_RUNTIME_DIR="$work/run" "$work/bin/ossensor" >"$dir/ossensor.log" 2>&1 </dev/null &
+    OSSENSOR_RUNTIME_DIR="$work/run" OSSENSOR_STATE_DIR="$work/state" "$work/bin/ossensor" >"$dir/ossensor.log" 2>&1 </dev/null &
   os_pid=$!
   wait_log "$dir/ossensor.log" 'filter attached' 30 || fail "run $rep $mode: the sensor did not attach its filter (see $dir/ossensor.log)"
   if [[ $enabled == true ]]; then
