@@ -4,11 +4,11 @@
 //! (SKF_AD_PKTTYPE), so the kernel splits the traffic and each packet is read
 //! once. Filters arrive compiled; this module only attaches them.
 
+use crate::merge::DirectionMerge;
+use crate::respond::Responder;
 use ossensor_shared::bpf::{self, BpfInsn, Side};
 use ossensor_shared::ipc::{push_record, CaptureStats};
 use ossensor_shared::pcapng::Direction;
-use crate::merge::DirectionMerge;
-use crate::respond::Responder;
 use pcap::{Active, Capture, Precision};
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -111,6 +111,9 @@ impl InterfaceCapture {
                     }
                     Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
                     Err(e) => {
+                        if let Some(r) = responder {
+                            r.flush();
+                        }
                         queue.appended(n - before);
                         self.forwarded += n as u64;
                         return (n, Some(format!("capture read failed: {e}")));
@@ -118,6 +121,10 @@ impl InterfaceCapture {
                 }
             }
             queue.appended(n - before);
+        }
+        // The enforcer takes segments a block at a time: the last ones now.
+        if let Some(r) = responder {
+            r.flush();
         }
         self.forwarded += n as u64;
         (n, None)

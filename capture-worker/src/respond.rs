@@ -9,12 +9,12 @@
 //! itself. For a flow that ends on this host, the supervisor is also asked
 //! to destroy the local socket (a RST on the wire never reaches it).
 
-use ossensor_shared::log::{self as slog, ACTIONS};
-use ossensor_shared::response::{Action, ActionStats, Enforcer, Injection, Reason};
-use ossensor_shared::signed_actions::{PublicKey, Refusal, SetVerifier, SignedSet};
-use ossensor_shared::tcpseg::{self, LINKTYPE_ETHERNET, RST};
 use ossensor_shared::log;
+use ossensor_shared::log::{self as slog, ACTIONS};
+use ossensor_shared::response::{Action, ActionStats, Enforcer, Injection, Reason, BATCH};
+use ossensor_shared::signed_actions::{PublicKey, Refusal, SetVerifier, SignedSet};
 use ossensor_shared::sockdiag;
+use ossensor_shared::tcpseg::{self, Segment, LINKTYPE_ETHERNET, RST};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -38,6 +38,9 @@ pub struct Responder {
     /// Refusals of sets, by kind, and when each was last logged.
     refused_logged: HashMap<&'static str, Instant>,
     linktype: i32,
+    /// Segments captured and not yet observed: they go to the enforcer a
+    /// block at a time (`flush`), whose look-ups then overlap.
+    pending: Vec<(u64, Segment)>,
     decided: Vec<Injection>,
     frame: Vec<u8>,
     interface: String,
@@ -63,9 +66,7 @@ impl LocalSockets {
         if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
             self.addresses = addrs
                 .filter_map(|a| a.address)
-                .filter_map(|s| {
-                    s.as_sockaddr_in().map(|v| IpAddr::from(v.ip())).or_else(|| s.as_sockaddr_in6().map(|v| IpAddr::from(v.ip())))
-                })
+                .filter_map(|s| s.as_sockaddr_in().map(|v| IpAddr::from(v.ip())).or_else(|| s.as_sockaddr_in6().map(|v| IpAddr::from(v.ip()))))
                 .collect();
         }
         self.refreshed = Instant::now();
@@ -98,13 +99,12 @@ impl LocalSockets {
         }
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         let mut answer = [0u8; 4];
-        let errno = if unsafe { libc::poll(&mut pfd, 1, DESTROY_WAIT_MS) } == 1
-            && unsafe { libc::recv(fd, answer.as_mut_ptr().cast(), 4, libc::MSG_DONTWAIT) } == 4
-        {
-            i32::from_ne_bytes(answer)
-        } else {
-            libc::ETIMEDOUT
-        };
+        let errno =
+            if unsafe { libc::poll(&mut pfd, 1, DESTROY_WAIT_MS) } == 1 && unsafe { libc::recv(fd, answer.as_mut_ptr().cast(), 4, libc::MSG_DONTWAIT) } == 4 {
+                i32::from_ne_bytes(answer)
+            } else {
+                libc::ETIMEDOUT
+            };
         Some(((local, remote), errno))
     }
 }
@@ -133,6 +133,7 @@ impl Responder {
             unverified: None,
             refused_logged: HashMap::new(),
             linktype,
+            pending: Vec::with_capacity(BATCH),
             decided: Vec::new(),
             frame: Vec::with_capacity(80),
             interface: interface.to_string(),
@@ -140,15 +141,28 @@ impl Responder {
         })
     }
 
-    /// One captured frame.
+    /// One captured frame: observed with the next ones, at the latest at
+    /// `flush` (which everything else here does first).
     pub fn observe(&mut self, ts_ns: u64, frame: &[u8]) {
         if let Some(seg) = tcpseg::parse(self.linktype, frame) {
-            self.enforcer.observe(ts_ns, &seg, &mut self.decided);
+            self.pending.push((ts_ns, seg));
+            if self.pending.len() == BATCH {
+                self.flush();
+            }
+        }
+    }
+
+    /// Observes the segments captured so far.
+    pub fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.enforcer.observe_batch(&self.pending, &mut self.decided);
+            self.pending.clear();
         }
     }
 
     /// The action key the supervisor pinned after this worker started.
     pub fn set_key(&mut self, now_ns: u64, key: PublicKey) {
+        self.flush();
         if self.verifier.key() != Some(key) {
             log!(ACTIONS, "{}: response actions are verified with the action key {key}", self.interface);
             self.verifier.set_key(key);
@@ -163,6 +177,7 @@ impl Responder {
     /// probing the known flows they cover) and missing ones cancelled. A
     /// refused set changes nothing.
     pub fn take_signed(&mut self, now_ns: u64, set: &SignedSet) {
+        self.flush();
         match self.verifier.accept(now_ns, set) {
             Ok(accepted) => {
                 log!(ACTIONS, "{}: action set version {} verified: {} in force", self.interface, accepted.version, accepted.actions.len());
@@ -214,6 +229,7 @@ impl Responder {
     }
 
     pub fn tick(&mut self, now_ns: u64) {
+        self.flush();
         if let Some(l) = self.local.as_mut().filter(|l| l.refreshed.elapsed() >= LOCAL_REFRESH) {
             l.refresh();
         }
@@ -228,6 +244,7 @@ impl Responder {
 
     /// Sends what the enforcer decided, with `inject`.
     pub fn send(&mut self, mut inject: impl FnMut(&[u8]) -> Result<(), String>) {
+        self.flush();
         // Local sockets first: destroyed before our packets reach a peer.
         let matched: Vec<_> = self.enforcer.take_matched().collect();
         if let Some(l) = self.local.as_mut() {
