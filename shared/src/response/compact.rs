@@ -130,22 +130,37 @@ impl Record {
     /// A new flow after its first segment (not a RST), from end `from`:
     /// what `encode` makes of `Flow::new` after `learn_segment`, built
     /// directly (most of a flood is this).
+    #[inline(always)]
     pub fn first(id: &FlowId, seg: &Segment, from: usize, seen: u32) -> Record {
-        let mut r = Record { meta: id.meta, vlan: id.vlan, ports: id.ports, seen, addrs: id.addrs, ..Record::default() };
-        let to = 1 - from;
-        let mut sender = SRC;
-        if seg.has(ACK) {
-            sender |= RCV;
-            r.rcv_nxt[from] = seg.ack;
-            if !seg.has(SYN) {
-                sender |= ACKED;
-            }
-        }
-        r.meta |= end_bits(from, sender) | end_bits(to, ADDRESSED | RCV);
-        r.macs[from] = seg.src_mac;
-        r.macs[to] = seg.dst_mac;
-        r.rcv_nxt[to] = seg.end_seq();
+        let mut r = Record::default();
+        r.set_first(id, seg, from, seen);
         r
+    }
+
+    /// Becomes `first(..)`, written in place: built elsewhere and copied,
+    /// the record's stores at an index (`from`) and the copy's wide loads
+    /// defeated store forwarding, which cost more than the rest.
+    #[inline(always)]
+    fn set_first(&mut self, id: &FlowId, seg: &Segment, from: usize, seen: u32) {
+        let ack = seg.has(ACK);
+        let sender = SRC | if ack { RCV } else { 0 } | if ack && !seg.has(SYN) { ACKED } else { 0 };
+        let (sender_rcv, receiver_rcv) = (if ack { seg.ack } else { 0 }, seg.end_seq());
+        let receiver = ADDRESSED | RCV;
+        let (bits, rcv_nxt) = if from == 0 {
+            (end_bits(0, sender) | end_bits(1, receiver), [sender_rcv, receiver_rcv])
+        } else {
+            (end_bits(0, receiver) | end_bits(1, sender), [receiver_rcv, sender_rcv])
+        };
+        self.meta = id.meta | bits;
+        self.vlan = id.vlan;
+        self.ports = id.ports;
+        self.seen = seen;
+        self.rcv_nxt = rcv_nxt;
+        // Each MAC straight from the segment (an array of both, built
+        // first, was read back before its stores had landed).
+        self.macs[from] = seg.src_mac;
+        self.macs[1 - from] = seg.dst_mac;
+        self.addrs = id.addrs;
     }
 
     /// The flow this record holds, last seen (or closed) at `seen_ns`.
@@ -287,6 +302,14 @@ impl CompactTable {
     /// The flow's last time as nanoseconds, at `now_ns`.
     pub fn seen_ns(&self, r: &Record, now_ns: u64) -> u64 {
         now_ns.saturating_sub(self.age_ns(r, now_ns))
+    }
+
+    /// Stores the record of a new flow after its first segment (`first`).
+    #[inline(always)]
+    pub fn store_first(&mut self, at: Place, id: &FlowId, seg: &Segment, from: usize, seen: u32) {
+        let r = &mut self.sets[at.set].0[at.way];
+        self.len += (r.meta & VALID == 0) as usize;
+        r.set_first(id, seg, from, seen);
     }
 
     pub fn store(&mut self, at: Place, r: Record) {
