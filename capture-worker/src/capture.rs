@@ -103,10 +103,10 @@ impl InterfaceCapture {
                             }
                             h.discard_before_ns = u64::MAX;
                         }
+                        push_record(batch, ts, p.header.len, p.data, dir);
                         if let Some(r) = responder.as_deref_mut() {
                             r.observe(ts, p.data);
                         }
-                        push_record(batch, ts, p.header.len, p.data, dir);
                         n += 1;
                     }
                     Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,

@@ -11,10 +11,10 @@
 
 use ossensor_shared::log;
 use ossensor_shared::log::{self as slog, ACTIONS};
-use ossensor_shared::response::{Action, ActionStats, Enforcer, Injection, Reason, BATCH};
+use ossensor_shared::response::{Action, ActionStats, Enforcer, Injection, Prepared, Reason, BATCH};
 use ossensor_shared::signed_actions::{PublicKey, Refusal, SetVerifier, SignedSet};
 use ossensor_shared::sockdiag;
-use ossensor_shared::tcpseg::{self, Segment, LINKTYPE_ETHERNET, RST};
+use ossensor_shared::tcpseg::{self, LINKTYPE_ETHERNET, RST};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -38,9 +38,10 @@ pub struct Responder {
     /// Refusals of sets, by kind, and when each was last logged.
     refused_logged: HashMap<&'static str, Instant>,
     linktype: i32,
-    /// Segments captured and not yet observed: they go to the enforcer a
-    /// block at a time (`flush`), whose look-ups then overlap.
-    pending: Vec<(u64, Segment)>,
+    /// Segments captured and prepared (their flows' hashes computed and
+    /// the look-ups' cache lines requested), not yet observed: observed a
+    /// block at a time (`flush`), by when those lines have come.
+    pending: Vec<Prepared>,
     decided: Vec<Injection>,
     frame: Vec<u8>,
     interface: String,
@@ -141,11 +142,11 @@ impl Responder {
         })
     }
 
-    /// One captured frame: observed with the next ones, at the latest at
-    /// `flush` (which everything else here does first).
+    /// One captured frame: prepared now, observed with the next ones, at
+    /// the latest at `flush` (which everything else here does first).
     pub fn observe(&mut self, ts_ns: u64, frame: &[u8]) {
         if let Some(seg) = tcpseg::parse(self.linktype, frame) {
-            self.pending.push((ts_ns, seg));
+            self.pending.push(self.enforcer.prepare(ts_ns, &seg));
             if self.pending.len() == BATCH {
                 self.flush();
             }
@@ -155,7 +156,9 @@ impl Responder {
     /// Observes the segments captured so far.
     pub fn flush(&mut self) {
         if !self.pending.is_empty() {
-            self.enforcer.observe_batch(&self.pending, &mut self.decided);
+            for p in &self.pending {
+                self.enforcer.observe_prepared(p, &mut self.decided);
+            }
             self.pending.clear();
         }
     }

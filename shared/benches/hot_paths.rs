@@ -15,7 +15,7 @@ use ossensor_shared::auth::{self, RequestMeta};
 use ossensor_shared::chunk;
 use ossensor_shared::pcapng::{Direction, SectionWriter};
 use ossensor_shared::response::{Action, Enforcer, Target};
-use ossensor_shared::tcpseg::{Segment, ACK, SYN};
+use ossensor_shared::tcpseg::{self, Outgoing, Segment, ACK, LINKTYPE_ETHERNET, SYN};
 use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -275,6 +275,22 @@ fn bench_observe(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+
+    // What the capture-worker does per captured frame before the look-up:
+    // parse the TCP segment out of the frame.
+    let mut g = c.benchmark_group("segment_in");
+    let frames: Vec<Vec<u8>> = segments[..1024]
+        .iter()
+        .map(|s| {
+            let o = Outgoing { src_mac: s.src_mac, dst_mac: s.dst_mac, vlan: None, src: s.src, dst: s.dst, seq: s.seq, ack: s.ack, flags: s.flags, ip_id: 1 };
+            let mut f = Vec::new();
+            tcpseg::build(&o, &mut f).unwrap();
+            f
+        })
+        .collect();
+    g.throughput(Throughput::Elements(frames.len() as u64));
+    g.bench_function("parse", |b| b.iter(|| frames.iter().filter_map(|f| tcpseg::parse(LINKTYPE_ETHERNET, black_box(f))).count()));
     g.finish();
 
     let mut g = c.benchmark_group("flow_hash");

@@ -336,6 +336,16 @@ pub struct Enforcer {
     reprobe: VecDeque<(Slot, u64, u64)>,
 }
 
+/// A segment `Enforcer::prepare` made ready for `observe_prepared`.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared {
+    now_ns: u64,
+    seg: Segment,
+    id: FlowId,
+    from: usize,
+    hash: u64,
+}
+
 /// What building a frame needs besides the flow: the source MAC, the IP id
 /// counter and the rate limit.
 struct Sender<'a> {
@@ -580,6 +590,25 @@ impl Enforcer {
                 self.observe_keyed(*now_ns, seg, id, from, hash, out);
             }
         }
+    }
+
+    /// The first half of `observe`: the segment's flow id and keyed hash,
+    /// and a request for the cache lines its look-up will read. A caller
+    /// with other work per segment (the capture-worker reads its rings)
+    /// prepares each segment as it comes and observes them a block later
+    /// (`observe_prepared`, in order): the misses are then over by the
+    /// time the look-ups run.
+    #[inline]
+    pub fn prepare(&self, now_ns: u64, seg: &Segment) -> Prepared {
+        let (id, from) = FlowId::of(seg);
+        let hash = self.flows.hash(&id);
+        self.prefetch_for(hash);
+        Prepared { now_ns, seg: *seg, id, from, hash }
+    }
+
+    /// The second half of `observe`, for segments `prepare`d in order.
+    pub fn observe_prepared(&mut self, p: &Prepared, out: &mut Vec<Injection>) {
+        self.observe_keyed(p.now_ns, &p.seg, p.id, p.from, p.hash, out);
     }
 
     #[inline]

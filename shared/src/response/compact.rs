@@ -130,7 +130,7 @@ impl Record {
     /// A new flow after its first segment (not a RST), from end `from`:
     /// what `encode` makes of `Flow::new` after `learn_segment`, built
     /// directly (most of a flood is this).
-    #[inline(always)]
+    #[cfg(test)]
     pub fn first(id: &FlowId, seg: &Segment, from: usize, seen: u32) -> Record {
         let mut r = Record::default();
         r.set_first(id, seg, from, seen);
