@@ -1457,6 +1457,48 @@ mod tests {
             }
         }
 
+        /// Segments observed a block at a time (`observe_batch`, or
+        /// `prepare` then `observe_prepared`) give what observing them one
+        /// by one gives. Two flows at most, which a set of the compact
+        /// table always holds both of (the enforcers' hash keys differ).
+        #[test]
+        fn batched_and_prepared_segments_are_observed_as_one_by_one(segs in proptest::collection::vec(
+            (any::<bool>(), any::<u32>(), any::<u32>(), 0u8..0x20, 0u32..2000, any::<bool>()), 1..80), action_at in 0usize..80) {
+            let mut one = Enforcer::new(SENSOR, 1000);
+            let mut batched = Enforcer::new(SENSOR, 1000);
+            let mut prepared = Enforcer::new(SENSOR, 1000);
+            let (mut o1, mut o2, mut o3) = (Vec::new(), Vec::new(), Vec::new());
+            let segs: Vec<(u64, Segment)> = segs.into_iter().enumerate().map(|(i, (from_client, seq, ack, flags, len, other_port))| {
+                let mut s = seg(from_client, seq, ack, flags, len);
+                if other_port {
+                    if from_client { s.dst.1 = 7001 } else { s.src.1 = 7001 }
+                }
+                (i as u64 * 1000, s)
+            }).collect();
+            let action = block_port(1, u64::MAX);
+            let (before, after) = segs.split_at(action_at.min(segs.len()));
+            for part in [before, after] {
+                for (now, s) in part {
+                    one.observe(*now, s, &mut o1);
+                }
+                batched.observe_batch(part, &mut o2);
+                let ready: Vec<Prepared> = part.iter().map(|(now, s)| prepared.prepare(*now, s)).collect();
+                for p in &ready {
+                    prepared.observe_prepared(p, &mut o3);
+                }
+                if part.as_ptr() == before.as_ptr() {
+                    let now = before.last().map_or(0, |x| x.0);
+                    for (e, out) in [(&mut one, &mut o1), (&mut batched, &mut o2), (&mut prepared, &mut o3)] {
+                        e.apply(now, action, out).unwrap();
+                    }
+                }
+            }
+            prop_assert_eq!(&o1, &o2);
+            prop_assert_eq!(&o1, &o3);
+            prop_assert_eq!((one.flows(), one.confirmed_flows()), (batched.flows(), batched.confirmed_flows()));
+            prop_assert_eq!((one.flows(), one.confirmed_flows()), (prepared.flows(), prepared.confirmed_flows()));
+        }
+
         /// Whatever the traffic, every reset goes to an end of a matching
         /// flow at a number that end itself revealed (its ack) or that its
         /// peer's segment ends at, and never to an unrelated flow.
