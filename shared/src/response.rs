@@ -16,14 +16,22 @@
 //! connection opened. One forged frame cannot steer a reset elsewhere; at
 //! worst it makes the enforcer send nothing to that end.
 //!
-//! The work per segment is bounded whatever the traffic: the flow table
-//! (`flows`) finds, inserts and evicts in O(1) and keeps connections apart
-//! from unconfirmed flows, so a flood of new 4-tuples cannot push them out;
-//! the actions are indexed (`actions`) and each flow remembers which one
-//! covers it until the set changes; `tick` pops list tails and a queue of
-//! due probes, a bounded number each time. With no action in force a
-//! segment costs one look-up in the table and no matching at all. Frames
-//! sent are limited to `INJECT_PER_S` a second (`rate`).
+//! The work per segment is bounded whatever the traffic. New flows go to a
+//! compact table (`compact`: a 64-byte record each, in sets of two, no
+//! index, no list), where a flood of new 4-tuples stays: a segment of it
+//! costs one index bucket and one set, two cache lines. A flow moves to
+//! the full table (`flows`, bounded two-tier LRU, O(1) find, insert,
+//! evict) once it is confirmed (both ends acknowledged something) or an
+//! action has something to do with it, so a flood cannot push out
+//! connections. The actions are indexed (`actions`) and each flow of the
+//! full table remembers which one covers it until the set changes; `tick`
+//! pops list tails, a bounded part of the compact table and a queue of due
+//! probes, a bounded number each time. With no action in force a segment
+//! costs two look-ups and no matching at all. Frames sent are limited to
+//! `INJECT_PER_S` a second (`rate`). `prepare` (hash, cache lines
+//! requested) and `observe_prepared` split `observe` for a caller that can
+//! do other work in between, so the look-ups' cache misses are over by the
+//! time they run.
 //!
 //! The caller feeds every TCP segment (`observe`), the actions (`apply`,
 //! `cancel`) and the clock (`tick`), and sends what comes out. Nothing here

@@ -6,8 +6,9 @@
 //! attacker who picks them must not be able to make them collide.
 //!
 //! Two tiers, each with its own bound and LRU order: unconfirmed flows
-//! (anything new, cheap churn) and confirmed flows (the caller confirms a
-//! flow once both ends really talked). A flood of new 4-tuples churns the
+//! (those the enforcer could not keep in its compact table: acted on, or
+//! with disagreeing MACs) and confirmed flows (the caller confirms a flow
+//! once both ends really talked). A flood of new 4-tuples churns the
 //! unconfirmed tier only, so it cannot evict a confirmed connection. Each
 //! tier has two intrusive doubly linked lists: live flows, most recently
 //! seen first, and closed flows (a RST went by), most recently closed
