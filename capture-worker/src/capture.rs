@@ -103,14 +103,17 @@ impl InterfaceCapture {
                             }
                             h.discard_before_ns = u64::MAX;
                         }
+                        push_record(batch, ts, p.header.len, p.data, dir);
                         if let Some(r) = responder.as_deref_mut() {
                             r.observe(ts, p.data);
                         }
-                        push_record(batch, ts, p.header.len, p.data, dir);
                         n += 1;
                     }
                     Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
                     Err(e) => {
+                        if let Some(r) = responder {
+                            r.flush();
+                        }
                         queue.appended(n - before);
                         self.forwarded += n as u64;
                         return (n, Some(format!("capture read failed: {e}")));
@@ -118,6 +121,10 @@ impl InterfaceCapture {
                 }
             }
             queue.appended(n - before);
+        }
+        // The enforcer takes segments a block at a time: the last ones now.
+        if let Some(r) = responder {
+            r.flush();
         }
         self.forwarded += n as u64;
         (n, None)

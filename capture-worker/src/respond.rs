@@ -11,7 +11,7 @@
 
 use ossensor_host::log;
 use ossensor_host::log::{self as slog, ACTIONS};
-use ossensor_shared::response::{Action, ActionStats, Enforcer, Injection, Reason};
+use ossensor_shared::response::{Action, ActionStats, Enforcer, Injection, Prepared, Reason, BATCH};
 use ossensor_shared::signed_actions::{PublicKey, Refusal, SetVerifier, SignedSet};
 use ossensor_shared::sockdiag;
 use ossensor_shared::tcpseg::{self, LINKTYPE_ETHERNET, RST};
@@ -20,8 +20,9 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// Flows remembered per interface (for quiet connections): about 100 bytes
-/// each.
+/// Connections remembered per interface (for quiet connections), and a
+/// quarter as many unconfirmed flows: about 29 MB in all (docs/protocol.md
+/// 1.11, "Flow tracking").
 const MAX_FLOWS: usize = 65_536;
 /// How often the host's own addresses are read again.
 const LOCAL_REFRESH: Duration = Duration::from_secs(5);
@@ -38,6 +39,10 @@ pub struct Responder {
     /// Refusals of sets, by kind, and when each was last logged.
     refused_logged: HashMap<&'static str, Instant>,
     linktype: i32,
+    /// Segments captured and prepared (their flows' hashes computed and
+    /// the look-ups' cache lines requested), not yet observed: observed a
+    /// block at a time (`flush`), by when those lines have come.
+    pending: Vec<Prepared>,
     decided: Vec<Injection>,
     frame: Vec<u8>,
     interface: String,
@@ -125,11 +130,12 @@ impl Responder {
             l
         });
         Some(Responder {
-            enforcer: Enforcer::new(own_mac, MAX_FLOWS),
+            enforcer: Enforcer::with_advice(own_mac, MAX_FLOWS, ossensor_host::random_key(), huge_pages),
             verifier: SetVerifier::new(key),
             unverified: None,
             refused_logged: HashMap::new(),
             linktype,
+            pending: Vec::with_capacity(BATCH),
             decided: Vec::new(),
             frame: Vec::with_capacity(80),
             interface: interface.to_string(),
@@ -137,15 +143,30 @@ impl Responder {
         })
     }
 
-    /// One captured frame.
+    /// One captured frame: prepared now, observed with the next ones, at
+    /// the latest at `flush` (which everything else here does first).
     pub fn observe(&mut self, ts_ns: u64, frame: &[u8]) {
         if let Some(seg) = tcpseg::parse(self.linktype, frame) {
-            self.enforcer.observe(ts_ns, &seg, &mut self.decided);
+            self.pending.push(self.enforcer.prepare(ts_ns, &seg));
+            if self.pending.len() == BATCH {
+                self.flush();
+            }
+        }
+    }
+
+    /// Observes the segments captured so far.
+    pub fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            for p in &self.pending {
+                self.enforcer.observe_prepared(p, &mut self.decided);
+            }
+            self.pending.clear();
         }
     }
 
     /// The action key the supervisor pinned after this worker started.
     pub fn set_key(&mut self, now_ns: u64, key: PublicKey) {
+        self.flush();
         if self.verifier.key() != Some(key) {
             log!(ACTIONS, "{}: response actions are verified with the action key {key}", self.interface);
             self.verifier.set_key(key);
@@ -160,6 +181,7 @@ impl Responder {
     /// probing the known flows they cover) and missing ones cancelled. A
     /// refused set changes nothing.
     pub fn take_signed(&mut self, now_ns: u64, set: &SignedSet) {
+        self.flush();
         match self.verifier.accept(now_ns, set) {
             Ok(accepted) => {
                 log!(ACTIONS, "{}: action set version {} verified: {} in force", self.interface, accepted.version, accepted.actions.len());
@@ -211,6 +233,7 @@ impl Responder {
     }
 
     pub fn tick(&mut self, now_ns: u64) {
+        self.flush();
         if let Some(l) = self.local.as_mut().filter(|l| l.refreshed.elapsed() >= LOCAL_REFRESH) {
             l.refresh();
         }
@@ -225,6 +248,7 @@ impl Responder {
 
     /// Sends what the enforcer decided, with `inject`.
     pub fn send(&mut self, mut inject: impl FnMut(&[u8]) -> Result<(), String>) {
+        self.flush();
         // Local sockets first: destroyed before our packets reach a peer.
         let matched: Vec<_> = self.enforcer.take_matched().collect();
         if let Some(l) = self.local.as_mut() {
@@ -274,4 +298,12 @@ fn interface_mac(interface: &str) -> Option<[u8; 6]> {
         *b = u8::from_str_radix(parts.next()?, 16).ok()?;
     }
     Some(mac)
+}
+
+/// The enforcer's large tables on huge pages where the kernel gives them
+/// (each random read of a 4 KiB-paged table also misses the TLB).
+fn huge_pages(memory: &mut [std::mem::MaybeUninit<u8>]) {
+    // SAFETY: advice on memory the enforcer just allocated and owns; its
+    // only effect is which pages back it. Refused (THP off): ordinary pages.
+    unsafe { libc::madvise(memory.as_mut_ptr().cast(), memory.len(), libc::MADV_HUGEPAGE) };
 }

@@ -9,7 +9,7 @@ use ossensor_shared::response::{Action, Enforcer, Target};
 use ossensor_shared::tcpseg::{build, parse, LINKTYPE_ETHERNET};
 
 fuzz_target!(|data: &[u8]| {
-    let mut e = Enforcer::new([2, 0, 0, 0, 0, 0xfe], 64);
+    let mut e = Enforcer::new([2, 0, 0, 0, 0, 0xfe], 64, [7, 11]);
     let mut out = Vec::new();
     let mut frame = Vec::new();
     // The input is several frames, each prefixed by a one-byte length.

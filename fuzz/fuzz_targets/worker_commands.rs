@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     let piece = (u16::from_le_bytes([data[0], data[1]]) as usize % 65536).max(1);
     let stream = &data[2..];
     let mut decoder = FrameDecoder::new();
-    let mut enforcer = Enforcer::new([2, 0, 0, 0, 0, 1], 64);
+    let mut enforcer = Enforcer::new([2, 0, 0, 0, 0, 1], 64, [7, 11]);
     let mut out = Vec::new();
     let mut now: u64 = 1_800_000_000_000_000_000;
     // A valid Ed25519 point (the key of an all-zero seed): signatures by

@@ -4,7 +4,7 @@
 //!
 //! - [`log`]: the level-based log every process writes, and the syslog audit trail.
 //! - [`clock`]: the time, for callers of the core.
-//! - [`nonce`]: a request's random nonce.
+//! - [`nonce`], [`random_key`]: random numbers the core takes as inputs.
 //! - [`privileges`]: this process's uids and capability sets, read from /proc and audited.
 //! - [`child`]: a child's start: its configuration from standard input.
 //! - [`seqpacket`]: the control channels' datagrams, each carrying a descriptor.
@@ -22,4 +22,12 @@ pub fn nonce() -> String {
     let mut b = [0u8; 16];
     getrandom::getrandom(&mut b).expect("the kernel's random source");
     hex::encode(b)
+}
+
+/// A random 128-bit key (a keyed hash's: whoever chooses what is hashed
+/// must not know it).
+pub fn random_key() -> [u64; 2] {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).expect("the kernel's random source");
+    [u64::from_le_bytes(b[..8].try_into().expect("8 bytes")), u64::from_le_bytes(b[8..].try_into().expect("8 bytes"))]
 }

@@ -16,32 +16,45 @@
 //! connection opened. One forged frame cannot steer a reset elsewhere; at
 //! worst it makes the enforcer send nothing to that end.
 //!
-//! The work per segment is bounded whatever the traffic: the flow table
-//! (`flows`) finds, inserts and evicts in O(1) and keeps connections apart
-//! from unconfirmed flows, so a flood of new 4-tuples cannot push them out;
-//! the actions are indexed (`actions`) and each flow remembers which one
-//! covers it until the set changes; `tick` pops list tails and a queue of
-//! due probes, a bounded number each time. With no action in force a
-//! segment costs one look-up in the table and no matching at all. Frames
-//! sent are limited to `INJECT_PER_S` a second (`rate`).
+//! The work per segment is bounded whatever the traffic. New flows go to a
+//! compact table (`compact`: a 64-byte record each, in sets of two, no
+//! index, no list), where a flood of new 4-tuples stays: a segment of it
+//! costs one index bucket and one set, two cache lines. A flow moves to
+//! the full table (`flows`, bounded two-tier LRU, O(1) find, insert,
+//! evict) once it is confirmed (both ends acknowledged something) or an
+//! action has something to do with it, so a flood cannot push out
+//! connections. The actions are indexed (`actions`) and each flow of the
+//! full table remembers which one covers it until the set changes; `tick`
+//! pops list tails, a bounded part of the compact table and a queue of due
+//! probes, a bounded number each time. With no action in force a segment
+//! costs two look-ups and no matching at all. Frames sent are limited to
+//! `INJECT_PER_S` a second (`rate`). `prepare` (hash, cache lines
+//! requested) and `observe_prepared` split `observe` for a caller that can
+//! do other work in between, so the look-ups' cache misses are over by the
+//! time they run.
 //!
 //! The caller feeds every TCP segment (`observe`), the actions (`apply`,
 //! `cancel`) and the clock (`tick`), and sends what comes out. Nothing here
 //! sends, reads a clock or allocates per segment.
 
 mod actions;
+mod compact;
 mod flows;
+pub mod huge;
+mod index;
 mod rate;
+mod sip;
 
 pub use actions::{Refused, MAX_ACTIONS};
 
 use crate::tcpseg::{seq_after, Outgoing, Segment, ACK, RST, SYN};
 use actions::ActionSet;
-use flows::{FlowTable, ListId, Slot, Tier};
+use compact::{CompactTable, Place, Record};
+use flows::{FlowTable, KeyHasher, ListId, Slot, Tier};
 use rate::TokenBucket;
 use serde::{Deserialize, Serialize};
+use sip::Sip13;
 use std::collections::{BTreeMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 /// One side of a block: an address and, optionally, a port.
@@ -117,37 +130,78 @@ pub struct Injection {
     pub segment: Outgoing,
 }
 
-/// A flow, canonically ordered (lower endpoint first) so both directions
-/// find the same entry.
+/// A flow's ends (lower endpoint first) and VLAN, as frames and actions
+/// need them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlowKey {
     vlan: Option<u16>,
     ends: [(IpAddr, u16); 2],
 }
 
-/// One write of 40 bytes (IPv4 as IPv4-mapped IPv6): SipHash costs less
-/// on one buffer than on a dozen small writes.
-impl Hash for FlowKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        let mut b = [0u8; 40];
-        if let Some(v) = self.vlan {
-            b[0] = 1;
-            b[1..3].copy_from_slice(&v.to_be_bytes());
-        }
-        for (i, (ip, port)) in self.ends.iter().enumerate() {
-            let at = 4 + i * 18;
-            let octets = match ip {
-                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                IpAddr::V6(v6) => v6.octets(),
-            };
-            b[at..at + 16].copy_from_slice(&octets);
-            b[at + 16..at + 18].copy_from_slice(&port.to_be_bytes());
-        }
-        h.write(&b);
+/// A flow as the tables know it: its 4-tuple and VLAN in a fixed layout,
+/// canonically ordered (lower endpoint first) so both directions find the
+/// same entry, compared whole and hashed as bytes: 16 for IPv4, 40 else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FlowId {
+    /// compact::VALID, and which addresses are IPv6, whether a VLAN is
+    /// there (the key bits of a compact record's `meta`).
+    meta: u16,
+    vlan: u16,
+    ports: [u16; 2],
+    /// As numbers (an IPv4 address in the low 32 bits).
+    addrs: [u128; 2],
+}
+
+impl FlowId {
+    /// The flow of `seg`, and which of its ends sent it.
+    #[inline(always)]
+    fn of(seg: &Segment) -> (FlowId, usize) {
+        let end = |(ip, port): (IpAddr, u16)| match ip {
+            IpAddr::V4(v4) => (false, u32::from(v4) as u128, port),
+            IpAddr::V6(v6) => (true, u128::from(v6), port),
+        };
+        // Ordered as (IpAddr, port) orders: IPv4 first, then by address
+        // and port.
+        let (s, d) = (end(seg.src), end(seg.dst));
+        let (lo, hi, from) = if s <= d { (s, d, 0) } else { (d, s, 1) };
+        let meta = compact::VALID
+            | if lo.0 { compact::V6_0 } else { 0 }
+            | if hi.0 { compact::V6_1 } else { 0 }
+            | if seg.vlan.is_some() { compact::HAS_VLAN } else { 0 };
+        (FlowId { meta, vlan: seg.vlan.unwrap_or(0), ports: [lo.2, hi.2], addrs: [lo.1, hi.1] }, from)
+    }
+
+    fn key(&self) -> FlowKey {
+        let ip = |i: usize, v6: u16| -> IpAddr {
+            if self.meta & v6 != 0 {
+                std::net::Ipv6Addr::from(self.addrs[i]).into()
+            } else {
+                std::net::Ipv4Addr::from(self.addrs[i] as u32).into()
+            }
+        };
+        let vlan = (self.meta & compact::HAS_VLAN != 0).then_some(self.vlan);
+        FlowKey { vlan, ends: [(ip(0, compact::V6_0), self.ports[0]), (ip(1, compact::V6_1), self.ports[1])] }
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// Hashed as its words: 2 for IPv4 (16 bytes), 5 else (40 bytes).
+impl KeyHasher<FlowId> for Sip13 {
+    fn keyed(key: [u64; 2]) -> Self {
+        Sip13::new(key)
+    }
+    #[inline(always)]
+    fn hash_key(&self, id: &FlowId) -> u64 {
+        let head = id.meta as u64 | (id.vlan as u64) << 16 | (id.ports[0] as u64) << 32 | (id.ports[1] as u64) << 48;
+        let [a, b] = id.addrs;
+        if id.meta & (compact::V6_0 | compact::V6_1) == 0 {
+            self.hash_words(&[head, a as u64 | (b as u64) << 32])
+        } else {
+            self.hash_words(&[head, a as u64, (a >> 64) as u64, b as u64, (b >> 64) as u64])
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct End {
     /// The source MAC of this end's own frames (the host itself or its
     /// router on this segment), first seen since the connection opened.
@@ -249,6 +303,12 @@ pub const INJECT_PER_S: u64 = 2_000;
 pub const INJECT_BURST: u64 = 2_000;
 /// Unconfirmed flows kept, as a share of `max_flows`: a quarter.
 const UNCONFIRMED_SHARE: usize = 4;
+/// Segments whose keys and hashes `observe_batch` computes together.
+pub const BATCH: usize = 32;
+/// How many segments ahead `observe_batch` requests the cache lines of
+/// the look-ups: enough to overlap their misses, few enough that the
+/// requests do not queue (measured: 8 to 16 best, 32 and 4 worse).
+const PREFETCH_AHEAD: usize = 12;
 /// At most this many flows leave each list per `tick`, and this many due
 /// probes are looked at: the work of a tick is bounded.
 const EXPIRE_PER_TICK: usize = 256;
@@ -268,7 +328,13 @@ pub struct Matched {
 pub struct Enforcer {
     own_mac: [u8; 6],
     matched: Vec<Matched>,
-    flows: FlowTable<FlowKey, Flow>,
+    /// Confirmed flows, and unconfirmed ones that an action acted on or
+    /// whose MACs disagree.
+    flows: FlowTable<FlowId, Flow, Sip13>,
+    /// Every other unconfirmed flow, compact (most of a flood).
+    compact: CompactTable,
+    /// `observe_batch`'s keys and hashes (capacity BATCH, never grows).
+    batch: Vec<(FlowId, usize, u64)>,
     actions: ActionSet,
     stats: BTreeMap<u64, ActionStats>,
     ip_id: u16,
@@ -276,6 +342,16 @@ pub struct Enforcer {
     /// Probed flows, (slot, entry id, when due), roughly in due order; one
     /// entry per flow at most.
     reprobe: VecDeque<(Slot, u64, u64)>,
+}
+
+/// A segment `Enforcer::prepare` made ready for `observe_prepared`.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared {
+    now_ns: u64,
+    seg: Segment,
+    id: FlowId,
+    from: usize,
+    hash: u64,
 }
 
 /// What building a frame needs besides the flow: the source MAC, the IP id
@@ -305,16 +381,29 @@ impl Enforcer {
     /// `own_mac`: the interface's MAC, the source of everything sent.
     /// `max_flows`: connections remembered (confirmed flows); a quarter as
     /// many unconfirmed flows on top.
-    pub fn new(own_mac: [u8; 6], max_flows: usize) -> Enforcer {
-        Enforcer::with_tiers(own_mac, max_flows, max_flows / UNCONFIRMED_SHARE)
+    /// `hash_key`: the flow tables' hash key, which the shell draws at
+    /// random (whoever chooses 4-tuples must not know it).
+    pub fn new(own_mac: [u8; 6], max_flows: usize, hash_key: [u64; 2]) -> Enforcer {
+        Enforcer::with_tiers(own_mac, max_flows, max_flows / UNCONFIRMED_SHARE, hash_key, huge::no_advice)
     }
 
-    /// Both bounds chosen (each at least 1).
-    pub fn with_tiers(own_mac: [u8; 6], confirmed: usize, unconfirmed: usize) -> Enforcer {
+    /// As [`Enforcer::new`], with the shell's advice on the large tables'
+    /// memory (huge pages: see `huge`).
+    pub fn with_advice(own_mac: [u8; 6], max_flows: usize, hash_key: [u64; 2], advise: huge::Advice) -> Enforcer {
+        Enforcer::with_tiers(own_mac, max_flows, max_flows / UNCONFIRMED_SHARE, hash_key, advise)
+    }
+
+    /// Both bounds chosen (each at least 1). Unconfirmed flows: `unconfirmed`
+    /// compact records (rounded down to a power of two, at least 2), and as
+    /// many full entries for those an action acted on.
+    pub fn with_tiers(own_mac: [u8; 6], confirmed: usize, unconfirmed: usize, hash_key: [u64; 2], advise: huge::Advice) -> Enforcer {
+        let compact = CompactTable::new(unconfirmed, advise);
         Enforcer {
             own_mac,
             matched: Vec::new(),
-            flows: FlowTable::new(unconfirmed, confirmed),
+            flows: FlowTable::new(compact.capacity(), confirmed, hash_key, advise),
+            compact,
+            batch: Vec::with_capacity(BATCH),
             actions: ActionSet::new(),
             stats: BTreeMap::new(),
             ip_id: 1,
@@ -336,9 +425,9 @@ impl Enforcer {
         &self.stats
     }
 
-    /// Flows remembered, both tiers.
+    /// Flows remembered, confirmed or not.
     pub fn flows(&self) -> usize {
-        self.flows.len()
+        self.flows.len() + self.compact.len()
     }
 
     /// Flows whose two ends both talked (the tier a flood cannot evict).
@@ -368,44 +457,74 @@ impl Enforcer {
             .flows
             .slots()
             .filter(|&s| {
-                let k = self.flows.key(s);
+                let k = self.flows.key(s).key();
                 !self.flows.is_closed(s) && action.target.matches(k.ends[0], k.ends[1])
             })
             .collect();
         for slot in slots {
-            // Reset at once at the numbers last seen (exact unless the flow
-            // moved since), and probe: if they were stale, the answers to
-            // the probes give the exact ones.
-            let confirmed = self.flows.tier(slot) == Tier::Confirmed;
-            let (own_mac, ip_id, bucket) = (self.own_mac, &mut self.ip_id, &mut self.bucket);
-            let mut tx = Sender { own_mac, ip_id, bucket, now_ns };
-            let (key, flow) = self.flows.entry_mut(slot);
-            let key = *key;
-            flow.reset_by = None;
-            flow.rsts = 0;
-            if confirmed {
-                flow.matched_by = Some(action.id);
-                self.matched.push(Matched { action: action.id, ends: key.ends });
-            }
-            let stats = self.stats.entry(action.id).or_default();
-            let mut sent = 0;
-            for to in 0..2 {
-                if let Some(seq) = flow.ends[to].rcv_nxt {
-                    if let Some(o) = rst(flow, &key, to, seq, 0, RST, &mut tx, stats) {
-                        out.push(Injection { action: action.id, reason: Reason::Reset, segment: o });
-                        sent += 1;
-                    }
-                }
-            }
-            flow.rsts += sent;
-            stats.resets_sent += sent as u64;
-            if sent == 2 {
-                flow.reset_by = Some(action.id);
-                stats.connections_reset += 1;
-            }
-            self.probe(now_ns, slot, action.id, out);
+            self.apply_to(now_ns, slot, action, out);
+        }
+        // Compact flows it covers move to the full table (what an action
+        // does to a flow is more than a record holds), one at a time: one
+        // moved in may push out another moved in before, never one not
+        // yet acted on.
+        let covered: Vec<Place> = self
+            .compact
+            .open_places(now_ns)
+            .filter(|&at| {
+                let k = self.compact.get(at).id().key();
+                action.target.matches(k.ends[0], k.ends[1])
+            })
+            .collect();
+        for at in covered {
+            let slot = self.promote(at, now_ns);
+            self.apply_to(now_ns, slot, action, out);
         }
         Ok(())
+    }
+
+    /// Resets the flow at `slot` at once at the numbers last seen (exact
+    /// unless the flow moved since), and probes it: if they were stale, the
+    /// answers to the probes give the exact ones.
+    fn apply_to(&mut self, now_ns: u64, slot: Slot, action: Action, out: &mut Vec<Injection>) {
+        let confirmed = self.flows.tier(slot) == Tier::Confirmed;
+        let (own_mac, ip_id, bucket) = (self.own_mac, &mut self.ip_id, &mut self.bucket);
+        let mut tx = Sender { own_mac, ip_id, bucket, now_ns };
+        let (id, flow) = self.flows.entry_mut(slot);
+        let key = id.key();
+        flow.reset_by = None;
+        flow.rsts = 0;
+        if confirmed {
+            flow.matched_by = Some(action.id);
+            self.matched.push(Matched { action: action.id, ends: key.ends });
+        }
+        let stats = self.stats.entry(action.id).or_default();
+        let mut sent = 0;
+        for to in 0..2 {
+            if let Some(seq) = flow.ends[to].rcv_nxt {
+                if let Some(o) = rst(flow, &key, to, seq, 0, RST, &mut tx, stats) {
+                    out.push(Injection { action: action.id, reason: Reason::Reset, segment: o });
+                    sent += 1;
+                }
+            }
+        }
+        flow.rsts += sent;
+        stats.resets_sent += sent as u64;
+        if sent == 2 {
+            flow.reset_by = Some(action.id);
+            stats.connections_reset += 1;
+        }
+        self.probe(now_ns, slot, action.id, out);
+    }
+
+    /// Moves the compact flow at `at` into the full table's unconfirmed
+    /// tier.
+    fn promote(&mut self, at: Place, now_ns: u64) -> Slot {
+        let r = self.compact.get(at);
+        let (id, flow) = (r.id(), r.decode(self.compact.seen_ns(r, now_ns)));
+        self.compact.clear(at);
+        let hash = self.flows.hash(&id);
+        self.flows.insert(hash, id, flow)
     }
 
     /// Ends an action early. Returns whether it was in force.
@@ -422,6 +541,8 @@ impl Enforcer {
             self.flows.expire(ListId::new(tier, true), EXPIRE_PER_TICK, |f| now_ns.saturating_sub(f.closed_at_ns) >= CLOSED_KEEP_NS);
             self.flows.expire(ListId::new(tier, false), EXPIRE_PER_TICK, |f| now_ns.saturating_sub(f.last_seen_ns) >= FLOW_IDLE_NS);
         }
+        self.compact.sweep(now_ns, EXPIRE_PER_TICK);
+        self.flows.touched(EXPIRE_PER_TICK.min(self.compact.capacity()) as u64);
         for _ in 0..REPROBE_PER_TICK {
             let Some(&(slot, id, due)) = self.reprobe.front() else { break };
             if due > now_ns {
@@ -454,71 +575,153 @@ impl Enforcer {
     /// Learns from one captured segment and, if an action covers its flow,
     /// says what to send.
     pub fn observe(&mut self, now_ns: u64, seg: &Segment, out: &mut Vec<Injection>) {
-        let (key, from) = key_of(seg);
-        let to = 1 - from;
-        let hash = self.flows.hash(&key);
-        let found = self.flows.find(hash, &key);
+        let (id, from) = FlowId::of(seg);
+        let hash = self.flows.hash(&id);
+        self.observe_keyed(now_ns, seg, id, from, hash, out);
+    }
+
+    /// `observe` for each segment, in order, with the keyed hashes of a
+    /// block of BATCH computed first, and the cache lines each look-up
+    /// reads (index bucket, compact set) requested PREFETCH_AHEAD segments
+    /// ahead: the misses overlap each other and the work, where one
+    /// segment at a time waits for each in turn.
+    pub fn observe_batch(&mut self, segs: &[(u64, Segment)], out: &mut Vec<Injection>) {
+        let ahead = PREFETCH_AHEAD;
+        for block in segs.chunks(BATCH) {
+            self.batch.clear();
+            for (_, seg) in block {
+                let (id, from) = FlowId::of(seg);
+                let hash = self.flows.hash(&id);
+                self.batch.push((id, from, hash));
+            }
+            let n = self.batch.len();
+            for i in 0..ahead.min(n) {
+                self.prefetch_for(self.batch[i].2);
+            }
+            for (i, (now_ns, seg)) in block.iter().enumerate() {
+                if i + ahead < n {
+                    self.prefetch_for(self.batch[i + ahead].2);
+                }
+                let (id, from, hash) = self.batch[i];
+                self.observe_keyed(*now_ns, seg, id, from, hash, out);
+            }
+        }
+    }
+
+    /// The first half of `observe`: the segment's flow id and keyed hash,
+    /// and a request for the cache lines its look-up will read. A caller
+    /// with other work per segment (the capture-worker reads its rings)
+    /// prepares each segment as it comes and observes them a block later
+    /// (`observe_prepared`, in order): the misses are then over by the
+    /// time the look-ups run.
+    #[inline]
+    pub fn prepare(&self, now_ns: u64, seg: &Segment) -> Prepared {
+        let (id, from) = FlowId::of(seg);
+        let hash = self.flows.hash(&id);
+        self.prefetch_for(hash);
+        Prepared { now_ns, seg: *seg, id, from, hash }
+    }
+
+    /// The second half of `observe`, for segments `prepare`d in order.
+    pub fn observe_prepared(&mut self, p: &Prepared, out: &mut Vec<Injection>) {
+        self.observe_keyed(p.now_ns, &p.seg, p.id, p.from, p.hash, out);
+    }
+
+    #[inline]
+    fn prefetch_for(&self, hash: u64) {
+        self.flows.prefetch(hash);
+        self.compact.prefetch(self.compact.set_of(hash));
+    }
+
+    fn observe_keyed(&mut self, now_ns: u64, seg: &Segment, id: FlowId, from: usize, hash: u64, out: &mut Vec<Injection>) {
+        match self.flows.find(hash, &id) {
+            Some(slot) => self.observe_full(now_ns, seg, slot, from, out),
+            None => self.observe_compact(now_ns, seg, id, from, hash, out),
+        }
+    }
+
+    /// A segment of a flow the full table holds.
+    fn observe_full(&mut self, now_ns: u64, seg: &Segment, slot: Slot, from: usize, out: &mut Vec<Injection>) {
         // A reset (ours or an end's) teaches no numbers; it says the flow is
         // probably over.
         if seg.has(RST) {
-            if let Some(slot) = found {
-                self.flows.entry_mut(slot).1.closed_at_ns = now_ns;
-                self.flows.close(slot);
-            }
+            self.flows.entry_mut(slot).1.closed_at_ns = now_ns;
+            self.flows.close(slot);
             return;
         }
-        let slot = match found {
-            Some(slot) => {
-                let f = self.flows.value(slot);
-                // Our own probe, seen by the capture; or a frame from our
-                // MAC for an end whose frames come from another one (ours,
-                // or forged): neither is the end's traffic.
-                let ours = f.ends[to].last_probe == Some((seg.seq, seg.ack)) || f.ends[from].src_mac.is_some_and(|m| m != self.own_mac);
-                if seg.src_mac == self.own_mac && ours {
-                    return;
-                }
-                self.flows.touch(slot);
-                slot
-            }
-            None => self.flows.insert(hash, key, Flow::new(now_ns)),
-        };
+        if seg.src_mac == self.own_mac && ours(self.flows.value(slot), seg, from, self.own_mac) {
+            return;
+        }
+        self.flows.touch(slot);
         let flow = self.flows.entry_mut(slot).1;
-        flow.last_seen_ns = now_ns;
-        if seg.has(SYN) {
-            // A new connection on this 4-tuple starts from new numbers
-            // (which may be "before" the old ones): forget the old ones.
-            if seg.has(ACK) {
-                let sender = &mut flow.ends[from];
-                (sender.rcv_nxt, sender.last_rst, sender.last_probe, sender.acked) = (None, None, None, false);
-                flow.ends[to].rcv_nxt = None;
-            } else {
-                // The opening SYN: a connection the actions have not met,
-                // whose MACs are learnt anew.
-                flow.ends = [End::default(); 2];
-                flow.reset_by = None;
-                flow.rsts = 0;
-                flow.matched_by = None;
-            }
-        }
-        let sender = &mut flow.ends[from];
-        learn(&mut sender.src_mac, &mut sender.mac_conflict, seg.src_mac);
-        if seg.has(ACK) {
-            advance(&mut sender.rcv_nxt, seg.ack);
-            sender.acked |= !seg.has(SYN);
-        }
-        let receiver = &mut flow.ends[to];
-        learn(&mut receiver.addressed_mac, &mut receiver.mac_conflict, seg.dst_mac);
-        advance(&mut receiver.rcv_nxt, seg.end_seq());
+        learn_segment(flow, seg, from, now_ns);
         if flow.ends[0].acked && flow.ends[1].acked {
             self.flows.confirm(slot);
         }
+        self.enforce(now_ns, seg, slot, from, out);
+    }
 
+    /// A segment of a flow the full table does not hold: new, or in the
+    /// compact table, where it stays while it is unconfirmed and no action
+    /// has anything to do with it.
+    fn observe_compact(&mut self, now_ns: u64, seg: &Segment, id: FlowId, from: usize, hash: u64, out: &mut Vec<Injection>) {
+        let set = self.compact.set_of(hash);
+        self.flows.touched(1);
+        let (at, mut flow) = match self.compact.find(set, &id, now_ns) {
+            Ok((at, r)) => {
+                if seg.has(RST) {
+                    self.compact.close(at, now_ns);
+                    return;
+                }
+                let flow = r.decode(self.compact.seen_ns(r, now_ns));
+                if seg.src_mac == self.own_mac && ours(&flow, seg, from, self.own_mac) {
+                    return;
+                }
+                (at, flow)
+            }
+            // A reset of a flow nobody knows: nothing to learn.
+            Err(_) if seg.has(RST) => return,
+            // Most of a flood: a new flow, which one segment cannot confirm
+            // nor give an end both MACs, so no action can matter to it yet.
+            Err(at) => {
+                let seen = self.compact.stamp(now_ns);
+                self.compact.store_first(at, &id, seg, from, seen);
+                return;
+            }
+        };
+        learn_segment(&mut flow, seg, from, now_ns);
+        let confirmed = flow.ends[0].acked && flow.ends[1].acked;
+        // An action matters to a flow only where some end has a MAC that
+        // frames could go to (both directions seen): until then it would
+        // send nothing and change nothing.
+        let acted_on = !self.actions.is_empty() && flow.ends.iter().any(|e| e.mac().is_some()) && {
+            let k = id.key();
+            self.actions.lookup(k.ends[0], k.ends[1]).is_some()
+        };
+        if !confirmed && !acted_on {
+            let seen = self.compact.stamp(now_ns);
+            if let Some(r) = Record::encode(&id, &flow, false, seen) {
+                self.compact.store(at, r);
+                return;
+            }
+        }
+        // Into the full table: confirmed, acted on, or MACs that disagree.
+        self.compact.clear(at);
+        let tier = if confirmed { Tier::Confirmed } else { Tier::Unconfirmed };
+        let slot = self.flows.insert_in(tier, hash, id, flow);
+        self.enforce(now_ns, seg, slot, from, out);
+    }
+
+    /// What an action covering the flow at `slot` sends for `seg`.
+    fn enforce(&mut self, now_ns: u64, seg: &Segment, slot: Slot, from: usize, out: &mut Vec<Injection>) {
+        let to = 1 - from;
         if self.actions.is_empty() {
             return;
         }
         let Some(position) = self.action_at(slot) else {
             return;
         };
+        let key = self.flows.key(slot).key();
         let action = *self.actions.get(position);
         let confirmed = self.flows.tier(slot) == Tier::Confirmed;
         let (own_mac, ip_id, bucket) = (self.own_mac, &mut self.ip_id, &mut self.bucket);
@@ -571,8 +774,9 @@ impl Enforcer {
     /// once per flow and generation of the set, remembered in the flow.
     fn action_at(&mut self, slot: Slot) -> Option<u32> {
         let generation = self.actions.generation();
-        let (key, flow) = self.flows.entry_mut(slot);
+        let (id, flow) = self.flows.entry_mut(slot);
         if flow.match_gen != generation {
+            let key = id.key();
             flow.cached = self.actions.lookup(key.ends[0], key.ends[1]).unwrap_or(NO_ACTION);
             flow.match_gen = generation;
         }
@@ -588,7 +792,7 @@ impl Enforcer {
         let (own_mac, ip_id, bucket) = (self.own_mac, &mut self.ip_id, &mut self.bucket);
         let mut tx = Sender { own_mac, ip_id, bucket, now_ns };
         let (key, flow) = self.flows.entry_mut(slot);
-        let key = *key;
+        let key = key.key();
         flow.probed_at_ns = Some(now_ns);
         let stats = self.stats.entry(action).or_default();
         for to in 0..2 {
@@ -619,18 +823,62 @@ impl Enforcer {
     }
 }
 
+/// Our own probe, seen by the capture; or a frame from our MAC for an end
+/// whose frames come from another one (ours, or forged): neither is the
+/// end's traffic (the caller checks that the frame is from our MAC).
+fn ours(flow: &Flow, seg: &Segment, from: usize, own_mac: [u8; 6]) -> bool {
+    flow.ends[1 - from].last_probe == Some((seg.seq, seg.ack)) || flow.ends[from].src_mac.is_some_and(|m| m != own_mac)
+}
+
+/// What a segment (not a RST) from end `from` teaches about its flow.
+fn learn_segment(flow: &mut Flow, seg: &Segment, from: usize, now_ns: u64) {
+    let to = 1 - from;
+    flow.last_seen_ns = now_ns;
+    if seg.has(SYN) {
+        // A new connection on this 4-tuple starts from new numbers
+        // (which may be "before" the old ones): forget the old ones.
+        if seg.has(ACK) {
+            let sender = &mut flow.ends[from];
+            (sender.rcv_nxt, sender.last_rst, sender.last_probe, sender.acked) = (None, None, None, false);
+            flow.ends[to].rcv_nxt = None;
+        } else {
+            // The opening SYN: a connection the actions have not met,
+            // whose MACs are learnt anew.
+            flow.ends = [End::default(); 2];
+            flow.reset_by = None;
+            flow.rsts = 0;
+            flow.matched_by = None;
+        }
+    }
+    let sender = &mut flow.ends[from];
+    learn(&mut sender.src_mac, &mut sender.mac_conflict, seg.src_mac);
+    if seg.has(ACK) {
+        advance(&mut sender.rcv_nxt, seg.ack);
+        sender.acked |= !seg.has(SYN);
+    }
+    let receiver = &mut flow.ends[to];
+    learn(&mut receiver.addressed_mac, &mut receiver.mac_conflict, seg.dst_mac);
+    advance(&mut receiver.rcv_nxt, seg.end_seq());
+}
+
+/// Asks for the cache line at `p` ahead of a read (nothing where the
+/// architecture has no such hint here). Never faults, whatever `p` is.
+#[inline]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 fn advance(slot: &mut Option<u32>, value: u32) {
     match slot {
         Some(v) if !seq_after(value, *v) => {}
         _ => *slot = Some(value),
-    }
-}
-
-fn key_of(seg: &Segment) -> (FlowKey, usize) {
-    if seg.src <= seg.dst {
-        (FlowKey { vlan: seg.vlan, ends: [seg.src, seg.dst] }, 0)
-    } else {
-        (FlowKey { vlan: seg.vlan, ends: [seg.dst, seg.src] }, 1)
     }
 }
 
@@ -699,7 +947,7 @@ mod tests {
 
     #[test]
     fn nothing_is_sent_without_an_action() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         assert!(out.is_empty());
@@ -708,7 +956,7 @@ mod tests {
 
     #[test]
     fn a_busy_connection_is_reset_at_both_ends_at_the_exact_numbers() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, 1_000_000_000), &mut out).unwrap();
@@ -729,7 +977,7 @@ mod tests {
 
     #[test]
     fn a_quiet_connection_is_probed_and_killed_from_the_answer() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, 1_000_000_000), &mut out).unwrap();
@@ -767,7 +1015,7 @@ mod tests {
 
     #[test]
     fn a_new_connection_is_refused_at_the_syn_ack() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         e.apply(0, block_port(7, 1_000_000_000), &mut out).unwrap();
         assert!(out.is_empty());
@@ -783,7 +1031,7 @@ mod tests {
 
     #[test]
     fn unrelated_connections_are_untouched() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         e.apply(0, block_port(1, 1_000_000_000), &mut out).unwrap();
         let other: (IpAddr, u16) = (Ipv4Addr::new(198, 19, 173, 2).into(), 22);
@@ -794,7 +1042,7 @@ mod tests {
 
     #[test]
     fn resets_stop_when_the_action_expires_or_is_cancelled() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, 100), &mut out).unwrap();
@@ -812,7 +1060,7 @@ mod tests {
 
     #[test]
     fn a_repeated_trigger_does_not_repeat_the_same_reset_at_once() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
@@ -828,7 +1076,7 @@ mod tests {
 
     #[test]
     fn a_fin_counts_in_the_expected_number() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
@@ -840,7 +1088,7 @@ mod tests {
 
     #[test]
     fn covered_flows_are_reported_once_per_action() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
@@ -859,7 +1107,7 @@ mod tests {
     /// socket destroy; a connection whose ends both acknowledged is.
     #[test]
     fn only_confirmed_flows_are_reported_for_a_destroy() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         e.apply(0, Action { id: 1, target: Target::Quarantine { host: cli().0 }, until_ns: u64::MAX }, &mut out).unwrap();
         for p in 0..50u16 {
@@ -875,7 +1123,7 @@ mod tests {
 
     #[test]
     fn a_reset_flow_is_left_alone_by_later_actions_and_forgotten() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
@@ -900,7 +1148,7 @@ mod tests {
 
     #[test]
     fn the_flow_table_is_bounded() {
-        let mut e = Enforcer::new(SENSOR, 10);
+        let mut e = Enforcer::new(SENSOR, 10, [7, 11]);
         let mut out = Vec::new();
         for p in 0..100u16 {
             // One end only: never confirmed.
@@ -940,7 +1188,7 @@ mod tests {
     /// full: 65,536 per packet here.
     #[test]
     fn observe_and_tick_touch_a_bounded_number_of_entries() {
-        let mut e = Enforcer::new(SENSOR, 65_536);
+        let mut e = Enforcer::new(SENSOR, 65_536, [7, 11]);
         e.set_inject_rate(1_000, 10);
         let mut out = Vec::new();
         // 65,536 connections (both ends acknowledge) fill the confirmed tier.
@@ -982,14 +1230,34 @@ mod tests {
         let (before, flows) = (e.work(), e.flows());
         e.tick(u64::MAX / 2, &mut out);
         worst_tick = worst_tick.max(e.work() - before);
-        assert_eq!(flows - e.flows(), 2 * EXPIRE_PER_TICK, "a bounded share of each tier went; the rest waits for the next ticks");
+        // Three places: connections, unconfirmed flows the quarantine acted
+        // on (moved to the full table when it came), the compact table.
+        assert_eq!(flows - e.flows(), 3 * EXPIRE_PER_TICK, "a bounded share of each went; the rest waits for the next ticks");
         e.flows.check();
         assert!(worst_observe <= 24, "observe touched {worst_observe} entries at most");
         assert_eq!(allocations, 0, "observe allocated (with no action, or an unrelated one)");
         let tick_bound = 4 * (EXPIRE_PER_TICK as u64 + 1) * 8 + REPROBE_PER_TICK as u64 * 16;
         assert!(worst_tick <= tick_bound, "tick touched {worst_tick} entries (bound {tick_bound})");
         println!("entries touched at most: {worst_observe} per observe, {worst_tick} per tick");
-        println!("bytes per flow: {} (entry and node), {} (index, at twice the entries)", FlowTable::<FlowKey, Flow>::entry_size(), 2 * 5);
+    }
+
+    /// What one enforcer (a worker's: MAX_FLOWS 65,536) reserves, all of
+    /// it at start: the figure docs/protocol.md 1.11 gives.
+    #[test]
+    fn the_memory_of_an_enforcer_is_bounded() {
+        let e = Enforcer::new(SENSOR, 65_536, [7, 11]);
+        let (full, compact) = (e.flows.reserved_bytes(), e.compact.capacity() * std::mem::size_of::<Record>());
+        println!(
+            "full table: {} bytes per flow ({} confirmed, {} unconfirmed), {} bytes in all with its indexes; compact table: {} records, {} bytes",
+            FlowTable::<FlowId, Flow, Sip13>::entry_size(),
+            65_536,
+            e.compact.capacity(),
+            full,
+            e.compact.capacity(),
+            compact
+        );
+        assert_eq!(e.compact.capacity(), 16_384);
+        assert!(full + compact < 32 << 20, "{} MiB", (full + compact) >> 20);
     }
 
     /// A connection that went quiet before the action lives through a
@@ -998,7 +1266,7 @@ mod tests {
     /// numbers when the action comes.
     #[test]
     fn a_confirmed_idle_flow_survives_a_flood_and_is_reset_exactly() {
-        let mut e = Enforcer::new(SENSOR, 65_536);
+        let mut e = Enforcer::new(SENSOR, 65_536, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         assert_eq!(e.confirmed_flows(), 1);
@@ -1037,7 +1305,7 @@ mod tests {
     #[test]
     fn a_spoofed_mac_makes_the_enforcer_send_nothing_to_that_end() {
         for forged in [Segment { src_mac: ATTACKER, ..seg(true, 1011, 5011, ACK, 0) }, Segment { dst_mac: ATTACKER, ..seg(false, 5011, 1011, ACK, 0) }] {
-            let mut e = Enforcer::new(SENSOR, 100);
+            let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
             let mut out = Vec::new();
             established(&mut e, &mut out);
             e.observe(6, &forged, &mut out);
@@ -1067,7 +1335,7 @@ mod tests {
         const ROUTER: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
         const ROUTER2: [u8; 6] = [2, 0, 0, 0, 0, 0x0b];
         for (inbound, outbound, sent) in [(ROUTER, ROUTER, true), (ROUTER, ROUTER2, false)] {
-            let mut e = Enforcer::new(SENSOR, 100);
+            let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
             let mut out = Vec::new();
             let from_client = |seq, ack, flags, len| Segment { src_mac: inbound, ..seg(true, seq, ack, flags, len) };
             let to_client = |seq, ack, flags, len| Segment { dst_mac: outbound, ..seg(false, seq, ack, flags, len) };
@@ -1091,7 +1359,7 @@ mod tests {
     /// teaches neither numbers nor MACs: the end is still reset exactly.
     #[test]
     fn frames_from_our_own_mac_do_not_count_as_an_ends_traffic() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         let late = Segment { src_mac: SENSOR, ..seg(true, 1011 + (1 << 30), 5011, ACK, 0) };
@@ -1103,7 +1371,7 @@ mod tests {
 
     #[test]
     fn actions_beyond_the_bound_are_refused() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         let quarantine = |id: u64| Action { id, target: Target::Quarantine { host: Ipv4Addr::from(id as u32).into() }, until_ns: u64::MAX };
         for id in 0..MAX_ACTIONS as u64 {
@@ -1119,7 +1387,7 @@ mod tests {
     /// Frames beyond the rate limit are not built, and are counted.
     #[test]
     fn injection_is_rate_limited() {
-        let mut e = Enforcer::new(SENSOR, 100);
+        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
         e.set_inject_rate(10, 4);
         let mut out = Vec::new();
         for p in 0..5u16 {
@@ -1145,10 +1413,20 @@ mod tests {
     /// The action found for a flow through the index and the per-flow
     /// cache is always the one a walk of the actions in order finds,
     /// whatever was applied, cancelled or expired in between.
-    fn covering(e: &mut Enforcer, seg: &Segment) -> Option<u64> {
-        let (key, _) = key_of(seg);
-        let slot = e.flows.find(e.flows.hash(&key), &key)?;
-        e.action_at(slot).map(|p| e.actions.get(p).id)
+    /// A flow in the compact table keeps no answer: it is looked up in the
+    /// index each time.
+    fn covering(e: &mut Enforcer, now_ns: u64, seg: &Segment) -> Option<u64> {
+        let (id, _) = FlowId::of(seg);
+        let hash = e.flows.hash(&id);
+        let position = match e.flows.find(hash, &id) {
+            Some(slot) => e.action_at(slot),
+            None => {
+                e.compact.find(e.compact.set_of(hash), &id, now_ns).ok()?;
+                let key = id.key();
+                e.actions.lookup(key.ends[0], key.ends[1])
+            }
+        };
+        position.map(|p| e.actions.get(p).id)
     }
 
     #[test]
@@ -1164,7 +1442,7 @@ mod tests {
         fn the_cached_match_is_the_linear_match(steps in proptest::collection::vec(
             (0u8..6, 0u64..6, 0u8..4, 0u8..4, proptest::option::of(0u16..3), any::<bool>(), 0u16..3), 1..80)) {
             let ip = |i: u8| IpAddr::from(Ipv4Addr::new(198, 18, 1, i));
-            let mut e = Enforcer::new(SENSOR, 1000);
+            let mut e = Enforcer::new(SENSOR, 1000, [7, 11]);
             let mut out = Vec::new();
             for (i, (kind, id, a, b, port, quarantine, p)) in steps.into_iter().enumerate() {
                 let now = i as u64 * 1000;
@@ -1185,7 +1463,7 @@ mod tests {
                         (s.src, s.dst) = if kind == 4 { (y, x) } else { (x, y) };
                         e.observe(now, &s, &mut out);
                         let linear = e.actions().iter().find(|act| act.target.matches(s.src, s.dst)).map(|act| act.id);
-                        prop_assert_eq!(covering(&mut e, &s), linear);
+                        prop_assert_eq!(covering(&mut e, now, &s), linear);
                         for inj in out.drain(..) {
                             prop_assert_eq!(Some(inj.action), linear);
                         }
@@ -1195,13 +1473,55 @@ mod tests {
             }
         }
 
+        /// Segments observed a block at a time (`observe_batch`, or
+        /// `prepare` then `observe_prepared`) give what observing them one
+        /// by one gives. Two flows at most, which a set of the compact
+        /// table always holds both of (the enforcers' hash keys differ).
+        #[test]
+        fn batched_and_prepared_segments_are_observed_as_one_by_one(segs in proptest::collection::vec(
+            (any::<bool>(), any::<u32>(), any::<u32>(), 0u8..0x20, 0u32..2000, any::<bool>()), 1..80), action_at in 0usize..80) {
+            let mut one = Enforcer::new(SENSOR, 1000, [7, 11]);
+            let mut batched = Enforcer::new(SENSOR, 1000, [7, 11]);
+            let mut prepared = Enforcer::new(SENSOR, 1000, [7, 11]);
+            let (mut o1, mut o2, mut o3) = (Vec::new(), Vec::new(), Vec::new());
+            let segs: Vec<(u64, Segment)> = segs.into_iter().enumerate().map(|(i, (from_client, seq, ack, flags, len, other_port))| {
+                let mut s = seg(from_client, seq, ack, flags, len);
+                if other_port {
+                    if from_client { s.dst.1 = 7001 } else { s.src.1 = 7001 }
+                }
+                (i as u64 * 1000, s)
+            }).collect();
+            let action = block_port(1, u64::MAX);
+            let (before, after) = segs.split_at(action_at.min(segs.len()));
+            for part in [before, after] {
+                for (now, s) in part {
+                    one.observe(*now, s, &mut o1);
+                }
+                batched.observe_batch(part, &mut o2);
+                let ready: Vec<Prepared> = part.iter().map(|(now, s)| prepared.prepare(*now, s)).collect();
+                for p in &ready {
+                    prepared.observe_prepared(p, &mut o3);
+                }
+                if part.as_ptr() == before.as_ptr() {
+                    let now = before.last().map_or(0, |x| x.0);
+                    for (e, out) in [(&mut one, &mut o1), (&mut batched, &mut o2), (&mut prepared, &mut o3)] {
+                        e.apply(now, action, out).unwrap();
+                    }
+                }
+            }
+            prop_assert_eq!(&o1, &o2);
+            prop_assert_eq!(&o1, &o3);
+            prop_assert_eq!((one.flows(), one.confirmed_flows()), (batched.flows(), batched.confirmed_flows()));
+            prop_assert_eq!((one.flows(), one.confirmed_flows()), (prepared.flows(), prepared.confirmed_flows()));
+        }
+
         /// Whatever the traffic, every reset goes to an end of a matching
         /// flow at a number that end itself revealed (its ack) or that its
         /// peer's segment ends at, and never to an unrelated flow.
         #[test]
         fn resets_only_hit_matching_flows(segs in proptest::collection::vec(
             (any::<bool>(), any::<u32>(), any::<u32>(), 0u8..0x20, 0u32..2000, 0u16..3), 1..60)) {
-            let mut e = Enforcer::new(SENSOR, 1000);
+            let mut e = Enforcer::new(SENSOR, 1000, [7, 11]);
             let mut out = Vec::new();
             e.apply(0, block_port(1, u64::MAX), &mut out).unwrap();
             for (i, (from_client, seq, ack, flags, len, port_pick)) in segs.into_iter().enumerate() {

@@ -1,22 +1,30 @@
 //! The enforcer's flow table: bounded, O(1) per packet whatever its size.
 //!
 //! Entries live in a slab and are found through an index of slab positions
-//! per tier, keyed by a SipHash-1-3 of the key with a per-process random
-//! key (std's `RandomState`): the 4-tuples come from the wire, and an
+//! per tier (`index`), by a keyed hash of the key (SipHash-1-3 with a
+//! random key: `KeyHasher`): the 4-tuples come from the wire, and an
 //! attacker who picks them must not be able to make them collide.
 //!
 //! Two tiers, each with its own bound and LRU order: unconfirmed flows
-//! (anything new, cheap churn) and confirmed flows (the caller confirms a
-//! flow once both ends really talked). A flood of new 4-tuples churns the
+//! (those the enforcer could not keep in its compact table: acted on, or
+//! with disagreeing MACs) and confirmed flows (the caller confirms a flow
+//! once both ends really talked). A flood of new 4-tuples churns the
 //! unconfirmed tier only, so it cannot evict a confirmed connection. Each
 //! tier has two intrusive doubly linked lists: live flows, most recently
 //! seen first, and closed flows (a RST went by), most recently closed
 //! first. A full tier evicts its oldest closed flow, else its least
 //! recently seen one. Expiry pops list tails, so it never walks the table.
 
-use hashbrown::HashTable;
+use super::huge::Advice;
+use super::index::Index;
 use slab::Slab;
-use std::hash::{BuildHasher, Hash, RandomState};
+
+/// How a table hashes its keys: keyed, with a key the caller draws at
+/// random (the core draws no random numbers itself).
+pub trait KeyHasher<K> {
+    fn keyed(key: [u64; 2]) -> Self;
+    fn hash_key(&self, key: &K) -> u64;
+}
 
 const NIL: u32 = u32::MAX;
 
@@ -77,13 +85,13 @@ struct List {
 
 const EMPTY: List = List { head: NIL, tail: NIL, len: 0 };
 
-pub struct FlowTable<K, V> {
+pub struct FlowTable<K, V, H> {
     slab: Slab<Entry<K, V>>,
     nodes: Vec<Node>,
     /// One index per tier: the churn of unconfirmed flows stays in a small
     /// one that the caches keep.
-    index: [HashTable<Slot>; 2],
-    hasher: RandomState,
+    index: [Index; 2],
+    hasher: H,
     lists: [List; 4],
     caps: [usize; 2],
     next_id: u64,
@@ -93,25 +101,20 @@ pub struct FlowTable<K, V> {
     pub work: std::cell::Cell<u64>,
 }
 
-impl<K: Hash + Eq, V> FlowTable<K, V> {
+impl<K: Eq, V, H: KeyHasher<K>> FlowTable<K, V, H> {
     /// At most `unconfirmed` + `confirmed` entries, allocated up front (the
     /// pages are touched only as entries arrive), so an insert never
     /// reallocates.
-    pub fn new(unconfirmed: usize, confirmed: usize) -> FlowTable<K, V> {
+    pub fn new(unconfirmed: usize, confirmed: usize, hash_key: [u64; 2], advise: Advice) -> FlowTable<K, V, H> {
         let (unconfirmed, confirmed) = (unconfirmed.max(1), confirmed.max(1));
         let total = unconfirmed + confirmed;
         assert!(total < NIL as usize, "slot numbers are u32");
         FlowTable {
             slab: Slab::with_capacity(total),
             nodes: Vec::with_capacity(total),
-            // The unconfirmed index at twice its entries: at a load of at
-            // most a third, the churn of a flood leaves almost no
-            // tombstones, so it never has to grow or rehash. The confirmed
-            // one, whose entries come and go far less often, at its
-            // entries (half full): its control bytes, which every new
-            // 4-tuple reads, stay small (128 KiB for 65,536 flows).
-            index: [HashTable::with_capacity(2 * unconfirmed), HashTable::with_capacity(confirmed)],
-            hasher: RandomState::new(),
+            // Each at most half full (`Index`): 1 MiB for 65,536 flows.
+            index: [Index::new(unconfirmed, advise), Index::new(confirmed, advise)],
+            hasher: H::keyed(hash_key),
             lists: [EMPTY; 4],
             caps: [unconfirmed, confirmed],
             next_id: 0,
@@ -120,8 +123,10 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
         }
     }
 
+    /// Counts `_n` entries touched (tests only; the compact table's
+    /// records count too).
     #[inline]
-    fn touched(&self, _n: u64) {
+    pub fn touched(&self, _n: u64) {
         #[cfg(test)]
         self.work.set(self.work.get() + _n);
     }
@@ -136,31 +141,55 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
         self.slab.len()
     }
 
+    /// Bytes the table reserves: entries and nodes for both tiers, indexes.
+    #[cfg(test)]
+    pub fn reserved_bytes(&self) -> usize {
+        (self.caps[0] + self.caps[1]) * Self::entry_size() + self.index[0].bytes() + self.index[1].bytes()
+    }
+
     pub fn tier_len(&self, tier: Tier) -> usize {
         let t = tier as usize * 2;
         self.lists[t].len + self.lists[t + 1].len
     }
 
     pub fn hash(&self, key: &K) -> u64 {
-        self.hasher.hash_one(key)
+        self.hasher.hash_key(key)
     }
 
     /// The slot holding `key`, given its `hash`.
     pub fn find(&self, hash: u64, key: &K) -> Option<Slot> {
-        let eq = |&s: &Slot| {
+        let eq = |s: Slot| {
             self.touched(1);
             self.slab[s as usize].key == *key
         };
-        self.index[Tier::Confirmed as usize].find(hash, eq).or_else(|| self.index[Tier::Unconfirmed as usize].find(hash, eq)).copied()
+        let confirmed = self.index[Tier::Confirmed as usize].find(hash, eq);
+        // Most of the time the unconfirmed tier is empty (new flows start in
+        // the compact table): its index is not even read.
+        confirmed.or_else(|| (self.tier_len(Tier::Unconfirmed) > 0).then(|| self.index[Tier::Unconfirmed as usize].find(hash, eq)).flatten())
+    }
+
+    /// Asks for the index buckets that `find(hash, ..)` reads, ahead.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        self.index[Tier::Confirmed as usize].prefetch(hash);
+        if self.tier_len(Tier::Unconfirmed) > 0 {
+            self.index[Tier::Unconfirmed as usize].prefetch(hash);
+        }
     }
 
     /// Adds `key` (not present) as the most recently seen unconfirmed flow.
     /// If that tier is full, its oldest entry makes room, in place.
     pub fn insert(&mut self, hash: u64, key: K, value: V) -> Slot {
+        self.insert_in(Tier::Unconfirmed, hash, key, value)
+    }
+
+    /// Adds `key` (not present) as the most recently seen flow of `tier`.
+    /// If that tier is full, its oldest entry makes room, in place.
+    pub fn insert_in(&mut self, tier: Tier, hash: u64, key: K, value: V) -> Slot {
         self.next_id += 1;
         let entry = Entry { key, id: self.next_id, value };
-        let list = ListId::new(Tier::Unconfirmed, false);
-        let slot = match self.victim(Tier::Unconfirmed) {
+        let list = ListId::new(tier, false);
+        let slot = match self.victim(tier) {
             Some(victim) => {
                 self.forget(victim);
                 self.slab[victim as usize] = entry;
@@ -175,7 +204,7 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
             }
         };
         self.nodes[slot as usize] = Node { hash, prev: NIL, next: NIL, list };
-        self.index_insert(Tier::Unconfirmed, slot);
+        self.index_insert(tier, slot);
         self.link_head(list, slot);
         slot
     }
@@ -280,18 +309,12 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
     }
 
     fn index_insert(&mut self, tier: Tier, slot: Slot) {
-        let nodes = &self.nodes;
-        self.index[tier as usize].insert_unique(nodes[slot as usize].hash, slot, |&s| nodes[s as usize].hash);
+        self.index[tier as usize].insert(self.nodes[slot as usize].hash, slot);
     }
 
     fn index_remove(&mut self, tier: Tier, slot: Slot) {
         let mut compared = 0;
-        if let Ok(entry) = self.index[tier as usize].find_entry(self.nodes[slot as usize].hash, |&s| {
-            compared += 1;
-            s == slot
-        }) {
-            entry.remove();
-        }
+        self.index[tier as usize].remove(self.nodes[slot as usize].hash, slot, &mut compared);
         self.touched(compared);
     }
 
@@ -355,7 +378,7 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
                 assert_eq!(node.list.0 as usize, i, "entry in the wrong list");
                 assert_eq!(node.prev, prev, "broken back link");
                 assert_eq!(node.hash, self.hash(&self.slab[at as usize].key), "stale hash");
-                assert!(self.index[node.list.tier() as usize].find(node.hash, |&s| s == at).is_some(), "entry not in its tier's index");
+                assert!(self.index[node.list.tier() as usize].find(node.hash, |s| s == at).is_some(), "entry not in its tier's index");
                 assert_eq!(self.find(node.hash, &self.slab[at as usize].key), Some(at), "entry not found");
                 prev = at;
                 at = node.next;
@@ -376,6 +399,17 @@ impl<K: Hash + Eq, V> FlowTable<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::response::huge::no_advice;
+    use crate::response::sip::Sip13;
+
+    impl KeyHasher<u16> for Sip13 {
+        fn keyed(key: [u64; 2]) -> Self {
+            Sip13::new(key)
+        }
+        fn hash_key(&self, k: &u16) -> u64 {
+            self.hash_words(&[*k as u64])
+        }
+    }
     use proptest::prelude::*;
 
     #[derive(Debug, Clone)]
@@ -405,10 +439,10 @@ mod tests {
         /// confirmed one, never for an unconfirmed newcomer.
         #[test]
         fn the_table_never_exceeds_its_bounds(ops in proptest::collection::vec(op(), 1..300), unconf in 1usize..6, conf in 1usize..6) {
-            let mut t: FlowTable<u16, u16> = FlowTable::new(unconf, conf);
+            let mut t: FlowTable<u16, u16, Sip13> = FlowTable::new(unconf, conf, [1, 2], no_advice);
             for op in ops {
                 let confirmed_before = t.tier_len(Tier::Confirmed);
-                let slot_of = |t: &FlowTable<u16, u16>, k: u16| t.find(t.hash(&k), &k);
+                let slot_of = |t: &FlowTable<u16, u16, Sip13>, k: u16| t.find(t.hash(&k), &k);
                 match op {
                     Op::Insert(k) => {
                         if slot_of(&t, k).is_none() {
@@ -433,8 +467,8 @@ mod tests {
 
     #[test]
     fn eviction_takes_closed_flows_first_then_the_least_recently_seen() {
-        let mut t: FlowTable<u16, ()> = FlowTable::new(3, 3);
-        let ins = |t: &mut FlowTable<u16, ()>, k: u16| {
+        let mut t: FlowTable<u16, (), Sip13> = FlowTable::new(3, 3, [1, 2], no_advice);
+        let ins = |t: &mut FlowTable<u16, (), Sip13>, k: u16| {
             let h = t.hash(&k);
             t.insert(h, k, ())
         };
