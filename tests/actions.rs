@@ -123,7 +123,11 @@ fn block_kills_busy_and_idle_connections_refuses_new_ones_and_reports() {
     for (name, p) in [("busy", &busy), ("idle", &idle)] {
         assert_eq!(ended(p).unwrap()["how"], "ECONNRESET", "{name} client: {:?}", events(p));
         let port = local_port(p);
-        wait_until("the server's end reset", Duration::from_secs(2), || server_end(&server, port).is_some());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while server_end(&server, port).is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(server_end(&server, port).is_some(), "the server end of the {name} connection (port {port}) was not reset: {:?}", events(&server));
         assert_eq!(server_end(&server, port).unwrap(), "ECONNRESET", "{name} connection, server end");
     }
 

@@ -21,9 +21,18 @@ import threading
 import time
 
 
+# One lock for stdout: the server's threads print concurrently, and
+# print() writes the line and its newline apart, so two events could share
+# a line (the reader would then lose both).
+EMIT_LOCK = threading.Lock()
+
+
 def emit(**kv):
     kv["t"] = time.time()
-    print(json.dumps(kv), flush=True)
+    line = json.dumps(kv) + "\n"
+    with EMIT_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def how(e):
