@@ -340,9 +340,9 @@ fn probe_to(ns: &Netns, dir: &TestDir, host: &str, port: u16) -> bool {
 
 mod forged {
     use super::*;
+    use ossensor_shared::actions::signed::{self, ActionSet, SignedSet};
+    use ossensor_shared::actions::{Action, Target};
     use ossensor_shared::ipc::{encode_frame, UplinkMsg};
-    use ossensor_shared::response::{Action, Target};
-    use ossensor_shared::signed_actions::{self, ActionSet, SignedSet};
     use ossensor_suite::channel;
     use ring::signature::Ed25519KeyPair;
     use std::io::Write;
@@ -416,22 +416,22 @@ mod forged {
         let unrelated = quarantine(901, "198.18.64.77", t + hour);
         let set = |version, issued_ns, actions| ActionSet { version, issued_ns, actions };
         // Signed by a key that is not the pinned one.
-        ch.write_all(&frame(signed_actions::sign(&other_key, &set(t, t, vec![target])))).unwrap();
+        ch.write_all(&frame(signed::sign(&other_key, &set(t, t, vec![target])))).unwrap();
         // The collector's set, its target changed, its signature kept.
-        let mut retargeted = signed_actions::sign(&collector_key, &set(t, t, vec![unrelated]));
-        retargeted.payload = signed_actions::encode(&set(t, t, vec![Action { id: 901, ..target }]));
+        let mut retargeted = signed::sign(&collector_key, &set(t, t, vec![unrelated]));
+        retargeted.payload = signed::encode(&set(t, t, vec![Action { id: 901, ..target }]));
         ch.write_all(&frame(retargeted)).unwrap();
         // A newer set of the collector's (harmless), then an older one that
         // would quarantine the client: a replay.
-        ch.write_all(&frame(signed_actions::sign(&collector_key, &set(t + 2, t, vec![unrelated])))).unwrap();
-        ch.write_all(&frame(signed_actions::sign(&collector_key, &set(t + 1, t, vec![target])))).unwrap();
+        ch.write_all(&frame(signed::sign(&collector_key, &set(t + 2, t, vec![unrelated])))).unwrap();
+        ch.write_all(&frame(signed::sign(&collector_key, &set(t + 1, t, vec![target])))).unwrap();
         // Signed an hour ago, and an hour ahead.
-        ch.write_all(&frame(signed_actions::sign(&collector_key, &set(t + 3, t - hour, vec![quarantine(900, CLI, t + 2 * hour)])))).unwrap();
-        ch.write_all(&frame(signed_actions::sign(&collector_key, &set(t + 3, t + hour, vec![target])))).unwrap();
+        ch.write_all(&frame(signed::sign(&collector_key, &set(t + 3, t - hour, vec![quarantine(900, CLI, t + 2 * hour)])))).unwrap();
+        ch.write_all(&frame(signed::sign(&collector_key, &set(t + 3, t + hour, vec![target])))).unwrap();
         // Its action over already (taken: it ends the unrelated one).
-        ch.write_all(&frame(signed_actions::sign(&collector_key, &set(t + 4, t, vec![quarantine(900, CLI, t - 1_000_000_000)])))).unwrap();
+        ch.write_all(&frame(signed::sign(&collector_key, &set(t + 4, t, vec![quarantine(900, CLI, t - 1_000_000_000)])))).unwrap();
         // A garbage signature.
-        ch.write_all(&frame(SignedSet { payload: signed_actions::encode(&set(t + 5, t, vec![target])), signature: vec![0; 64] })).unwrap();
+        ch.write_all(&frame(SignedSet { payload: signed::encode(&set(t + 5, t, vec![target])), signature: vec![0; 64] })).unwrap();
         drop(ch);
 
         let mut audit = Vec::new();

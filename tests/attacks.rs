@@ -256,6 +256,7 @@ mod garbage_websocket {
             let path = format!("/run/netns/{}", host.name());
             std::thread::spawn(move || {
                 let ns = std::fs::File::open(path).unwrap();
+                // SAFETY: setns on a descriptor this thread opened; it moves only this thread.
                 assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) }, 0);
                 session(port, f)
             })

@@ -4,8 +4,8 @@
 //! (SKF_AD_PKTTYPE), so the kernel splits the traffic and each packet is read
 //! once. Filters arrive compiled; this module only attaches them.
 
+use crate::actions::WorkerActions;
 use crate::merge::DirectionMerge;
-use crate::respond::Responder;
 use ossensor_shared::bpf::{self, BpfInsn, Side};
 use ossensor_shared::ipc::{push_record, CaptureStats};
 use ossensor_shared::pcapng::Direction;
@@ -78,7 +78,7 @@ impl InterfaceCapture {
     /// Returns the packets read, and the error that stopped a handle (an
     /// interface that went away): the packets read before it stay queued
     /// for delivery.
-    pub fn read_into(&mut self, merge: &mut DirectionMerge, mut responder: Option<&mut Responder>) -> (u32, Option<String>) {
+    pub fn read_into(&mut self, merge: &mut DirectionMerge, mut actions: Option<&mut WorkerActions>) -> (u32, Option<String>) {
         let mut n = 0u32;
         let limit = merge.max_queue_bytes();
         for (h, queue) in self.handles.iter_mut().zip(merge.queues.iter_mut()) {
@@ -104,14 +104,14 @@ impl InterfaceCapture {
                             h.discard_before_ns = u64::MAX;
                         }
                         push_record(batch, ts, p.header.len, p.data, dir);
-                        if let Some(r) = responder.as_deref_mut() {
+                        if let Some(r) = actions.as_deref_mut() {
                             r.observe(ts, p.data);
                         }
                         n += 1;
                     }
                     Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
                     Err(e) => {
-                        if let Some(r) = responder {
+                        if let Some(r) = actions {
                             r.flush();
                         }
                         queue.appended(n - before);
@@ -123,7 +123,7 @@ impl InterfaceCapture {
             queue.appended(n - before);
         }
         // The enforcer takes segments a block at a time: the last ones now.
-        if let Some(r) = responder {
+        if let Some(r) = actions {
             r.flush();
         }
         self.forwarded += n as u64;

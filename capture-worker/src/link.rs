@@ -14,12 +14,12 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use ossensor_host::log;
 use ossensor_host::log::BASIC;
 use ossensor_host::seqpacket::{self, Received};
+use ossensor_shared::actions::signed::PublicKey;
 use ossensor_shared::bpf::BpfInsn;
 use ossensor_shared::ipc::{batch_frame_header, encode_frame, FrameDecoder, UplinkMsg, WorkerMsgRef};
-use ossensor_shared::signed_actions::PublicKey;
 use ossensor_shared::supervision::{self, FromWorker, ToWorker, MAX_MESSAGE};
 use std::io::{IoSlice, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -48,12 +48,8 @@ impl Link {
     /// Takes the control channel at `control_fd`, waits for the
     /// supervisor's connection to the uplink and says hello on it.
     pub fn connect(control_fd: RawFd, hello: &WorkerMsgRef<'_>, stop: &'static AtomicBool) -> Result<Link, String> {
-        // SAFETY: the supervisor passed this descriptor for us alone; it is
-        // checked to be open before it is owned.
-        if unsafe { libc::fcntl(control_fd, libc::F_GETFD) } < 0 {
-            return Err(format!("no control channel at fd {control_fd}: the supervisor starts this process"));
-        }
-        let control = unsafe { OwnedFd::from_raw_fd(control_fd) };
+        let control = ossensor_host::child::inherited_fd(control_fd)
+            .ok_or_else(|| format!("no control channel at fd {control_fd}: the supervisor starts this process"))?;
         let mut frame = Vec::new();
         encode_frame(hello, &mut frame).map_err(|e| e.to_string())?;
         let mut keys = Vec::new();

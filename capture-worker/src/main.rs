@@ -2,29 +2,34 @@
 //! interface. It holds CAP_NET_RAW and nothing else, as an unprivileged user
 //! (the supervisor arranges both before exec). It opens the interface with
 //! libpcap, attaches the filter the uplink compiled, and streams packets to
-//! the uplink in batches over the socket the supervisor connected. It obeys
-//! two typed commands: SetFilter (a program the kernel verifies) and the
-//! response actions in force, which it enforces only once their signature
-//! verifies with the action key the supervisor pinned.
+//! the uplink in batches over the socket the supervisor connected.
+//!
+//! What it parses: from the uplink, typed frames (`ipc`), of which it obeys
+//! two commands: SetFilter (a program the kernel verifies) and the set of
+//! response actions in force, enforced only once its signature verifies
+//! with the action key the supervisor pinned. From the network, with
+//! response actions on, the Ethernet, VLAN, IP and TCP headers of every
+//! captured TCP segment (`tcpseg`, fuzzed): the enforcer's input. Packet
+//! payloads are copied, never read.
 
 // libpcap's link order in a static build comes with this crate's build
 // script (the worker opens its captures with the `pcap` crate directly).
 extern crate ossensor_libpcap;
 
+mod actions;
 mod capture;
 mod link;
 mod merge;
-mod respond;
 
 use capture::InterfaceCapture;
 use link::Link;
 use merge::DirectionMerge;
 use ossensor_host::log;
 use ossensor_host::log::{self as slog, BASIC, STATS};
+use ossensor_shared::actions::signed::PublicKey;
 use ossensor_shared::children::WorkerConfig;
 use ossensor_shared::ipc::{UplinkMsg, WorkerMsgRef};
 use ossensor_shared::privileges::{self, Privileges};
-use ossensor_shared::signed_actions::PublicKey;
 use ossensor_shared::telemetry::WorkerSnapshot;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,8 +122,8 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
         Some(Err(e)) => return Err(format!("the action key the supervisor gave {e}")),
         None => None,
     };
-    let mut responder = if cfg.respond {
-        let r = respond::Responder::new(&cfg.interface, cap.linktype, cfg.destroy_fd, pinned);
+    let mut actions = if cfg.enforce_actions {
+        let r = actions::WorkerActions::new(&cfg.interface, cap.linktype, cfg.destroy_fd, pinned);
         if r.is_none() {
             log!(BASIC, "{}: response actions cannot be enforced on link type {} (Ethernet only)", cfg.interface, cap.linktype);
         }
@@ -148,8 +153,8 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
         }
         // Always drain the rings (a ring left half read keeps poll() waking
         // us); the merge bounds what it holds.
-        let (n, failure) = cap.read_into(&mut merge, responder.as_mut());
-        if let Some(r) = responder.as_mut() {
+        let (n, failure) = cap.read_into(&mut merge, actions.as_mut());
+        if let Some(r) = actions.as_mut() {
             if last_action_tick.elapsed() >= ACTION_TICK {
                 r.tick(ossensor_host::clock::now_ns());
                 last_action_tick = Instant::now();
@@ -177,7 +182,7 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
             return Err(e);
         }
         let commands = link.commands()?;
-        if let Some(r) = responder.as_mut() {
+        if let Some(r) = actions.as_mut() {
             for key in link.take_action_keys() {
                 r.set_key(ossensor_host::clock::now_ns(), key);
             }
@@ -188,7 +193,7 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
                     Ok(()) => log!(BASIC, "new filter attached ({} instructions)", program.len()),
                     Err(e) => log!(BASIC, "refused a filter from the uplink: {e}"),
                 },
-                UplinkMsg::Actions { set } => match responder.as_mut() {
+                UplinkMsg::Actions { set } => match actions.as_mut() {
                     Some(r) => {
                         r.take_signed(ossensor_host::clock::now_ns(), &set);
                         r.send(|frame| cap.inject(frame));
@@ -200,7 +205,7 @@ fn run(cfg: &WorkerConfig, held: &Privileges) -> Result<(), String> {
         if last_stats.elapsed() >= STATS_EVERY || stopping {
             let stats = cap.stats();
             link.send(&WorkerMsgRef::Stats(&stats))?;
-            if let Some(r) = responder.as_ref().filter(|r| !r.stats().is_empty()) {
+            if let Some(r) = actions.as_ref().filter(|r| !r.stats().is_empty()) {
                 link.send(&WorkerMsgRef::ActionStats(r.stats().iter().map(|(id, s)| (*id, *s)).collect()))?;
             }
             last_stats = Instant::now();

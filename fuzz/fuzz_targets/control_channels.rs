@@ -2,14 +2,14 @@
 //! other's control channels (`supervision`: one bincode datagram each), the
 //! kernel's sock_diag dump answers the supervisor parses (`sockdiag`), and
 //! the signed action set as the uplink reads it from the collector's JSON
-//! (`control::SignedSetHex`, `signed_actions::decode`).
+//! (`control::SignedSetHex`, `signed::decode`).
 //! Properties: no panic; whatever decodes encodes back to the same bytes
 //! (one datagram, one meaning); a dump's sockets are all well formed.
 //! Input: [selector u8][bytes...]
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use ossensor_shared::control::SignedSetHex;
-use ossensor_shared::signed_actions;
+use ossensor_shared::actions::signed;
 use ossensor_shared::sockdiag;
 use ossensor_shared::supervision::{self, FromUplink, FromWorker, ToUplink, ToWorker};
 
@@ -37,8 +37,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         2 => {
-            if let Ok(set) = signed_actions::decode(bytes) {
-                assert_eq!(signed_actions::encode(&set), bytes);
+            if let Ok(set) = signed::decode(bytes) {
+                assert_eq!(signed::encode(&set), bytes);
             }
         }
         _ => {

@@ -5,11 +5,11 @@
 //! send must build and parse back to the same addresses and numbers.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ossensor_shared::response::{Action, Enforcer, Target};
+use ossensor_shared::actions::{Action, ActionEnforcer, Target};
 use ossensor_shared::tcpseg::{build, parse, LINKTYPE_ETHERNET};
 
 fuzz_target!(|data: &[u8]| {
-    let mut e = Enforcer::new([2, 0, 0, 0, 0, 0xfe], 64, [7, 11]);
+    let mut e = ActionEnforcer::new([2, 0, 0, 0, 0, 0xfe], 64, [7, 11]);
     let mut out = Vec::new();
     let mut frame = Vec::new();
     // The input is several frames, each prefixed by a one-byte length.

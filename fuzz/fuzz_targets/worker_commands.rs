@@ -5,7 +5,7 @@
 //! and connects again). `SetFilter`: `bpf::check`, then the direction guard
 //! for each handle, as `InterfaceCapture::attach` does before the kernel
 //! sees the program. `Actions`: the signed set verified with a pinned key
-//! (as `Responder::take_signed` does) and, whatever the verdict, its
+//! (as `WorkerActions::take_signed` does) and, whatever the verdict, its
 //! payload decoded and the decoded set applied to an enforcer that has seen
 //! no flow (cancel the missing, apply the new), then ticked.
 //! Properties: a checked program stays within the kernel's limit once
@@ -17,8 +17,8 @@
 use libfuzzer_sys::fuzz_target;
 use ossensor_shared::bpf::{self, Side, MAX_INSNS};
 use ossensor_shared::ipc::{FrameDecoder, UplinkMsg};
-use ossensor_shared::response::{Action, Enforcer};
-use ossensor_shared::signed_actions::{self, PublicKey, SetVerifier};
+use ossensor_shared::actions::{Action, ActionEnforcer};
+use ossensor_shared::actions::signed::{self, PublicKey, SetVerifier};
 
 fn guarded_ok(program: &[bpf::BpfInsn]) {
     if bpf::check(program).is_err() {
@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     let piece = (u16::from_le_bytes([data[0], data[1]]) as usize % 65536).max(1);
     let stream = &data[2..];
     let mut decoder = FrameDecoder::new();
-    let mut enforcer = Enforcer::new([2, 0, 0, 0, 0, 1], 64, [7, 11]);
+    let mut enforcer = ActionEnforcer::new([2, 0, 0, 0, 0, 1], 64, [7, 11]);
     let mut out = Vec::new();
     let mut now: u64 = 1_800_000_000_000_000_000;
     // A valid Ed25519 point (the key of an all-zero seed): signatures by
@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(UplinkMsg::SetFilter { program })) => guarded_ok(&program),
                 Ok(Some(UplinkMsg::Actions { set })) => {
                     assert!(verifier.accept(now, &set).is_err(), "only the key's holder signs sets");
-                    let Ok(decoded) = signed_actions::decode(&set.payload) else { continue };
+                    let Ok(decoded) = signed::decode(&set.payload) else { continue };
                     let actions = decoded.actions;
                     let current: Vec<Action> = enforcer.actions().to_vec();
                     for old in &current {

@@ -29,3 +29,18 @@ pub fn audit_target(log: &LogConfig) -> crate::log::Audit<'_> {
         None => crate::log::Audit::Syslog,
     }
 }
+
+/// Takes ownership of a descriptor the supervisor left open for this child
+/// (its control channel, the socket-destroy channel), if it is open; None
+/// if nothing is open at `fd`.
+pub fn inherited_fd(fd: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD reads the descriptor's flags and nothing else; a
+    // closed `fd` only makes it fail.
+    if fd < 0 || unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is open, and the supervisor passed it to this process
+    // alone, to be owned once: each caller takes one fixed number, once.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

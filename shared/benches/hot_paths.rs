@@ -11,10 +11,10 @@
 //! synthetic mix say little; speeds are comparable.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ossensor_shared::actions::{Action, ActionEnforcer, Target};
 use ossensor_shared::auth::{self, RequestMeta};
 use ossensor_shared::chunk;
 use ossensor_shared::pcapng::{Direction, SectionWriter};
-use ossensor_shared::response::{Action, Enforcer, Target};
 use ossensor_shared::tcpseg::{self, Outgoing, Segment, ACK, LINKTYPE_ETHERNET, SYN};
 use std::hash::BuildHasher;
 use std::hint::black_box;
@@ -181,8 +181,8 @@ fn flood(count: usize) -> Vec<Segment> {
 
 /// An enforcer as a busy link leaves it: 65,536 connections (both ends
 /// talked) and a full unconfirmed tier.
-fn warm_enforcer() -> Enforcer {
-    let mut e = Enforcer::new([2, 0, 0, 0, 0, 0xfe], 65_536, [7, 11]);
+fn warm_enforcer() -> ActionEnforcer {
+    let mut e = ActionEnforcer::new([2, 0, 0, 0, 0, 0xfe], 65_536, [7, 11]);
     let mut out = Vec::new();
     for i in 0..65_536u32 {
         let c = (IpAddr::from(Ipv4Addr::from(0xc613_0000 | i)), 40000);

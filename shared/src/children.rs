@@ -30,7 +30,7 @@ pub struct WorkerConfig {
     /// Enforce response actions (ANTIGENA_ENABLED): track TCP flows and send
     /// resets on this interface. False: the worker never sends a packet.
     #[serde(default)]
-    pub respond: bool,
+    pub enforce_actions: bool,
     /// The fd of the socket-destroy channel to the supervisor (for
     /// connections that end on this host), if it gave one.
     #[serde(default)]

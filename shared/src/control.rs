@@ -1,7 +1,7 @@
 //! JSON control messages between sensor and collector (docs/protocol.md).
 
-use crate::response::{ActionStats, Target};
-use crate::signed_actions::SignedSet;
+use crate::actions::signed::SignedSet;
+use crate::actions::{ActionStats, Target};
 use serde::{Deserialize, Serialize};
 
 pub const PATH_REGISTER: &str = "/v1/register";
@@ -59,7 +59,7 @@ pub const PATH_ACTIONS_WS: &str = "/v1/actions/ws";
 pub const PATH_OPERATOR_ACTIONS: &str = "/v1/operator/actions";
 
 /// A signed action set in JSON: its payload and signature in hex
-/// (`signed_actions` says what they hold).
+/// (`actions::signed` says what they hold).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedSetHex {
     pub payload: String,
@@ -74,7 +74,7 @@ impl SignedSetHex {
     /// The bytes; None if either field is not hex or is longer than a set
     /// may be.
     pub fn to_set(&self) -> Option<SignedSet> {
-        if self.payload.len() > 2 * crate::signed_actions::MAX_PAYLOAD || self.signature.len() > 2 * crate::signed_actions::SIGNATURE_LEN {
+        if self.payload.len() > 2 * crate::actions::signed::MAX_PAYLOAD || self.signature.len() > 2 * crate::actions::signed::SIGNATURE_LEN {
             return None;
         }
         Some(SignedSet { payload: hex::decode(&self.payload).ok()?, signature: hex::decode(&self.signature).ok()? })

@@ -10,10 +10,10 @@
 //! `ts_ns u64 | orig_len u32 | cap_len u32 | flags u32 | cap_len bytes`,
 //! where `flags & 3` is the pcapng direction (0 unknown, 1 in, 2 out).
 
+use crate::actions::signed::SignedSet;
+use crate::actions::ActionStats;
 use crate::bpf::BpfInsn;
 use crate::pcapng::Direction;
-use crate::response::ActionStats;
-use crate::signed_actions::SignedSet;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn actions_and_their_stats_cross_the_socket() {
-        use crate::response::ActionStats;
+        use crate::actions::ActionStats;
         let set = SignedSet { payload: vec![1, 2, 3], signature: vec![9; 64] };
         let mut wire = Vec::new();
         encode_frame(&UplinkMsg::Actions { set: set.clone() }, &mut wire).unwrap();

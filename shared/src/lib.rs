@@ -10,8 +10,8 @@
 //! - [`dedup`]: one frame seen on several interfaces, kept once.
 //! - [`control`]: JSON control messages (registration, acknowledgements, errors).
 //! - [`requests`]: the sensor's signed requests to the collector as plain data, and the check of each answer's proof.
-//! - [`response`]: response actions: which resets and probes to send for the segments seen.
-//! - [`signed_actions`]: the action set the collector signs and each capture-worker verifies.
+//! - [`actions`]: response actions: which resets and probes to send for the segments seen,
+//!   and (`actions::signed`) the action set the collector signs and each capture-worker verifies.
 //! - [`supervision`]: the messages between the supervisor and its children on their control channels.
 //! - [`sockdiag`]: destroying local sockets: the worker's request, the kernel's netlink message.
 //! - [`tcpseg`]: TCP segments in Ethernet frames: parsing them, building resets and probes.
@@ -22,6 +22,7 @@
 //! - [`telemetry`]: each process's typed snapshot and everything shown from it (log lines, metrics, status report, JSON line).
 //! - [`timefmt`]: UTC timestamps for log lines and file names.
 
+pub mod actions;
 pub mod auth;
 pub mod bpf;
 pub mod children;
@@ -35,8 +36,6 @@ pub mod metrics;
 pub mod pcapng;
 pub mod privileges;
 pub mod requests;
-pub mod response;
-pub mod signed_actions;
 pub mod sockdiag;
 pub mod supervision;
 pub mod tcpseg;

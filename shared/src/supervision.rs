@@ -10,7 +10,7 @@
 //! The supervisor also pins the collector's action key here and hands it to
 //! the workers: the uplink offers the key, it never gives it to a worker.
 
-use crate::signed_actions::PublicKey;
+use crate::actions::signed::PublicKey;
 use serde::{Deserialize, Serialize};
 
 /// Largest message either side accepts.

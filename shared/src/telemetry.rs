@@ -8,11 +8,11 @@
 //!
 //! Counter names live here once. Pure: values in, text out.
 
+use crate::actions::ActionStats;
 use crate::control::{ActionReport, InterfaceStatus, StatusReport};
 use crate::delivery::Accounting;
 use crate::ipc::CaptureStats;
 use crate::metrics::{Exposition, Kind};
-use crate::response::ActionStats;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -9,7 +9,7 @@
 //! key). Once pinned, a different key is refused and audited: replacing
 //! it takes an operator (the variable, or deleting the state file).
 
-use ossensor_shared::signed_actions::PublicKey;
+use ossensor_shared::actions::signed::PublicKey;
 use std::path::{Path, PathBuf};
 
 pub const STATE_FILE: &str = "action-key";

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use ossensor_shared::actions::signed::PublicKey;
 use ossensor_shared::children::{ActionsConfig, LogConfig, UplinkConfig, WorkerConfig};
-use ossensor_shared::signed_actions::PublicKey;
 
 use crate::variables::{self, Unset, Variable, VARIABLES};
 use crate::{cfgfile, envfile};
@@ -372,7 +372,7 @@ impl Config {
             interface: interface.to_string(),
             control_fd,
             ring_bytes: ring / 2,
-            respond: self.antigena_enabled,
+            enforce_actions: self.antigena_enabled,
             destroy_fd: None,
             action_key: action_key.map(|k| k.to_string()),
             log: self.log(),
@@ -1121,7 +1121,7 @@ mod generated_file {
             opt("OSSENSOR_USER", user);
             opt("OSSENSOR_RUNTIME_DIR", runtime);
             opt("OSSENSOR_STATE_DIR", state);
-            opt("OSSENSOR_ACTION_KEY", action_key.map(|k| ossensor_shared::signed_actions::PublicKey(k).to_string()));
+            opt("OSSENSOR_ACTION_KEY", action_key.map(|k| ossensor_shared::actions::signed::PublicKey(k).to_string()));
             v
         }
     }

@@ -20,7 +20,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use ossensor_host::log;
 use ossensor_host::log::{audit, AuditSeverity, BASIC};
 use ossensor_host::seqpacket::{self, Received};
-use ossensor_shared::signed_actions::PublicKey;
+use ossensor_shared::actions::signed::PublicKey;
 use ossensor_shared::supervision::{self, FromUplink, FromWorker, ToUplink, ToWorker, MAX_MESSAGE, UPLINK_CONTROL_FD, WORKER_CONTROL_FD};
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -27,7 +27,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ossensor_shared::signed_actions::PublicKey;
+use ossensor_shared::actions::signed::PublicKey;
 
 use crate::ere;
 

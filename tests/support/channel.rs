@@ -29,6 +29,8 @@ fn take(owner: i32, inode: u64) -> Option<UnixStream> {
             assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
             let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, target, 0) } as i32;
             assert!(fd >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+            // SAFETY: both descriptors were just made for this process: the pidfd
+            // is closed once, the copied socket owned once.
             unsafe { libc::close(pidfd) };
             return Some(unsafe { UnixStream::from_raw_fd(fd) });
         }

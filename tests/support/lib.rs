@@ -187,6 +187,7 @@ pub fn run_unchecked(cmd: &mut Command, timeout: Duration) -> Result<Output> {
         }
         if Instant::now() > deadline {
             // The child is not reaped yet, so its pid is still ours.
+            // SAFETY: kill(2) touches no memory of ours.
             unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
             let _ = child.wait();
             let stderr = t_err.join().unwrap_or_default();

@@ -118,6 +118,7 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Only processes inside our own namespace are touched, by pid.
         for pid in self.pids() {
+            // SAFETY: kill(2) touches no memory of ours.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         if let Err(e) = run(command("ip").args(["netns", "delete", &self.name])) {

@@ -81,6 +81,7 @@ impl ProcessGuard {
         if self.try_wait().is_some() {
             return Err(Error(format!("`{}` already exited ({:?})", self.desc, self.status)));
         }
+        // SAFETY: a signal to our own child, not yet reaped (try_wait above).
         let rc = unsafe { libc::kill(self.pid() as i32, sig) };
         if rc != 0 {
             return Err(Error(format!("kill({}, {sig}): {}", self.pid(), std::io::Error::last_os_error())));
@@ -151,6 +152,7 @@ impl ProcessGuard {
     pub fn kill(&mut self) {
         if self.try_wait().is_none() {
             if let Some(c) = self.child.as_mut() {
+                // SAFETY: our own child, not yet reaped.
                 unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
                 if let Ok(st) = c.wait() {
                     self.status = Some(st);

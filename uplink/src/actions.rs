@@ -13,10 +13,10 @@
 use crate::intake::Filters;
 use ossensor_host::log;
 use ossensor_host::log::{audit, AuditSeverity, ACTIONS, BASIC, SENDS};
+use ossensor_shared::actions::signed;
+use ossensor_shared::actions::ActionStats;
 use ossensor_shared::auth::{self, RequestMeta};
 use ossensor_shared::control::{ActionReport, FromSensor, ToSensor, PATH_ACTIONS_WS};
-use ossensor_shared::response::ActionStats;
-use ossensor_shared::signed_actions;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::collections::BTreeMap;
@@ -139,10 +139,10 @@ fn session(
         }
         match ws.read() {
             Ok(Message::Text(text)) => match serde_json::from_str::<ToSensor>(text.as_str()).map(|ToSensor::Actions { signed }| signed.to_set()) {
-                Ok(Some(signed)) => {
+                Ok(Some(set_signed)) => {
                     let now = ossensor_host::clock::now_ns();
                     // Read, not verified: for the log and the audit trail.
-                    match signed_actions::decode(&signed.payload) {
+                    match signed::decode(&set_signed.payload) {
                         Ok(set) => {
                             for a in &set.actions {
                                 let ms = a.until_ns.saturating_sub(set.issued_ns) / 1_000_000;
@@ -159,7 +159,7 @@ fn session(
                         }
                         Err(e) => log!(BASIC, "response actions: the collector's set does not decode ({e}); relayed, the workers will refuse it"),
                     }
-                    filters.lock().unwrap_or_else(|e| e.into_inner()).set_actions(signed, now);
+                    filters.lock().unwrap_or_else(|e| e.into_inner()).set_actions(set_signed, now);
                 }
                 Ok(None) => log!(BASIC, "response actions: ignored a set whose payload or signature is not hex"),
                 Err(e) => log!(BASIC, "response actions: ignored a message the collector sent: {e}"),

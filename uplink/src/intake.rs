@@ -9,9 +9,9 @@
 use ossensor_host::log;
 use ossensor_host::log::BASIC;
 use ossensor_host::seqpacket::{self, Received};
+use ossensor_shared::actions::signed::{self, SignedSet};
+use ossensor_shared::actions::ActionStats;
 use ossensor_shared::ipc::{encode_frame, CaptureStats, FrameDecoder, UplinkMsg, WorkerMsg};
-use ossensor_shared::response::ActionStats;
-use ossensor_shared::signed_actions::{self, SignedSet};
 use ossensor_shared::supervision::{self, ToUplink, MAX_MESSAGE};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -76,7 +76,7 @@ impl Filters {
     /// Replaces the set of response actions (as the collector signed it)
     /// and sends it to every worker. `now_ns`: our clock, for counting.
     pub fn set_actions(&mut self, set: SignedSet, now_ns: u64) {
-        let ends_ns = match signed_actions::decode(&set.payload) {
+        let ends_ns = match signed::decode(&set.payload) {
             Ok(s) => s.actions.iter().map(|a| now_ns.saturating_add(a.until_ns.saturating_sub(s.issued_ns))).collect(),
             Err(_) => Vec::new(),
         };

@@ -30,7 +30,6 @@ use sender::Shared;
 use sender::Sources;
 use spool::OverflowReport;
 use std::collections::BTreeMap;
-use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
@@ -138,12 +137,9 @@ fn run(cfg: UplinkConfig) -> Result<(), String> {
         start_filter
     );
 
-    // SAFETY: the supervisor passed this descriptor for us alone; it is
-    // checked to be open before it is owned.
-    if unsafe { libc::fcntl(cfg.control_fd, libc::F_GETFD) } < 0 {
-        return Err(format!("no control channel at fd {}: the supervisor starts this process", cfg.control_fd));
-    }
-    let control = Arc::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(cfg.control_fd) });
+    let control = ossensor_host::child::inherited_fd(cfg.control_fd)
+        .ok_or_else(|| format!("no control channel at fd {}: the supervisor starts this process", cfg.control_fd))?;
+    let control = Arc::new(control);
     // Room for a few batches (each at most about 1.3 MiB); beyond that
     // workers wait and their rings hold the packets. Bounded in count, so
     // in memory: INTAKE_QUEUE batches at most (docs/reliability.md, host

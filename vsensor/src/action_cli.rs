@@ -5,8 +5,8 @@
 //! the certificate to trust (`tls/cert.pem`, or `VSENSOR_TLS_CERT`).
 
 use crate::operator_file::OPERATOR_FILE;
+use ossensor_shared::actions::{Endpoint, Target};
 use ossensor_shared::control::{ActionView, NewAction, PATH_OPERATOR_ACTIONS};
-use ossensor_shared::response::{Endpoint, Target};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};

@@ -7,7 +7,7 @@
 //! `DATA_DIR/action-key.pub` (what `OSSENSOR_ACTION_KEY` takes).
 
 use crate::atomic_file::write_atomic;
-use ossensor_shared::signed_actions::{self, ActionSet, PublicKey, SignedSet};
+use ossensor_shared::actions::signed::{self, ActionSet, PublicKey, SignedSet};
 use ring::signature::Ed25519KeyPair;
 use std::path::Path;
 
@@ -34,7 +34,7 @@ impl ActionKey {
             }
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let public = signed_actions::public_key(&pair);
+        let public = signed::public_key(&pair);
         let pub_path = data_dir.join(PUBLIC_FILE);
         if std::fs::read_to_string(&pub_path).ok().and_then(|t| PublicKey::parse(&t).ok()) != Some(public) {
             write_atomic(&pub_path, format!("{public}\n").as_bytes(), 0o644).map_err(|e| format!("{}: {e}", pub_path.display()))?;
@@ -43,7 +43,7 @@ impl ActionKey {
     }
 
     pub fn sign(&self, set: &ActionSet) -> SignedSet {
-        signed_actions::sign(&self.pair, set)
+        signed::sign(&self.pair, set)
     }
 }
 
@@ -57,7 +57,7 @@ pub fn read_public(data_dir: &Path) -> Result<PublicKey, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ossensor_shared::signed_actions::SetVerifier;
+    use ossensor_shared::actions::signed::SetVerifier;
 
     #[test]
     fn the_key_is_made_once_kept_private_and_signs_what_workers_verify() {

@@ -4,9 +4,9 @@
 //! `action_key`), and the latest report of each sensor per action. No I/O
 //! but the file; the clock is passed in.
 
+use ossensor_shared::actions::signed::ActionSet;
+use ossensor_shared::actions::{Action, ActionStats, Target};
 use ossensor_shared::control::{ActionView, SensorReport};
-use ossensor_shared::response::{Action, ActionStats, Target};
-use ossensor_shared::signed_actions::ActionSet;
 use ossensor_shared::timefmt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
 /// Actions in force at once, at most: each sensor enforces every one of
 /// them, and a worker refuses a set of more than
-/// `signed_actions::MAX_ACTIONS`.
+/// `signed::MAX_ACTIONS`.
 pub const MAX_IN_FORCE: usize = 256;
 /// Actions kept in the book (finished ones are dropped oldest first).
 const MAX_KEPT: usize = 10_000;

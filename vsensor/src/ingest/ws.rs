@@ -16,8 +16,8 @@ use crate::http::{refusal, HeaderMap, HeaderValue, Refusal, Request, Response, S
 use crate::state::App;
 use futures_util::{SinkExt, StreamExt};
 use ossensor_host::log;
+use ossensor_shared::actions::signed::RESIGN_EVERY_NS;
 use ossensor_shared::control::{FromSensor, SignedSetHex, ToSensor};
-use ossensor_shared::signed_actions::RESIGN_EVERY_NS;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;

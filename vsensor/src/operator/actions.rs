@@ -11,8 +11,8 @@ use super::auth::{may_act, may_read};
 use crate::http::{json, note_refusal, refusal, refused, Method, Refusal, Request, Response, StatusCode};
 use crate::state::App;
 use ossensor_host::log;
+use ossensor_shared::actions::{Endpoint, Target};
 use ossensor_shared::control::NewAction;
-use ossensor_shared::response::{Endpoint, Target};
 
 /// What a request to the actions API asks for (the router tells from its
 /// method and path).

@@ -8,7 +8,7 @@
 use super::lock;
 use crate::action_key::ActionKey;
 use crate::actions::Book;
-use ossensor_shared::signed_actions::SignedSet;
+use ossensor_shared::actions::signed::SignedSet;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};

@@ -155,7 +155,7 @@ mod tests {
         /// holds, and every `passed` count goes back to 0 when it empties.
         #[test]
         fn the_index_agrees_with_a_map(ops in proptest::collection::vec((any::<bool>(), 0u32..64, 0u64..8, 0u64..4), 1..400)) {
-            let mut index = Index::new(32, crate::response::huge::no_advice);
+            let mut index = Index::new(32, crate::actions::huge::no_advice);
             let mut map: HashMap<Slot, u64> = HashMap::new();
             for (insert, slot, home, t) in ops {
                 let hash = (t << 48) | home;

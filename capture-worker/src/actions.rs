@@ -1,23 +1,25 @@
 //! Response actions on this interface: the thin shell around
-//! `ossensor_shared::response::Enforcer`. It feeds the enforcer every
+//! `ossensor_shared::actions::ActionEnforcer`. It feeds the enforcer every
 //! captured TCP segment and sends, on the same interface, the resets and
 //! probes it decides. The uplink relays the set of actions in force as the
 //! collector signed it; the set is verified here, with the key the
-//! supervisor pinned (`signed_actions`), before anything is enforced, so a
+//! supervisor pinned (`actions::signed`), before anything is enforced, so a
 //! compromised uplink cannot order, extend or replay an action. Every
 //! packet sent is a RST or an empty ACK built from a flow this worker saw
 //! itself. For a flow that ends on this host, the supervisor is also asked
 //! to destroy the local socket (a RST on the wire never reaches it).
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recv, send, MsgFlags};
 use ossensor_host::log;
 use ossensor_host::log::{self as slog, ACTIONS};
-use ossensor_shared::response::{Action, ActionStats, Enforcer, Injection, Prepared, Reason, BATCH};
-use ossensor_shared::signed_actions::{PublicKey, Refusal, SetVerifier, SignedSet};
+use ossensor_shared::actions::signed::{PublicKey, Refusal, SetVerifier, SignedSet};
+use ossensor_shared::actions::{Action, ActionEnforcer, ActionStats, Injection, Prepared, Reason, BATCH};
 use ossensor_shared::sockdiag;
 use ossensor_shared::tcpseg::{self, LINKTYPE_ETHERNET, RST};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Connections remembered per interface (for quiet connections), and a
@@ -27,12 +29,12 @@ const MAX_FLOWS: usize = 65_536;
 /// How often the host's own addresses are read again.
 const LOCAL_REFRESH: Duration = Duration::from_secs(5);
 /// How long to wait for the supervisor to destroy a local socket.
-const DESTROY_WAIT_MS: i32 = 50;
+const DESTROY_WAIT_MS: u16 = 50;
 /// A refused action set of one kind is logged and audited at most this often.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
-pub struct Responder {
-    enforcer: Enforcer,
+pub struct WorkerActions {
+    enforcer: ActionEnforcer,
     verifier: SetVerifier,
     /// A set that came before any key was pinned: verified once one is.
     unverified: Option<SignedSet>,
@@ -75,7 +77,7 @@ impl LocalSockets {
         self.asked.retain(|_, t| t.elapsed() < Duration::from_secs(1));
         // Answers that came after their wait: drop them.
         let mut b = [0u8; 64];
-        while unsafe { libc::recv(self.channel.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) } > 0 {}
+        while recv(self.channel.as_raw_fd(), &mut b, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
     }
 
     /// If one end of `ends` is on this host, asks the supervisor to destroy
@@ -96,41 +98,38 @@ impl LocalSockets {
         let req = sockdiag::encode_worker_request(local, remote)?;
         self.asked.insert((local, remote), Instant::now());
         let fd = self.channel.as_raw_fd();
-        if unsafe { libc::send(fd, req.as_ptr().cast(), req.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) } != req.len() as isize {
-            return Some(((local, remote), std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)));
+        match send(fd, &req, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) if n == req.len() => {}
+            Ok(_) => return Some(((local, remote), libc::EIO)),
+            Err(e) => return Some(((local, remote), e as i32)),
         }
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let mut fds = [PollFd::new(self.channel.as_fd(), PollFlags::POLLIN)];
         let mut answer = [0u8; 4];
-        let errno =
-            if unsafe { libc::poll(&mut pfd, 1, DESTROY_WAIT_MS) } == 1 && unsafe { libc::recv(fd, answer.as_mut_ptr().cast(), 4, libc::MSG_DONTWAIT) } == 4 {
-                i32::from_ne_bytes(answer)
-            } else {
-                libc::ETIMEDOUT
-            };
+        let answered =
+            poll(&mut fds, PollTimeout::from(DESTROY_WAIT_MS)).is_ok_and(|n| n == 1) && recv(fd, &mut answer, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n == 4);
+        let errno = if answered { i32::from_ne_bytes(answer) } else { libc::ETIMEDOUT };
         Some(((local, remote), errno))
     }
 }
 
-impl Responder {
+impl WorkerActions {
     /// None when the link type cannot carry what we would send (only
     /// Ethernet can).
     /// `destroy_fd`: the supervisor's socket-destroy channel, if it gave one;
     /// `key`: the action key it pinned, if one is pinned yet.
-    pub fn new(interface: &str, linktype: i32, destroy_fd: Option<i32>, key: Option<PublicKey>) -> Option<Responder> {
+    pub fn new(interface: &str, linktype: i32, destroy_fd: Option<i32>, key: Option<PublicKey>) -> Option<WorkerActions> {
         if linktype != LINKTYPE_ETHERNET {
             return None;
         }
         let own_mac = interface_mac(interface).unwrap_or([0; 6]);
-        // SAFETY: the supervisor passed this descriptor for us alone; it is
-        // checked to be open before it is owned.
-        let channel = destroy_fd.filter(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        let channel = destroy_fd.and_then(ossensor_host::child::inherited_fd);
         let local = channel.map(|channel| {
             let mut l = LocalSockets { channel, addresses: Vec::new(), refreshed: Instant::now(), asked: HashMap::new() };
             l.refresh();
             l
         });
-        Some(Responder {
-            enforcer: Enforcer::with_advice(own_mac, MAX_FLOWS, ossensor_host::random_key(), huge_pages),
+        Some(WorkerActions {
+            enforcer: ActionEnforcer::with_advice(own_mac, MAX_FLOWS, ossensor_host::random_key(), huge_pages),
             verifier: SetVerifier::new(key),
             unverified: None,
             refused_logged: HashMap::new(),

@@ -22,7 +22,7 @@
 //!
 //! Nothing here reads a clock or the network: callers pass `now_ns`.
 
-use crate::response::{Action, Target};
+use crate::actions::{Action, Target};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -280,7 +280,7 @@ impl SetVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::response::Endpoint;
+    use crate::actions::Endpoint;
     use proptest::prelude::*;
     use ring::rand::SystemRandom;
     use ring::signature::Ed25519KeyPair;

@@ -399,8 +399,8 @@ impl<K: Eq, V, H: KeyHasher<K>> FlowTable<K, V, H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::response::huge::no_advice;
-    use crate::response::sip::Sip13;
+    use crate::actions::huge::no_advice;
+    use crate::actions::sip::Sip13;
 
     impl KeyHasher<u16> for Sip13 {
         fn keyed(key: [u64; 2]) -> Self {

@@ -37,22 +37,23 @@
 //! `cancel`) and the clock (`tick`), and sends what comes out. Nothing here
 //! sends, reads a clock or allocates per segment.
 
-mod actions;
 mod compact;
 mod flows;
 pub mod huge;
 mod index;
 mod rate;
+mod set;
+pub mod signed;
 mod sip;
 
-pub use actions::{Refused, MAX_ACTIONS};
+pub use set::{Refused, MAX_ACTIONS};
 
 use crate::tcpseg::{seq_after, Outgoing, Segment, ACK, RST, SYN};
-use actions::ActionSet;
 use compact::{CompactTable, Place, Record};
 use flows::{FlowTable, KeyHasher, ListId, Slot, Tier};
 use rate::TokenBucket;
 use serde::{Deserialize, Serialize};
+use set::ActionSet;
 use sip::Sip13;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -325,7 +326,7 @@ pub struct Matched {
     pub ends: [(IpAddr, u16); 2],
 }
 
-pub struct Enforcer {
+pub struct ActionEnforcer {
     own_mac: [u8; 6],
     matched: Vec<Matched>,
     /// Confirmed flows, and unconfirmed ones that an action acted on or
@@ -344,7 +345,7 @@ pub struct Enforcer {
     reprobe: VecDeque<(Slot, u64, u64)>,
 }
 
-/// A segment `Enforcer::prepare` made ready for `observe_prepared`.
+/// A segment `ActionEnforcer::prepare` made ready for `observe_prepared`.
 #[derive(Debug, Clone, Copy)]
 pub struct Prepared {
     now_ns: u64,
@@ -377,28 +378,28 @@ impl Sender<'_> {
     }
 }
 
-impl Enforcer {
+impl ActionEnforcer {
     /// `own_mac`: the interface's MAC, the source of everything sent.
     /// `max_flows`: connections remembered (confirmed flows); a quarter as
     /// many unconfirmed flows on top.
     /// `hash_key`: the flow tables' hash key, which the shell draws at
     /// random (whoever chooses 4-tuples must not know it).
-    pub fn new(own_mac: [u8; 6], max_flows: usize, hash_key: [u64; 2]) -> Enforcer {
-        Enforcer::with_tiers(own_mac, max_flows, max_flows / UNCONFIRMED_SHARE, hash_key, huge::no_advice)
+    pub fn new(own_mac: [u8; 6], max_flows: usize, hash_key: [u64; 2]) -> ActionEnforcer {
+        ActionEnforcer::with_tiers(own_mac, max_flows, max_flows / UNCONFIRMED_SHARE, hash_key, huge::no_advice)
     }
 
-    /// As [`Enforcer::new`], with the shell's advice on the large tables'
+    /// As [`ActionEnforcer::new`], with the shell's advice on the large tables'
     /// memory (huge pages: see `huge`).
-    pub fn with_advice(own_mac: [u8; 6], max_flows: usize, hash_key: [u64; 2], advise: huge::Advice) -> Enforcer {
-        Enforcer::with_tiers(own_mac, max_flows, max_flows / UNCONFIRMED_SHARE, hash_key, advise)
+    pub fn with_advice(own_mac: [u8; 6], max_flows: usize, hash_key: [u64; 2], advise: huge::Advice) -> ActionEnforcer {
+        ActionEnforcer::with_tiers(own_mac, max_flows, max_flows / UNCONFIRMED_SHARE, hash_key, advise)
     }
 
     /// Both bounds chosen (each at least 1). Unconfirmed flows: `unconfirmed`
     /// compact records (rounded down to a power of two, at least 2), and as
     /// many full entries for those an action acted on.
-    pub fn with_tiers(own_mac: [u8; 6], confirmed: usize, unconfirmed: usize, hash_key: [u64; 2], advise: huge::Advice) -> Enforcer {
+    pub fn with_tiers(own_mac: [u8; 6], confirmed: usize, unconfirmed: usize, hash_key: [u64; 2], advise: huge::Advice) -> ActionEnforcer {
         let compact = CompactTable::new(unconfirmed, advise);
-        Enforcer {
+        ActionEnforcer {
             own_mac,
             matched: Vec::new(),
             flows: FlowTable::new(compact.capacity(), confirmed, hash_key, advise),
@@ -933,7 +934,7 @@ mod tests {
     }
 
     /// Client ISN 1000, server ISN 5000, then 10 bytes each way.
-    fn established(e: &mut Enforcer, out: &mut Vec<Injection>) {
+    fn established(e: &mut ActionEnforcer, out: &mut Vec<Injection>) {
         e.observe(1, &seg(true, 1000, 0, SYN, 0), out);
         e.observe(2, &seg(false, 5000, 1001, SYN | ACK, 0), out);
         e.observe(3, &seg(true, 1001, 5001, ACK, 0), out);
@@ -947,7 +948,7 @@ mod tests {
 
     #[test]
     fn nothing_is_sent_without_an_action() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         assert!(out.is_empty());
@@ -956,7 +957,7 @@ mod tests {
 
     #[test]
     fn a_busy_connection_is_reset_at_both_ends_at_the_exact_numbers() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, 1_000_000_000), &mut out).unwrap();
@@ -977,7 +978,7 @@ mod tests {
 
     #[test]
     fn a_quiet_connection_is_probed_and_killed_from_the_answer() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, 1_000_000_000), &mut out).unwrap();
@@ -1015,7 +1016,7 @@ mod tests {
 
     #[test]
     fn a_new_connection_is_refused_at_the_syn_ack() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         e.apply(0, block_port(7, 1_000_000_000), &mut out).unwrap();
         assert!(out.is_empty());
@@ -1031,7 +1032,7 @@ mod tests {
 
     #[test]
     fn unrelated_connections_are_untouched() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         e.apply(0, block_port(1, 1_000_000_000), &mut out).unwrap();
         let other: (IpAddr, u16) = (Ipv4Addr::new(198, 19, 173, 2).into(), 22);
@@ -1042,7 +1043,7 @@ mod tests {
 
     #[test]
     fn resets_stop_when_the_action_expires_or_is_cancelled() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, 100), &mut out).unwrap();
@@ -1060,7 +1061,7 @@ mod tests {
 
     #[test]
     fn a_repeated_trigger_does_not_repeat_the_same_reset_at_once() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
@@ -1076,7 +1077,7 @@ mod tests {
 
     #[test]
     fn a_fin_counts_in_the_expected_number() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
@@ -1088,7 +1089,7 @@ mod tests {
 
     #[test]
     fn covered_flows_are_reported_once_per_action() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
@@ -1107,7 +1108,7 @@ mod tests {
     /// socket destroy; a connection whose ends both acknowledged is.
     #[test]
     fn only_confirmed_flows_are_reported_for_a_destroy() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         e.apply(0, Action { id: 1, target: Target::Quarantine { host: cli().0 }, until_ns: u64::MAX }, &mut out).unwrap();
         for p in 0..50u16 {
@@ -1123,7 +1124,7 @@ mod tests {
 
     #[test]
     fn a_reset_flow_is_left_alone_by_later_actions_and_forgotten() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         e.apply(10, block_port(1, u64::MAX), &mut out).unwrap();
@@ -1148,7 +1149,7 @@ mod tests {
 
     #[test]
     fn the_flow_table_is_bounded() {
-        let mut e = Enforcer::new(SENSOR, 10, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 10, [7, 11]);
         let mut out = Vec::new();
         for p in 0..100u16 {
             // One end only: never confirmed.
@@ -1188,7 +1189,7 @@ mod tests {
     /// full: 65,536 per packet here.
     #[test]
     fn observe_and_tick_touch_a_bounded_number_of_entries() {
-        let mut e = Enforcer::new(SENSOR, 65_536, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 65_536, [7, 11]);
         e.set_inject_rate(1_000, 10);
         let mut out = Vec::new();
         // 65,536 connections (both ends acknowledge) fill the confirmed tier.
@@ -1245,7 +1246,7 @@ mod tests {
     /// it at start: the figure docs/protocol.md 1.11 gives.
     #[test]
     fn the_memory_of_an_enforcer_is_bounded() {
-        let e = Enforcer::new(SENSOR, 65_536, [7, 11]);
+        let e = ActionEnforcer::new(SENSOR, 65_536, [7, 11]);
         let (full, compact) = (e.flows.reserved_bytes(), e.compact.capacity() * std::mem::size_of::<Record>());
         println!(
             "full table: {} bytes per flow ({} confirmed, {} unconfirmed), {} bytes in all with its indexes; compact table: {} records, {} bytes",
@@ -1266,7 +1267,7 @@ mod tests {
     /// numbers when the action comes.
     #[test]
     fn a_confirmed_idle_flow_survives_a_flood_and_is_reset_exactly() {
-        let mut e = Enforcer::new(SENSOR, 65_536, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 65_536, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         assert_eq!(e.confirmed_flows(), 1);
@@ -1305,7 +1306,7 @@ mod tests {
     #[test]
     fn a_spoofed_mac_makes_the_enforcer_send_nothing_to_that_end() {
         for forged in [Segment { src_mac: ATTACKER, ..seg(true, 1011, 5011, ACK, 0) }, Segment { dst_mac: ATTACKER, ..seg(false, 5011, 1011, ACK, 0) }] {
-            let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+            let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
             let mut out = Vec::new();
             established(&mut e, &mut out);
             e.observe(6, &forged, &mut out);
@@ -1335,7 +1336,7 @@ mod tests {
         const ROUTER: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
         const ROUTER2: [u8; 6] = [2, 0, 0, 0, 0, 0x0b];
         for (inbound, outbound, sent) in [(ROUTER, ROUTER, true), (ROUTER, ROUTER2, false)] {
-            let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+            let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
             let mut out = Vec::new();
             let from_client = |seq, ack, flags, len| Segment { src_mac: inbound, ..seg(true, seq, ack, flags, len) };
             let to_client = |seq, ack, flags, len| Segment { dst_mac: outbound, ..seg(false, seq, ack, flags, len) };
@@ -1359,7 +1360,7 @@ mod tests {
     /// teaches neither numbers nor MACs: the end is still reset exactly.
     #[test]
     fn frames_from_our_own_mac_do_not_count_as_an_ends_traffic() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         established(&mut e, &mut out);
         let late = Segment { src_mac: SENSOR, ..seg(true, 1011 + (1 << 30), 5011, ACK, 0) };
@@ -1371,7 +1372,7 @@ mod tests {
 
     #[test]
     fn actions_beyond_the_bound_are_refused() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         let mut out = Vec::new();
         let quarantine = |id: u64| Action { id, target: Target::Quarantine { host: Ipv4Addr::from(id as u32).into() }, until_ns: u64::MAX };
         for id in 0..MAX_ACTIONS as u64 {
@@ -1387,7 +1388,7 @@ mod tests {
     /// Frames beyond the rate limit are not built, and are counted.
     #[test]
     fn injection_is_rate_limited() {
-        let mut e = Enforcer::new(SENSOR, 100, [7, 11]);
+        let mut e = ActionEnforcer::new(SENSOR, 100, [7, 11]);
         e.set_inject_rate(10, 4);
         let mut out = Vec::new();
         for p in 0..5u16 {
@@ -1415,7 +1416,7 @@ mod tests {
     /// whatever was applied, cancelled or expired in between.
     /// A flow in the compact table keeps no answer: it is looked up in the
     /// index each time.
-    fn covering(e: &mut Enforcer, now_ns: u64, seg: &Segment) -> Option<u64> {
+    fn covering(e: &mut ActionEnforcer, now_ns: u64, seg: &Segment) -> Option<u64> {
         let (id, _) = FlowId::of(seg);
         let hash = e.flows.hash(&id);
         let position = match e.flows.find(hash, &id) {
@@ -1442,7 +1443,7 @@ mod tests {
         fn the_cached_match_is_the_linear_match(steps in proptest::collection::vec(
             (0u8..6, 0u64..6, 0u8..4, 0u8..4, proptest::option::of(0u16..3), any::<bool>(), 0u16..3), 1..80)) {
             let ip = |i: u8| IpAddr::from(Ipv4Addr::new(198, 18, 1, i));
-            let mut e = Enforcer::new(SENSOR, 1000, [7, 11]);
+            let mut e = ActionEnforcer::new(SENSOR, 1000, [7, 11]);
             let mut out = Vec::new();
             for (i, (kind, id, a, b, port, quarantine, p)) in steps.into_iter().enumerate() {
                 let now = i as u64 * 1000;
@@ -1480,9 +1481,9 @@ mod tests {
         #[test]
         fn batched_and_prepared_segments_are_observed_as_one_by_one(segs in proptest::collection::vec(
             (any::<bool>(), any::<u32>(), any::<u32>(), 0u8..0x20, 0u32..2000, any::<bool>()), 1..80), action_at in 0usize..80) {
-            let mut one = Enforcer::new(SENSOR, 1000, [7, 11]);
-            let mut batched = Enforcer::new(SENSOR, 1000, [7, 11]);
-            let mut prepared = Enforcer::new(SENSOR, 1000, [7, 11]);
+            let mut one = ActionEnforcer::new(SENSOR, 1000, [7, 11]);
+            let mut batched = ActionEnforcer::new(SENSOR, 1000, [7, 11]);
+            let mut prepared = ActionEnforcer::new(SENSOR, 1000, [7, 11]);
             let (mut o1, mut o2, mut o3) = (Vec::new(), Vec::new(), Vec::new());
             let segs: Vec<(u64, Segment)> = segs.into_iter().enumerate().map(|(i, (from_client, seq, ack, flags, len, other_port))| {
                 let mut s = seg(from_client, seq, ack, flags, len);
@@ -1521,7 +1522,7 @@ mod tests {
         #[test]
         fn resets_only_hit_matching_flows(segs in proptest::collection::vec(
             (any::<bool>(), any::<u32>(), any::<u32>(), 0u8..0x20, 0u32..2000, 0u16..3), 1..60)) {
-            let mut e = Enforcer::new(SENSOR, 1000, [7, 11]);
+            let mut e = ActionEnforcer::new(SENSOR, 1000, [7, 11]);
             let mut out = Vec::new();
             e.apply(0, block_port(1, u64::MAX), &mut out).unwrap();
             for (i, (from_client, seq, ack, flags, len, port_pick)) in segs.into_iter().enumerate() {

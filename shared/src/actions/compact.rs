@@ -476,7 +476,7 @@ mod tests {
     /// one, then the least recently seen.
     #[test]
     fn victims_are_expired_then_closed_then_oldest() {
-        let mut t = CompactTable::new(2, crate::response::huge::no_advice);
+        let mut t = CompactTable::new(2, crate::actions::huge::no_advice);
         assert_eq!(t.capacity(), 2);
         let put = |t: &mut CompactTable, i: u16, now: u64| {
             let id = id(i, 0);
