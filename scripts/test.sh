@@ -42,7 +42,8 @@ scripts/build-images.sh
 scripts/build-packages.sh
 scripts/build-systemd-test-image.sh
 
-# 2 cores: two test threads per test binary; the namespace tests are mostly
+# 2 cores: two test threads (the integration tests are one binary,
+# tests/suite.rs); the namespace tests are mostly
 # waiting on real processes, so this keeps them fast without starving them.
 step "tests"
 cargo test --workspace -- --test-threads=2

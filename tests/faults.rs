@@ -332,7 +332,7 @@ fn a_flapping_interface_is_captured_again_once_it_is_stable() {
 }
 
 /// How long the long outage lasts: 60 s with `OSSENSOR_LONG_TESTS=1`
-/// (`OSSENSOR_LONG_TESTS=1 cargo test --test faults long_collector_outage --
+/// (`OSSENSOR_LONG_TESTS=1 cargo test --test suite faults::long_collector_outage --
 /// --nocapture`), 20 s otherwise (CI), which still overflows the spool
 /// several times over.
 fn long_outage() -> Duration {
