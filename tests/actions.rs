@@ -207,6 +207,28 @@ fn with_antigena_disabled_nothing_is_sent() {
     server.kill();
 }
 
+/// A client namespace and the sensor's, joined by a plain veth
+/// (198.18.`subnet`.1 and .254, the sensor's end `l0`), a collector in the
+/// sensor's namespace, and a sensor capturing `l0` at level 3 whose
+/// actions' channel is open. Declared in the order the test's locals were,
+/// so they are dropped as before: the sensor first, the namespaces last.
+fn local_bed(subnet: u8, label: &str) -> (Netns, Netns, TestDir, Collector, Sensor) {
+    let prefix = unique_prefix();
+    let (cli, sen) = (Netns::new(&prefix, "cli").unwrap(), Netns::new(&prefix, "sen").unwrap());
+    for ns in [&cli, &sen] {
+        ns.disable_ipv6().unwrap();
+    }
+    veth_pair(&cli, "c0", &format!("198.18.{subnet}.1/24"), &sen, "l0", &format!("198.18.{subnet}.254/24")).unwrap();
+    let dir = TestDir::new(label);
+    let collector = Collector::start(&sen, dir.path()).unwrap();
+    let mut env = base_env(&collector, dir.path());
+    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "l0".into()));
+    env.push(("OSSENSOR_DEBUG".into(), "3".into()));
+    let mut sensor = Sensor::start(&sen, dir.path(), &env, &["l0"]).unwrap();
+    sensor.guard.wait_for_line("response actions: connected", Duration::from_secs(20)).unwrap();
+    (cli, sen, dir, collector, sensor)
+}
+
 /// A connection that ends on the sensor's own host, seen on a plain veth
 /// (no bridge to loop frames back): the RST the worker sends leaves on the
 /// wire and never reaches the local socket, so the supervisor destroys that
@@ -214,19 +236,7 @@ fn with_antigena_disabled_nothing_is_sent() {
 /// ECONNABORTED, the remote client the kernel's reset.
 #[test]
 fn a_connection_ending_on_the_sensor_host_is_destroyed_locally() {
-    let prefix = unique_prefix();
-    let (cli, sen) = (Netns::new(&prefix, "cli").unwrap(), Netns::new(&prefix, "sen").unwrap());
-    for ns in [&cli, &sen] {
-        ns.disable_ipv6().unwrap();
-    }
-    veth_pair(&cli, "c0", "198.18.65.1/24", &sen, "l0", "198.18.65.254/24").unwrap();
-    let dir = TestDir::new("localkill");
-    let collector = Collector::start(&sen, dir.path()).unwrap();
-    let mut env = base_env(&collector, dir.path());
-    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "l0".into()));
-    env.push(("OSSENSOR_DEBUG".into(), "3".into()));
-    let mut sensor = Sensor::start(&sen, dir.path(), &env, &["l0"]).unwrap();
-    sensor.guard.wait_for_line("response actions: connected", Duration::from_secs(20)).unwrap();
+    let (cli, sen, dir, collector, mut sensor) = local_bed(65, "localkill");
 
     let mut server = sen.spawn(&["python3", &script(), "server", "198.18.65.254", "7002"], dir.join("server.log")).unwrap();
     server.wait_for_line("listening", Duration::from_secs(10)).unwrap();
@@ -287,19 +297,7 @@ fn actions_survive_a_collector_restart() {
 /// connection from the quarantined host is still destroyed.
 #[test]
 fn a_quarantine_and_bare_segments_never_destroy_a_listening_socket() {
-    let prefix = unique_prefix();
-    let (cli, sen) = (Netns::new(&prefix, "cli").unwrap(), Netns::new(&prefix, "sen").unwrap());
-    for ns in [&cli, &sen] {
-        ns.disable_ipv6().unwrap();
-    }
-    veth_pair(&cli, "c0", "198.18.66.1/24", &sen, "l0", "198.18.66.254/24").unwrap();
-    let dir = TestDir::new("listener");
-    let collector = Collector::start(&sen, dir.path()).unwrap();
-    let mut env = base_env(&collector, dir.path());
-    env.push(("OSSENSOR_NETWORK_DEVICE".into(), "l0".into()));
-    env.push(("OSSENSOR_DEBUG".into(), "3".into()));
-    let mut sensor = Sensor::start(&sen, dir.path(), &env, &["l0"]).unwrap();
-    sensor.guard.wait_for_line("response actions: connected", Duration::from_secs(20)).unwrap();
+    let (cli, sen, dir, collector, mut sensor) = local_bed(66, "listener");
 
     let mut server = sen.spawn(&["python3", &script(), "server", "198.18.66.254", "7003"], dir.join("server.log")).unwrap();
     server.wait_for_line("listening", Duration::from_secs(10)).unwrap();
