@@ -5,6 +5,9 @@
 # process's stdin, reads the clock or the environment, draws random
 # numbers, calls libc or libpcap, starts threads, or keeps global state.
 # Those live in host/ (and libpcap/). Exits 1 naming each line that does.
+# It also checks that neither the core nor the collector depends on
+# libpcap outside their tests (the collector's fleet-filter tests compile
+# filters with it; the collector itself never calls it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 forbidden='std::fs|std::net::(TcpStream|TcpListener|UdpSocket)|std::os::unix::net|SystemTime::now|Instant::now|std::env|stdin\(\)|libc::|nix::|pcap::|syslog::|getrandom|std::thread|thread_local!|static mut|^\s*(pub(\([a-z]+\))? )?static [A-Z_]+: |OnceLock|Mutex|AtomicU|AtomicBool'
@@ -17,7 +20,13 @@ while IFS= read -r -d '' f; do
     status=1
   fi
 done < <(find shared/src -name '*.rs' -print0)
+for crate in ossensor-shared vsensor; do
+  if cargo tree --offline -q -p "$crate" -e normal,build --prefix none | grep -E '^(pcap|ossensor-libpcap) '; then
+    echo "check-sans-io: $crate depends on libpcap outside its tests"
+    status=1
+  fi
+done
 if ((status == 0)); then
-  echo "check-sans-io: shared/src does no I/O, reads no clock, keeps no global state"
+  echo "check-sans-io: shared/src does no I/O, reads no clock, keeps no global state; shared and vsensor do not link libpcap"
 fi
 exit "$status"
