@@ -338,6 +338,11 @@ run() {
   wait "$replay" || fail "run $rep $mode: tcpreplay failed (see $dir/tcpreplay.log)"
   settle
   cpu1=$(tree_cpu "$os_pid" "$dir/threads-after.txt")
+  # How much of each child's memory the kernel gave as huge pages (the
+  # enforcer asks for them; without them its random reads also miss the TLB).
+  for i in $(pgrep -P "$os_pid"); do
+    printf '%s %s %s\n' "$i" "$(tr '\0' ' ' <"/proc/$i/cmdline" | cut -c1-40)" "$(grep AnonHugePages "/proc/$i/smaps_rollup" 2>/dev/null)"
+  done >"$dir/hugepages.txt"
   cap1=$(captured) || fail "run $rep $mode: no metrics"
   local sent reset=0 alive=0
   sent=$(sed -n 's/.*Successful packets: *\([0-9]*\).*/\1/p' "$dir/tcpreplay.log" | head -1)
