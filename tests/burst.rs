@@ -1,6 +1,6 @@
 //! A burst of interfaces: 200 veths at once under NETWORK_DEVICE_ANY=1.
-//! In a file of its own, so it runs alone: 200 capture-workers starting
-//! take both CPUs for a while.
+//! 200 capture-workers starting take both CPUs for a while, so the test
+//! holds the suite's exclusive slot (`exclusive_slot`).
 
 use ossensor_suite::sensor::audit_events;
 use ossensor_suite::sensor::{base_env, Collector};
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 /// every worker is retired when its veth goes.
 #[test]
 fn a_burst_of_200_veths_shares_the_ring_budget() {
+    let _slot = exclusive_slot();
     const N: usize = 200;
     let prefix = unique_prefix();
     let ns = Netns::new(&prefix, "burst").unwrap();

@@ -79,6 +79,10 @@ fn settle(ns: &Netns, url: &str) -> (BTreeMap<String, f64>, u64) {
 
 #[test]
 fn a_cpu_capped_sensor_counts_its_drops_and_never_slows_the_host() {
+    // A flood whose sender must reach its rate (and a worker that must be
+    // starved by its quota, not by another test): nothing that takes the
+    // machine beside it.
+    let _slot = exclusive_slot();
     let (host, peer) = host_and_peer("198.18.67").unwrap();
     let dir = TestDir::new("cpucap");
     let collector = Collector::start(&host, dir.path()).unwrap();
