@@ -336,8 +336,6 @@ print('done',flush=True)
 #[test]
 fn slow_clients_after_the_handshake_are_cut_off_and_a_sensor_still_delivers() {
     const PER_MODE: usize = 100;
-    // Its bounds are times: nothing that takes the whole machine beside it.
-    let _slot = exclusive_slot();
     let (host, peer) = host_and_peer("198.18.91").unwrap();
     let dir = TestDir::new("slowloris");
     let mut collector = Collector::start(&host, dir.path()).unwrap();

@@ -1,6 +1,6 @@
 //! A burst of interfaces: 200 veths at once under NETWORK_DEVICE_ANY=1.
-//! 200 capture-workers starting take both CPUs for a while, so the test
-//! holds the suite's exclusive slot (`exclusive_slot`).
+//! 200 capture-workers starting take both CPUs for a while, so it is in
+//! the `alone` test binary (tests/alone.rs).
 
 use ossensor_suite::sensor::audit_events;
 use ossensor_suite::sensor::{base_env, Collector};

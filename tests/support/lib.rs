@@ -79,14 +79,9 @@ impl From<std::io::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A slot for the tests that must not run beside one another: those that
-/// load the whole machine (200 veths at once, a flood under a CPU cap) and
-/// those whose assertions bound a time (the collector's 30 s timeouts
-/// under 300 slow clients). When each file was a test binary of its own,
-/// cargo ran the files one after another and the burst never overlapped
-/// another file's tests; in the one binary they would (the slow clients'
-/// test failed 3 runs of 3 beside the burst). Each holds this guard for
-/// its whole run; other tests still run beside them.
+/// A slot for the tests that must not run beside one another: those of
+/// `tests/alone.rs`, which take the whole machine (200 veths at once, a
+/// flood under a CPU cap). Each holds this guard for its whole run.
 pub fn exclusive_slot() -> std::sync::MutexGuard<'static, ()> {
     static SLOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     // A test that panicked while holding it leaves nothing to repair.
